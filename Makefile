@@ -1,0 +1,58 @@
+# `make help` lists every target. Each target is one line calling `sst …` (or a script in scripts/).
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3.11
+VENV ?= .venv
+SST := $(VENV)/bin/sst
+# The real SST data (../shared/data here; see README "Data" for downloads and s3:// sources)
+SST_DATA ?= $(abspath ../shared/data)
+export SST_DATA
+# Determinism variables that must be set before Python/CUDA start (also in the image ENV)
+export PYTHONHASHSEED := 0
+export TOKENIZERS_PARALLELISM := false
+export CUBLAS_WORKSPACE_CONFIG := :4096:8
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: help setup lock test test-all lint data split split-ptb demo bench-split doctor clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.lock.sha256 ## create .venv from environment.lock with --require-hashes (no-op when unchanged)
+
+$(VENV)/.lock.sha256: environment.lock pyproject.toml scripts/setup-venv.sh
+	@scripts/setup-venv.sh "$(PYTHON)" "$(VENV)"
+
+lock: ## regenerate environment.lock from pyproject.toml (uv pip compile --generate-hashes)
+	@scripts/lock.sh "$(PYTHON)"
+
+test: setup ## the fast test tier (CPU only; no slow, docker or gpu tests)
+	$(VENV)/bin/pytest -q
+
+test-all: setup ## every test tier this machine can run, slow included
+	$(VENV)/bin/pytest -q -m "not docker and not gpu"
+
+lint: setup ## ruff (lint + format check) and mypy on sst/
+	$(VENV)/bin/ruff check sst tests && $(VENV)/bin/ruff format --check sst tests && $(VENV)/bin/mypy
+
+doctor: setup ## environment fingerprint; fails on drift from environment.lock
+	$(SST) doctor
+
+data: setup ## fetch + parse the Kaggle phrase TSV and print what it holds
+	$(SST) data --config configs/kaggle.yaml
+
+split: setup ## Kaggle TSV → Wasserstein-searched, tree-preserving split in splits/kaggle
+	$(SST) split --config configs/kaggle.yaml
+
+split-ptb: setup ## SST PTB trees → canonical train/dev/test split in splits/ptb
+	$(SST) split --config configs/ptb.yaml
+
+demo: setup ## the main job (until training lands: data → both splits)
+	$(SST) data --config configs/ptb.yaml && $(SST) split --config configs/ptb.yaml && $(SST) split --config configs/kaggle.yaml
+
+bench-split: setup ## seed search: 10,000 seeds vectorised vs the per-seed scipy loop
+	$(SST) bench --config configs/kaggle.yaml --seeds 10000 --peer-seeds 300
+
+clean: ## remove caches (never data, splits or runs)
+	rm -rf .pytest_cache .ruff_cache .mypy_cache

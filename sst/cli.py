@@ -1,0 +1,172 @@
+"""The `sst` command: argument parsing only; every verb calls a function of the core.
+
+sst --help
+sst <verb> --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sst.errors import SstError
+
+if TYPE_CHECKING:
+    from sst.config import Config
+
+CONFIG_HELP = "YAML preset (see configs/); key=value arguments override it"
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", metavar="YAML", help=CONFIG_HELP)
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. split.n_seeds=100"
+    )
+
+
+def _load(args: argparse.Namespace) -> Config:
+    from sst.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from sst.data.pipeline import fetch_sources, load_table
+    from sst.data.stats import class_counts
+
+    cfg = _load(args)
+    fetched = fetch_sources(cfg)
+    for f in fetched:
+        print(f"source   {f.uri}\n  path   {f.path}\n  sha256 {f.sha256}")
+        if f.content_sha256 != f.sha256:
+            print(f"  content sha256 {f.content_sha256}")
+    table = load_table(cfg, fetched)
+    frame = table.frame
+    print(
+        f"format {cfg.data.format}, dedup {cfg.data.dedup}: {len(frame)} phrases, "
+        f"{frame['sentence_id'].nunique()} sentences"
+    )
+    if (frame["label"] >= 0).all():
+        print(f"class counts (0..4): {class_counts(frame)}")
+    for meta in table.meta["files"]:
+        if meta.get("missing_sentence_ids"):
+            print(f"absent sentence ids: {meta['missing_sentence_ids']}")
+        if meta.get("empty_phrase_ids"):
+            print(f"empty (single-space) phrase ids kept as is: {meta['empty_phrase_ids']}")
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from sst.data.pipeline import run_split
+
+    cfg = _load(args)
+    t0 = time.perf_counter()
+    result = run_split(cfg, force=args.force)
+    m = result.manifest
+    rec = m["split"]
+    print(f"split {result.out} ({result.status}, {time.perf_counter() - t0:.1f} s)")
+    if rec["mode"] == "search":
+        lo, hi = rec["candidate_seeds"]
+        print(
+            f"chosen seed {rec['seed']} of {lo}..{hi}: Wasserstein {rec['distance']:.6f} "
+            f"(scipy {rec['scipy_distance']:.6f})"
+        )
+        print(f"original seed {rec['original_seed']}: Wasserstein {rec['original_distance']:.6f}")
+    else:
+        print(f"canonical split kept; train+dev vs test Wasserstein {rec['test_distance']:.6f}")
+    print(f"{'split':6} {'sentences':>9} {'phrases':>8}  class counts 0..4 (roots)")
+    for name, c in m["counts"].items():
+        print(
+            f"{name:6} {c['sentences']:>9} {c['phrases']:>8}  {c['class_counts']} "
+            f"({c['root_class_counts']})"
+        )
+    shared = rec["overlap"]["shared_sentence_texts"]
+    if shared:
+        print(
+            f"note: identical full-sentence texts across splits (kept, listed in the manifest): "
+            f"{shared}"
+        )
+    for name, path in result.plots.items():
+        print(f"plot   {name}: {path}")
+    print(result.tracking or "ClearML tracking disabled (tracking.enabled=false)")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from sst.repro import doctor
+
+    return doctor()
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from sst.config import describe
+    from sst.data.versioning import dumps
+
+    if args.config or args.overrides:
+        print(dumps(_load(args).to_dict()), end="")
+    else:
+        print("\n".join(describe()))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sst.bench import bench_split
+
+    cfg = _load(args)
+    return bench_split(cfg, args.seeds, args.peer_seeds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sst",
+        description="Fine-tune BERT-like encoders on SST-5; every run tracked and replayable.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
+
+    p = sub.add_parser("data", help="fetch and parse the raw data; print what it holds")
+    _config_args(p)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser(
+        "split",
+        help="tree-preserving train/val/test split, versioned, plotted and tracked",
+        description="Hold out whole sentences for test (seed chosen by the smallest Wasserstein "
+        "distance between train and test labels, or the canonical PTB split), carve a validation "
+        "set, and write the split once with a manifest. Uses data.dedup (default none).",
+    )
+    _config_args(p)
+    p.add_argument("--force", action="store_true", help="replace an existing, different split")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("doctor", help="print the environment fingerprint; exit 1 on lock drift")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("config", help="list every config key, or print a resolved config")
+    _config_args(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("bench", help="benchmarks (split: vectorised seed search vs scipy loop)")
+    _config_args(p)
+    p.add_argument("--seeds", type=int, default=10000, help="seeds for the vectorised search")
+    p.add_argument("--peer-seeds", type=int, default=300, help="seeds for the per-seed scipy peer")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SstError as e:
+        print(f"sst {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sst {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

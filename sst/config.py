@@ -1,0 +1,232 @@
+"""Typed, frozen configuration: YAML presets in ``configs/`` plus ``section.key=value`` overrides.
+
+    sst split --config configs/kaggle.yaml split.n_seeds=2000 data.dedup=global
+
+Every field has help text (``sst config`` lists them). ``${VAR}`` in a string is expanded from the
+environment (``${SST_DATA}`` names the data folder); an unknown key, a wrong type or an unset
+variable is an error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sst.errors import SstError
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, list | tuple):
+        return field(default_factory=lambda: tuple(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    format: str = _f("kaggle", "source format: kaggle (phrase TSV) or ptb (SST trees)")
+    sources: tuple[str, ...] = _f(
+        (), "files to read: local paths, http(s):// URLs or s3://bucket/key (zip: uri#member)"
+    )
+    sha256: tuple[str, ...] = _f(
+        (), "expected sha256 per source (of the file, or of a gzip's content); '' = unchecked"
+    )
+    dedup: str = _f("none", "none (every node) | sentence (unique per sentence) | global")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    mode: str = _f("search", "search (Wasserstein seed search) | canonical (PTB train/dev/test)")
+    test_fraction: float = _f(0.2, "fraction of sentences held out for test (search mode)")
+    n_seeds: int = _f(10000, "candidate seeds tried by the search")
+    first_seed: int = _f(0, "first candidate seed (candidates are first_seed .. +n_seeds-1)")
+    val_fraction: float = _f(0.1, "fraction of train sentences held out for validation (0: none)")
+    folds: int = _f(0, "k-fold cross-validation over train sentences instead of val_fraction")
+    fold: int = _f(0, "which fold (0..folds-1) is the validation set")
+    stratify: bool = _f(True, "stratify the train/validation split by root label")
+    seed: int = _f(0, "seed of the train/validation split")
+    out: str = _f("splits/kaggle", "output folder (written once; --force replaces it)")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    project: str = _f("sst", "ClearML project")
+    enabled: bool = _f(True, "record the command as a ClearML task (offline without a server)")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = _f("sst", "experiment name (ClearML task name)")
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data source"})
+    split: SplitConfig = field(default_factory=SplitConfig, metadata={"help": "splits"})
+    tracking: TrackingConfig = field(
+        default_factory=TrackingConfig, metadata={"help": "ClearML tracking"}
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(text: str, where: tuple[str | None, int | None]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1))
+        if value is None:
+            raise SstError(
+                f"${{{m.group(1)}}} is not set",
+                path=where[0],
+                line=where[1],
+                fix=f"export {m.group(1)}=... (make sets SST_DATA=../shared/data)",
+            )
+        return value
+
+    return _VAR.sub(sub, text)
+
+
+def _coerce(tp: Any, value: Any, key: str, where: tuple[str | None, int | None]) -> Any:
+    def bad() -> SstError:
+        return SstError(
+            f"{key}={value!r} is not a valid {getattr(tp, '__name__', tp)}",
+            path=where[0],
+            line=where[1],
+            fix=f"give {key} a {getattr(tp, '__name__', tp)} value",
+        )
+
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        items = value if isinstance(value, list | tuple) else [value]
+        return tuple(_coerce(typing.get_args(tp)[0], v, key, where) for v in items)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return _expand(value, where)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    if isinstance(tp, types.UnionType):
+        return value
+    raise bad()
+
+
+def _build(cls: type, values: dict[str, Any], lines: dict[str, int], path: str | None, prefix=""):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        where = (path if full in lines else None, lines.get(full))
+        if key not in known:
+            raise SstError(
+                f"unknown config key {full!r}",
+                path=where[0] or path,
+                line=where[1],
+                fix=f"known keys under {prefix or 'the top level'}: {', '.join(sorted(known))}",
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise SstError(
+                    f"{full} must be a mapping", path=where[0], line=where[1], fix="indent its keys"
+                )
+            kwargs[key] = _build(tp, value, lines, path, prefix=f"{full}.")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(tp, value, full, where)
+    return cls(**kwargs)
+
+
+def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    out: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            full = f"{prefix}{k.value}"
+            out[full] = k.start_mark.line + 1
+            out.update(_key_lines(v, f"{full}."))
+    return out
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        tree = tree.setdefault(p, {})
+        if not isinstance(tree, dict):
+            raise SstError(f"override {dotted!r}: {p} is not a section", fix="check the key")
+    tree[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The preset at ``path`` (or the defaults) with ``key=value`` overrides applied."""
+    values: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    where = str(path) if path is not None else None
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise SstError("config file not found", path=p, fix="see configs/ for the presets")
+        text = p.read_text(encoding="utf-8")
+        try:
+            node = yaml.compose(text)
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise SstError(
+                f"invalid YAML: {getattr(e, 'problem', e)}",
+                path=p,
+                line=mark.line + 1 if mark else None,
+                fix="fix the YAML syntax",
+            ) from None
+        if not isinstance(values, dict):
+            raise SstError("the config must be a mapping", path=p, line=1, fix="use key: value")
+        lines = _key_lines(node) if node is not None else {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SstError(
+                f"override {item!r} is not key=value", fix="write e.g. split.n_seeds=100"
+            )
+        _set(values, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        lines.pop(key.strip(), None)  # an override has no line in the file
+    return _build(Config, values, lines, where)
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """One line per config key: ``section.key (type, default): help``."""
+    out: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.extend(describe(tp, f"{prefix}{f.name}."))  # type: ignore[arg-type]
+            continue
+        factory: Any = f.default_factory
+        default = f.default if f.default is not dataclasses.MISSING else factory()
+        name = getattr(tp, "__name__", str(tp))
+        out.append(f"{prefix}{f.name} ({name}, default {default!r}): {f.metadata.get('help', '')}")
+    return out

@@ -1,0 +1,257 @@
+"""source → phrase table → split → versioned folder + plots + ClearML task.
+
+    sst split --config configs/kaggle.yaml      # `make split`
+    sst split --config configs/ptb.yaml         # `make split-ptb` (canonical train/dev/test)
+
+The split folder holds ``train.tsv``, ``val.tsv`` (when asked for), ``test.tsv``, ``plots/*.png``
+and ``manifest.json`` (sha256 of every file, counts per class, seed, distances, source sha256s and
+parameters). Downstream code reads a split only through :func:`read_split`, which verifies it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import sst
+from sst.config import Config
+from sst.data import split as S
+from sst.data import stats
+from sst.data.formats import COLUMNS, LABELS, PhraseTable, load_phrases
+from sst.data.sources import Fetched, fetch
+from sst.data.versioning import verify, write_once
+from sst.errors import SstError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class SplitResult:
+    out: Path
+    status: str  # written | unchanged | replaced
+    manifest: dict[str, Any]
+    plots: dict[str, Path]
+    tracking: str | None  # one line: where the ClearML task/session is
+
+
+def fetch_sources(cfg: Config) -> list[Fetched]:
+    d = cfg.data
+    if not d.sources:
+        raise SstError("no data sources configured", fix="set data.sources (see configs/)")
+    if d.sha256 and len(d.sha256) != len(d.sources):
+        raise SstError(
+            f"{len(d.sha256)} sha256 values for {len(d.sources)} sources",
+            fix="give one sha256 per source ('' to skip one)",
+        )
+    pins = list(d.sha256) or [""] * len(d.sources)
+    return [fetch(uri, sha256=pin or None) for uri, pin in zip(d.sources, pins, strict=True)]
+
+
+def load_table(cfg: Config, fetched: list[Fetched]) -> PhraseTable:
+    return load_phrases([f.path for f in fetched], cfg.data.format, cfg.data.dedup)
+
+
+def make_parts(cfg: Config, table: PhraseTable) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Split the table into named parts; returns the parts and what the manifest records."""
+    frame = table.frame
+    sc = cfg.split
+    index = S.SentenceIndex.of(frame)
+    record: dict[str, Any] = {"mode": sc.mode}
+    if sc.mode == "canonical":
+        names = set(frame["split"].unique())
+        if not {"train", "test"} <= names:
+            raise SstError(
+                f"canonical mode needs PTB train and test files, got splits {sorted(names)}",
+                fix="list trees/{train,dev,test}.txt in data.sources, or use mode=search",
+            )
+        is_test = frame.groupby("sentence_id")["split"].first().reindex(index.ids) == "test"
+        test_mask = is_test.to_numpy()
+        parts = {
+            "train": frame[frame["split"] == "train"],
+            "val": frame[frame["split"] == "dev"],
+            "test": frame[frame["split"] == "test"],
+        }
+        train_dev = ~test_mask
+        record["test_distance"] = float(
+            S.wasserstein_from_counts(
+                index.counts[train_dev].sum(axis=0), index.counts[test_mask].sum(axis=0)
+            )
+        )
+        record["scipy_test_distance"] = S.scipy_wasserstein(index, test_mask)
+        record["note"] = "official SST train/dev/test kept unchanged; dev is the validation set"
+    elif sc.mode == "search":
+        found = S.search_test_seed(index, sc.test_fraction, sc.n_seeds, sc.first_seed)
+        record.update(
+            test_fraction=sc.test_fraction,
+            candidate_seeds=[sc.first_seed, sc.first_seed + sc.n_seeds - 1],
+            seed=found.seed,
+            distance=found.distance,
+            scipy_distance=found.scipy_distance,
+            original_seed=found.original_seed,
+            original_distance=found.original_distance,
+        )
+        test_ids = index.ids[found.test_mask]
+        in_test = frame["sentence_id"].isin(test_ids).to_numpy()
+        rest = frame[~in_test]
+        parts = {"test": frame[in_test]}
+        parts.update(_train_val(cfg, rest, record))
+        parts = {name: parts[name] for name in SPLIT_NAMES if name in parts}
+    else:
+        raise SstError(f"unknown split mode {sc.mode!r}", fix="use search or canonical")
+    parts = {k: v.reset_index(drop=True) for k, v in parts.items()}
+    record["overlap"] = S.overlap_report(parts)
+    return parts, record
+
+
+def _train_val(cfg: Config, rest: pd.DataFrame, record: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    sc = cfg.split
+    index = S.SentenceIndex.of(rest)
+    if sc.folds:
+        if not 0 <= sc.fold < sc.folds:
+            raise SstError(f"fold {sc.fold} of {sc.folds}", fix=f"use 0..{sc.folds - 1}")
+        val_mask = S.assign_folds(index, sc.folds, sc.seed, sc.stratify) == sc.fold
+        record["val"] = {
+            "folds": sc.folds,
+            "fold": sc.fold,
+            "seed": sc.seed,
+            "stratify": sc.stratify,
+        }
+    elif sc.val_fraction > 0:
+        val_mask = S.holdout_mask(index, sc.val_fraction, sc.seed, sc.stratify)
+        record["val"] = {"fraction": sc.val_fraction, "seed": sc.seed, "stratify": sc.stratify}
+    else:
+        return {"train": rest}
+    in_val = rest["sentence_id"].isin(index.ids[val_mask]).to_numpy()
+    return {"train": rest[~in_val], "val": rest[in_val]}
+
+
+def to_tsv(frame: pd.DataFrame) -> bytes:
+    """The split file format: a header and one phrase per line, text last and verbatim."""
+    out = io.StringIO()
+    out.write("\t".join(COLUMNS) + "\n")
+    cols = [frame[c].to_numpy() for c in COLUMNS]
+    for sid, pid, label, n, root, split, text in zip(*cols, strict=True):
+        out.write(f"{sid}\t{pid}\t{label}\t{n}\t{int(root)}\t{split}\t{text}\n")
+    return out.getvalue().encode("utf-8")
+
+
+def read_tsv(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(
+        path,
+        sep="\t",
+        dtype={
+            "sentence_id": np.int64,
+            "phrase_id": np.int64,
+            "label": np.int8,
+            "n_tokens": np.int32,
+            "is_root": np.int8,
+            "split": str,
+            "text": str,
+        },
+        keep_default_na=False,
+        quoting=3,  # csv.QUOTE_NONE: quotes are part of the phrases
+        na_filter=False,
+    )
+    frame["is_root"] = frame["is_root"].astype(bool)
+    return frame
+
+
+def read_split(folder: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The parts of a split folder after verifying every file against its manifest."""
+    folder = Path(folder)
+    manifest = verify(folder)
+    parts = {
+        n: read_tsv(folder / f"{n}.tsv") for n in SPLIT_NAMES if (folder / f"{n}.tsv").is_file()
+    }
+    return parts, manifest
+
+
+def run_split(cfg: Config, *, force: bool = False) -> SplitResult:
+    """Fetch, parse, split and write ``cfg.split.out`` once; report it to ClearML."""
+    fetched = fetch_sources(cfg)
+    table = load_table(cfg, fetched)
+    parts, record = make_parts(cfg, table)
+    counts = stats.split_stats(parts)
+    title = _comparison_title(record)
+    plots: dict[str, tuple[Path, Any]] = {}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        for name, frame in parts.items():
+            (tmp / f"{name}.tsv").write_bytes(to_tsv(frame))
+        plots.update(stats.write_plots(parts, tmp / "plots", title))
+        return {
+            "kind": "split",
+            "sst_version": sst.__version__,
+            "name": cfg.name,
+            "sources": [
+                {"uri": f.uri, "sha256": f.sha256, "content_sha256": f.content_sha256}
+                for f in fetched
+            ],
+            "data": {"format": cfg.data.format, "dedup": cfg.data.dedup, "parsed": table.meta},
+            "split": record,
+            "counts": counts,
+        }
+
+    out = Path(cfg.split.out)
+    status, manifest = write_once(out, build, force=force)
+    plot_paths = {name: out / "plots" / f"{name}.png" for name in plots}
+    tracking = _track(cfg, out, status, manifest, plots, [f.path for f in fetched])
+    return SplitResult(out, status, manifest, plot_paths, tracking)
+
+
+def _comparison_title(record: dict[str, Any]) -> str:
+    if record["mode"] == "search":
+        return (
+            f"Train vs test: seed {record['seed']}, Wasserstein {record['distance']:.5f} "
+            f"(seed {record['original_seed']}: {record['original_distance']:.5f})"
+        )
+    return f"Canonical SST split: train+dev vs test Wasserstein {record['test_distance']:.5f}"
+
+
+def _track(
+    cfg: Config,
+    out: Path,
+    status: str,
+    manifest: dict[str, Any],
+    plots: dict[str, tuple[Path, Any]],
+    raw_files: list[Path],
+) -> str | None:
+    import matplotlib.pyplot as plt
+
+    if not cfg.tracking.enabled:
+        plt.close("all")
+        return None
+    from sst.tracking import start_task
+
+    tracker = start_task(
+        cfg.tracking.project, f"split {cfg.name}", "data_processing", cfg.to_dict(), quiet=True
+    )
+    try:
+        rec = manifest["split"]
+        tracker.connect("split_result", {k: v for k, v in rec.items() if k != "overlap"})
+        tracker.connect("manifest", {"files": manifest["files"], "sources": manifest["sources"]})
+        for key in ("seed", "distance", "original_distance", "test_distance"):
+            if key in rec:
+                tracker.report_single_value(key, rec[key])
+        for name, c in manifest["counts"].items():
+            tracker.report_histogram("class counts", name, c["class_counts"], list(LABELS))
+            tracker.report_single_value(f"{name}_sentences", c["sentences"])
+        for name, (_, fig) in plots.items():
+            tracker.report_figure(name, "split", fig)
+        if status != "unchanged":
+            files = sorted(p for p in out.rglob("*") if p.is_file())
+            dataset_id = tracker.create_split_dataset(
+                cfg.tracking.project, cfg.name, files, raw_files
+            )
+            if dataset_id:
+                (out / ".clearml_dataset_id").write_text(dataset_id + "\n")
+                tracker.connect("dataset", {"id": dataset_id})
+        return tracker.describe()
+    finally:
+        tracker.close()
+        plt.close("all")

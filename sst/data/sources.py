@@ -1,0 +1,222 @@
+"""Raw data sources: a local path, an http(s):// URL or an s3://bucket/key URI, cached by sha256.
+
+    python -c "from sst.data.sources import fetch; print(fetch('s3://bucket/train.tsv.gz'))"
+
+A remote file is downloaded once into ``<cache>/sha256/<digest>/<name>`` and found again through
+``<cache>/uris/<sha256(uri)>``; every cache hit is re-hashed, so a corrupt entry is detected and
+fetched again. ``uri#member`` reads one member of a zip archive (the canonical SST release is
+``trainDevTestTrees_PTB.zip#trees/train.txt``). An expected sha256 may be the digest of the file as
+fetched or, for a gzip file, of its decompressed content (the stable one: gzip settings change the
+compressed bytes).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sst.errors import SstError
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A local file holding the source's bytes, with its digests."""
+
+    uri: str
+    path: Path
+    sha256: str  # of the file as fetched
+    content_sha256: str  # of the decompressed content (== sha256 unless gzip)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SST_CACHE_DIR") or Path.home() / ".cache" / "sst")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def content_sha256(path: Path) -> str:
+    """sha256 of the decompressed bytes of a gzip file (of the file itself otherwise)."""
+    if not is_gzip(path):
+        return sha256_file(path)
+    h = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+    except (EOFError, gzip.BadGzipFile, OSError) as e:
+        raise SstError(
+            f"corrupt or truncated gzip file ({e})", path=path, fix="download the file again"
+        ) from None
+    return h.hexdigest()
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    raw = sha256_file(path)
+    return raw, (content_sha256(path) if is_gzip(path) else raw)
+
+
+def _matches(expected: str | None, digests: tuple[str, str]) -> bool:
+    return expected is None or expected.lower() in digests
+
+
+def fetch(uri: str, *, sha256: str | None = None, cache_dir: Path | None = None) -> Fetched:
+    """Return a local file with the bytes of ``uri``, verified against ``sha256`` when given."""
+    base, _, member = uri.partition("#")
+    parsed = urllib.parse.urlparse(base)
+    cache = cache_dir or default_cache_dir()
+    if parsed.scheme in ("", "file"):
+        path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme else base).expanduser()
+        if not path.is_file():
+            raise SstError("data file not found", path=path, fix="check the path or set SST_DATA")
+        fetched = Fetched(base, path, *_digests(path))
+    elif parsed.scheme in ("http", "https", "s3"):
+        fetched = _fetch_remote(base, parsed, cache, None if member else sha256)
+    else:
+        raise SstError(
+            f"unsupported data source scheme {parsed.scheme!r} in {uri!r}",
+            fix="use a local path, an http(s):// URL or an s3://bucket/key URI",
+        )
+    if member:
+        fetched = _extract_member(fetched, member, cache)
+    if not _matches(sha256, (fetched.sha256, fetched.content_sha256)):
+        raise SstError(
+            f"sha256 mismatch for {uri}: expected {sha256}, got {fetched.sha256}"
+            + (
+                f" (content {fetched.content_sha256})"
+                if fetched.content_sha256 != fetched.sha256
+                else ""
+            ),
+            path=fetched.path,
+            fix="the source changed or is corrupt: fetch the right release or fix the pin",
+        )
+    return fetched
+
+
+def _fetch_remote(
+    uri: str, parsed: urllib.parse.ParseResult, cache: Path, expected: str | None
+) -> Fetched:
+    name = Path(parsed.path).name or "download"
+    index = cache / "uris" / hashlib.sha256(uri.encode()).hexdigest()
+    candidates = [expected.lower()] if expected else []
+    if index.is_file():
+        candidates.append(index.read_text().strip())
+    for digest in candidates:
+        hit = _cached(cache / "sha256" / digest / name, digest)
+        if hit is not None and _matches(expected, (hit.sha256, hit.content_sha256)):
+            return Fetched(uri, hit.path, hit.sha256, hit.content_sha256)
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=cache)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if parsed.scheme == "s3":
+                _download_s3(uri, parsed, out)
+            else:
+                _download_http(uri, out)
+        raw, content = _digests(tmp)
+        if not _matches(expected, (raw, content)):
+            raise SstError(
+                f"sha256 mismatch for {uri}: expected {expected}, got {raw}",
+                fix="the remote file changed or is corrupt: check the URL or the pinned sha256",
+            )
+        entry = cache / "sha256" / raw / name
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, entry)
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text(raw + "\n")
+        return Fetched(uri, entry, raw, content)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _cached(entry: Path, digest: str) -> Fetched | None:
+    """The cache entry stored under ``digest`` if its bytes still hash to it; a corrupt one goes."""
+    if not entry.is_file():
+        return None
+    if sha256_file(entry) != digest:
+        shutil.rmtree(entry.parent, ignore_errors=True)  # bytes changed since stored: refetch
+        return None
+    try:
+        return Fetched(str(entry), entry, *_digests(entry))
+    except SstError:  # a gzip whose stored bytes were truncated before they were hashed
+        shutil.rmtree(entry.parent, ignore_errors=True)
+        return None
+
+
+def _download_http(uri: str, out: object) -> None:
+    try:
+        with urllib.request.urlopen(uri, timeout=60) as resp:
+            shutil.copyfileobj(resp, out)  # type: ignore[arg-type]
+    except urllib.error.HTTPError as e:
+        raise SstError(
+            f"cannot download {uri}: HTTP {e.code} {e.reason}", fix="check the URL"
+        ) from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise SstError(
+            f"cannot download {uri}: {reason}", fix="check the URL and the network"
+        ) from None
+
+
+def _download_s3(uri: str, parsed: urllib.parse.ParseResult, out: object) -> None:
+    import boto3  # the standard AWS credential chain; AWS_ENDPOINT_URL is honoured by boto3
+    import botocore.exceptions
+
+    bucket, key = parsed.netloc, parsed.path.lstrip("/")
+    if not bucket or not key:
+        raise SstError(f"bad S3 URI {uri!r}", fix="write it as s3://bucket/key")
+    try:
+        boto3.client("s3").download_fileobj(bucket, key, out)
+    except botocore.exceptions.ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "?")
+        raise SstError(
+            f"cannot download {uri}: S3 error {code}",
+            fix="check the bucket, the key and your AWS credentials",
+        ) from None
+    except botocore.exceptions.BotoCoreError as e:
+        raise SstError(
+            f"cannot download {uri}: {e}",
+            fix="check AWS credentials, AWS_ENDPOINT_URL and the network",
+        ) from None
+
+
+def _extract_member(archive: Fetched, member: str, cache: Path) -> Fetched:
+    entry = cache / "members" / archive.sha256 / member
+    if entry.is_file():
+        return Fetched(f"{archive.uri}#{member}", entry, *_digests(entry))
+    try:
+        with zipfile.ZipFile(archive.path) as zf, zf.open(member) as src:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".member-", dir=entry.parent)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(src, out)
+            os.replace(tmp_name, entry)
+    except KeyError:
+        raise SstError(
+            f"no member {member!r} in the archive", path=archive.path, fix="check the #member part"
+        ) from None
+    except zipfile.BadZipFile as e:
+        raise SstError(f"not a valid zip archive ({e})", path=archive.path) from None
+    return Fetched(f"{archive.uri}#{member}", entry, *_digests(entry))

@@ -1,0 +1,160 @@
+"""Environment fingerprint and lock drift (what `sst doctor` prints).
+
+    sst doctor            # exit 1 when what is installed differs from environment.lock
+
+Drift means a package pinned in ``environment.lock`` is missing or installed at another version.
+Packages installed beyond the lock (pip itself, the ``sst`` package) are listed, not counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import os
+import platform
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sst.errors import SstError
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
+IGNORED_EXTRAS = {"pip", "sst"}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def find_lock(start: Path | None = None) -> Path | None:
+    """``$SST_LOCK``, else ``environment.lock`` in the current folder or the package's checkout."""
+    if os.environ.get("SST_LOCK"):
+        return Path(os.environ["SST_LOCK"])
+    for folder in (start or Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (folder / "environment.lock").is_file():
+            return folder / "environment.lock"
+    return None
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    """name -> pinned version of every requirement line; every pin must carry a hash."""
+    pins: dict[str, str] = {}
+    text = path.read_text(encoding="utf-8")
+    logical: list[tuple[int, str]] = []
+    buf, start = "", 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not buf:
+            start = lineno
+        buf += line.rstrip("\\").strip() + " "
+        if not line.rstrip().endswith("\\"):
+            logical.append((start, buf.strip()))
+            buf = ""
+    for lineno, line in logical:
+        if not line or line.startswith(("#", "-")):
+            continue
+        m = PIN.match(line)
+        if not m:
+            raise SstError(
+                f"not a pinned requirement: {line[:60]!r}",
+                path=path,
+                line=lineno,
+                fix="regenerate the lock with `make lock`",
+            )
+        if "--hash=" not in line:
+            raise SstError(
+                f"{m.group(1)} has no --hash",
+                path=path,
+                line=lineno,
+                fix="regenerate the lock with `make lock`",
+            )
+        pins[canonical(m.group(1))] = m.group(3)
+    return pins
+
+
+def installed() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for dist in md.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            out[canonical(name)] = dist.version
+    return out
+
+
+@dataclass
+class Drift:
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)  # "name lock=X installed=Y"
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.mismatched)
+
+
+def drift(lock: dict[str, str], have: dict[str, str]) -> Drift:
+    d = Drift()
+    for name, version in sorted(lock.items()):
+        got = have.get(name)
+        if got is None:
+            d.missing.append(f"{name}=={version}")
+        elif got != version:
+            d.mismatched.append(f"{name} lock={version} installed={got}")
+    d.extra = sorted(n for n in have if n not in lock and n not in IGNORED_EXTRAS)
+    return d
+
+
+def environment() -> dict[str, Any]:
+    """The fingerprint of this interpreter and machine (no secrets, no paths of the user's)."""
+    import torch
+
+    lock = find_lock()
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "threads": torch.get_num_threads(),
+        "executable": sys.executable,
+        "lock": str(lock) if lock else None,
+        "lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock else None,
+    }
+    for var in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "TOKENIZERS_PARALLELISM"):
+        info[var] = os.environ.get(var)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def doctor(out: Any = None) -> int:
+    """Print the fingerprint and the drift against the lock; 0 when clean, 1 on drift."""
+    out = out or sys.stdout
+    info = environment()
+    for key, value in info.items():
+        print(f"{key:24} {value}", file=out)
+    if info["lock"] is None:
+        print("drift                    no environment.lock found (set SST_LOCK)", file=out)
+        return 1
+    d = drift(read_lock(Path(info["lock"])), installed())
+    for item in d.missing:
+        print(f"MISSING                  {item}", file=out)
+    for item in d.mismatched:
+        print(f"DRIFT                    {item}", file=out)
+    if d.extra:
+        print(f"not in lock (info)       {', '.join(d.extra)}", file=out)
+    verdict = "none" if d.clean else f"{len(d.missing)} missing, {len(d.mismatched)} mismatched"
+    print(f"{'drift':24} {verdict}", file=out)
+    return 0 if d.clean else 1

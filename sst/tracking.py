@@ -1,0 +1,168 @@
+"""The one door to ClearML: start a task (online or offline), connect config, report, datasets.
+
+    python -c "from sst.tracking import start_task; start_task('sst', 'probe', 'testing').close()"
+
+Online when a ClearML server is configured (``CLEARML_API_HOST`` or a ``clearml.conf``), otherwise
+offline (``CLEARML_OFFLINE_MODE``): the session lands in ``$CLEARML_CACHE_DIR/offline/<id>/``
+(``task.json``, ``metrics.jsonl``) and is zipped at close; ``Task.import_offline_session(zip)`` on
+a machine with a server uploads it later. No other module imports clearml.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key|api_key)", re.I)
+REDACTED = "<redacted>"
+
+
+def server_configured() -> bool:
+    """True when ClearML should talk to a server: credentials in the environment or a config
+    file, and offline mode not forced."""
+    if os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes"):
+        return False
+    if os.environ.get("CLEARML_API_HOST") and os.environ.get("CLEARML_API_ACCESS_KEY"):
+        return True
+    candidates = [os.environ.get("CLEARML_CONFIG_FILE"), "~/clearml.conf", "~/.clearml.conf"]
+    return any(c and Path(c).expanduser().is_file() for c in candidates)
+
+
+def scrub(value: Any) -> Any:
+    """A copy of ``value`` with every secret-looking key's value replaced, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: (REDACTED if SECRET_KEY.search(str(k)) else scrub(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    return value
+
+
+@dataclass
+class Tracker:
+    """A started ClearML task and what the kit reports to it."""
+
+    task: Any
+    offline: bool
+    session_dir: Path | None = None
+    closed: bool = field(default=False, init=False)
+
+    @property
+    def id(self) -> str:
+        return str(self.task.id)
+
+    def connect(self, section: str, values: Mapping[str, Any]) -> None:
+        """Record ``values`` (nested dicts allowed) as a hyper-parameter section."""
+        self.task.connect(scrub(dict(values)), name=section)
+
+    def report_single_value(self, name: str, value: float) -> None:
+        self.task.get_logger().report_single_value(name, float(value))
+
+    def report_figure(self, title: str, series: str, figure: Any, iteration: int = 0) -> None:
+        self.task.get_logger().report_matplotlib_figure(
+            title=title, series=series, figure=figure, iteration=iteration, report_image=True
+        )
+
+    def report_histogram(
+        self, title: str, series: str, values: list[float], labels: list[str], iteration: int = 0
+    ) -> None:
+        self.task.get_logger().report_histogram(
+            title=title, series=series, values=values, iteration=iteration, xlabels=labels
+        )
+
+    def report_table(self, title: str, series: str, table: Any, iteration: int = 0) -> None:
+        self.task.get_logger().report_table(
+            title=title, series=series, iteration=iteration, table_plot=table
+        )
+
+    def set_tags(self, tags: list[str]) -> None:
+        self.task.add_tags(tags)
+
+    def create_split_dataset(
+        self, project: str, name: str, files: list[Path], raw_files: list[Path]
+    ) -> str | None:
+        """Online only: the raw files as one ``clearml.Dataset`` and the split as its child.
+        Returns the split dataset id, or None offline (the manifest is the version then)."""
+        if self.offline:
+            return None
+        from clearml import Dataset
+
+        raw = Dataset.create(dataset_name=f"{name}-raw", dataset_project=project)
+        for path in raw_files:
+            raw.add_files(path=str(path))
+        raw.upload()
+        raw.finalize()
+        child = Dataset.create(dataset_name=name, dataset_project=project, parent_datasets=[raw.id])
+        for path in files:
+            child.add_files(path=str(path))
+        child.upload()
+        child.finalize()
+        return str(child.id)
+
+    def close(self) -> Path | None:
+        """Close the task; offline, return the session zip."""
+        if self.closed:
+            return None
+        self.closed = True
+        self.task.close()
+        if self.offline and self.session_dir is not None:
+            zipped = self.session_dir.with_suffix(".zip")
+            return zipped if zipped.is_file() else self.session_dir
+        return None
+
+    def describe(self) -> str:
+        if self.offline and self.session_dir is not None:
+            zipped = self.session_dir.with_suffix(".zip")
+            return (
+                f"ClearML offline session {self.session_dir} (upload it later with: python -c "
+                f"\"from clearml import Task; Task.import_offline_session('{zipped}')\")"
+            )
+        return f"ClearML task {self.id}: {self.task.get_output_log_web_page()}"
+
+
+def start_task(
+    project: str,
+    name: str,
+    task_type: str,
+    config: Mapping[str, Any] | None = None,
+    *,
+    tags: list[str] | None = None,
+    monitor_resources: bool = False,
+    quiet: bool = False,
+) -> Tracker:
+    """Start a ClearML task: online when a server is configured, offline otherwise (said in one
+    line on stderr). ``config`` is connected as the ``config`` section, secrets redacted."""
+    from clearml import Task
+    from clearml.config import ConfigWrapper
+
+    offline = not server_configured()
+    if offline:
+        Task.set_offline(True)
+        # Offline there is nothing to upload in the background: report in-process so that
+        # close() returns at once instead of waiting ~10 s for a reporter subprocess.
+        ConfigWrapper.set_overrides({"sdk": {"development": {"report_use_subprocess": False}}})
+    # Task.init would reseed every RNG to 1337; the kit seeds explicitly after starting a task.
+    Task.set_random_seed(None)
+    task: Any = Task.init(
+        project_name=project,
+        task_name=name,
+        task_type=getattr(Task.TaskTypes, task_type),
+        reuse_last_task_id=False,
+        auto_connect_arg_parser=False,
+        auto_connect_frameworks={"matplotlib": False},
+        auto_resource_monitoring=monitor_resources,
+        output_uri=None,
+    )
+    session = Path(task.get_offline_mode_folder()) if offline else None
+    tracker = Tracker(task=task, offline=offline, session_dir=session)
+    if tags:
+        tracker.set_tags(tags)
+    if config is not None:
+        tracker.connect("config", config)
+    if not quiet:
+        print(tracker.describe(), file=sys.stderr)
+    return tracker

@@ -1,0 +1,69 @@
+"""The console script: help for every verb; doctor's fingerprint and drift."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sst.cli import build_parser, main
+from sst.errors import SstError
+from sst.repro import drift, read_lock
+
+REPO = Path(__file__).resolve().parent.parent
+VERBS = ["data", "split", "doctor", "config", "bench"]
+
+
+def test_console_script_help() -> None:
+    exe = Path(sys.executable).parent / "sst"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    for verb in VERBS:
+        assert verb in out
+    for verb in VERBS:
+        res = subprocess.run([str(exe), verb, "--help"], capture_output=True, text=True)
+        assert res.returncode == 0 and "usage: sst " + verb in res.stdout
+
+
+def test_parser_knows_every_verb() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "verb")
+    assert sorted(sub.choices) == sorted(VERBS)  # type: ignore[union-attr]
+
+
+def test_doctor_clean_in_the_locked_venv(capsys) -> None:
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    assert "lock_sha256" in out and "threads" in out and "torch" in out
+    assert code == 0, out
+
+
+def test_drift_detection(tmp_path: Path) -> None:
+    lock = tmp_path / "environment.lock"
+    lock.write_text(
+        "--extra-index-url https://download.pytorch.org/whl/cpu\n"
+        "numpy==1.0.0 \\\n    --hash=sha256:" + "a" * 64 + "\n"
+        "notinstalled==2.0 --hash=sha256:" + "b" * 64 + "\n"
+    )
+    pins = read_lock(lock)
+    d = drift(pins, {"numpy": "2.3.0", "extra-pkg": "1"})
+    assert d.missing == ["notinstalled==2.0"]
+    assert d.mismatched == ["numpy lock=1.0.0 installed=2.3.0"]
+    assert d.extra == ["extra-pkg"] and not d.clean
+    lock.write_text("numpy==1.0.0\n")
+    with pytest.raises(SstError, match=r"environment\.lock:1: numpy has no --hash"):
+        read_lock(lock)
+
+
+def test_doctor_exits_nonzero_on_drift(tmp_path: Path, monkeypatch, capsys) -> None:
+    lock = tmp_path / "environment.lock"
+    lock.write_text("numpy==0.0.1 --hash=sha256:" + "a" * 64 + "\n")
+    monkeypatch.setenv("SST_LOCK", str(lock))
+    assert main(["doctor"]) == 1
+    assert "DRIFT                    numpy lock=0.0.1" in capsys.readouterr().out
+
+
+def test_config_verb_prints_resolved(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SST_DATA", "/d")
+    assert main(["config", "-c", str(REPO / "configs" / "ptb.yaml")]) == 0
+    assert '"mode": "canonical"' in capsys.readouterr().out
