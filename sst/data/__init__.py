@@ -1,0 +1,1 @@
+"""Data: sources → phrase table → split (see sst/data/pipeline.py)."""
