@@ -74,12 +74,12 @@ def kaggle_file(tmp_path: Path) -> Path:
     return write_kaggle(tmp_path / "train.tsv", synthetic_rows())
 
 
-def split_config(tmp_path: Path, source: Path, **split: object) -> Path:
-    """A config file splitting ``source`` (Kaggle format) into tmp_path/out."""
+def split_config(tmp_path: Path, source: Path, fmt: str = "kaggle", **split: object) -> Path:
+    """A config file splitting ``source`` (Kaggle format unless ``fmt``) into tmp_path/out."""
     lines = [
         "name: tiny",
         "data:",
-        "  format: kaggle",
+        f"  format: {fmt}",
         f'  sources: ["{source}"]',
         "split:",
         "  n_seeds: 50",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -90,21 +91,41 @@ def test_k_fold_and_no_validation(tmp_path: Path, kaggle_file: Path) -> None:
     assert sorted(p.name for p in (other / "out").glob("*.tsv")) == ["test.tsv", "train.tsv"]
 
 
-@pytest.mark.parametrize(
-    ("content", "needle"),
-    [
-        ("PhraseId\tSentenceId\tPhrase\tSentiment\n1\t1\tx\t9\n", ":2: label 9 is outside 0-4"),
-        ("PhraseId\tSentence\tPhrase\tSentiment\n", ":1: unexpected header"),
-    ],
-)
-def test_bad_input_writes_nothing(tmp_path: Path, capsys, content: str, needle: str) -> None:
-    bad = tmp_path / "bad.tsv"
-    bad.write_text(content)
-    cfg = split_config(tmp_path, bad)
+HEADER = "PhraseId\tSentenceId\tPhrase\tSentiment\n"
+GOOD_TREE = "(3 (2 (2 The) (2 film)) (4 (3 (2 is) (4 great)) (2 .)))\n"
+
+
+def truncated_gzip_bytes() -> bytes:
+    body = HEADER + "".join(f"{i}\t{i}\tphrase number {i}\t2\n" for i in range(1, 5000))
+    data = gzip.compress(body.encode())
+    return data[: len(data) // 2]
+
+
+BAD_INPUTS = {
+    "wrong header": ("kaggle", b"PhraseId\tSentence\tPhrase\tSentiment\n", ":1: unexpected header"),
+    "field count": ("kaggle", (HEADER + "1\t1\tx\n").encode(), ":2: 3 tab-separated fields"),
+    "label range": ("kaggle", (HEADER + "1\t1\tx\t9\n").encode(), ":2: label 9 is outside 0-4"),
+    "non-integer id": ("kaggle", (HEADER + "x1\t1\tx\t1\n").encode(), ":2: PhraseId 'x1' is not"),
+    "duplicate PhraseId": (
+        "kaggle",
+        (HEADER + "1\t1\tx\t1\n1\t1\ty\t1\n").encode(),
+        ":3: duplicate PhraseId 1 (first on line 2)",
+    ),
+    "unbalanced tree": ("ptb", (GOOD_TREE + "(3 (2 a) (2 b)\n").encode(), ":2: unbalanced tree"),
+    "truncated gzip": ("kaggle", truncated_gzip_bytes(), "truncated or corrupt gzip data"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_writes_nothing(tmp_path: Path, capsys, case: str) -> None:
+    fmt, content, needle = BAD_INPUTS[case]
+    bad = tmp_path / ("bad.tsv.gz" if case == "truncated gzip" else "bad.txt")
+    bad.write_bytes(content)
+    cfg = split_config(tmp_path, bad, fmt=fmt)
     assert main(["split", "-c", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert needle in err and str(bad) in err and err.count("\n") == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tsv", "tiny.yaml"]
+    assert f"{bad}:" in err and needle in err and "(fix: " in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([bad.name, "tiny.yaml"])
     assert offline_sessions() == []
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import io
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sst.data.sources import GZIP_ERRORS, truncated_gzip
 from sst.errors import SstError
 
 LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
@@ -64,13 +64,8 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
         with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as text:
             for lineno, line in enumerate(text, start=1):
                 yield lineno, line.rstrip("\n")
-    except (EOFError, gzip.BadGzipFile, OSError, zlib.error) as e:
-        raise SstError(
-            f"truncated or corrupt gzip data after {lineno} complete lines ({e})",
-            path=path,
-            line=lineno + 1,
-            fix="download the file again (its sha256 will not match the release)",
-        ) from None
+    except GZIP_ERRORS as e:
+        raise truncated_gzip(path, lineno, e) from None
     except UnicodeDecodeError:
         raise SstError(
             "not UTF-8 text", path=path, line=lineno + 1, fix="pass the file as released"

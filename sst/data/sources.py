@@ -21,6 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,19 +57,31 @@ def is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
+def truncated_gzip(path: Path, complete_lines: int, exc: BaseException) -> SstError:
+    return SstError(
+        f"truncated or corrupt gzip data after {complete_lines} complete lines ({exc})",
+        path=path,
+        line=complete_lines + 1,
+        fix="download the file again (its sha256 will not match the release)",
+    )
+
+
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
+
+
 def content_sha256(path: Path) -> str:
     """sha256 of the decompressed bytes of a gzip file (of the file itself otherwise)."""
     if not is_gzip(path):
         return sha256_file(path)
     h = hashlib.sha256()
+    lines = 0
     try:
         with gzip.open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 h.update(chunk)
-    except (EOFError, gzip.BadGzipFile, OSError) as e:
-        raise SstError(
-            f"corrupt or truncated gzip file ({e})", path=path, fix="download the file again"
-        ) from None
+                lines += chunk.count(b"\n")
+    except GZIP_ERRORS as e:
+        raise truncated_gzip(path, lines, e) from None
     return h.hexdigest()
 
 
