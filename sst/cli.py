@@ -95,6 +95,47 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sst.train import load_run_config, print_summary, train
+
+    if args.resume:
+        run = Path(args.resume)
+        if not run.name.endswith(".partial") and Path(f"{run}.partial").is_dir():
+            run = Path(f"{run}.partial")
+        if args.config or args.overrides:
+            raise SstError(
+                "--resume takes the run's recorded config",
+                fix="drop --config and key=value arguments",
+            )
+        cfg = load_run_config(run)
+        result = train(cfg, resume=run)
+    else:
+        result = train(_load(args))
+    print_summary(result)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sst.predict import format_one, predict_file, predict_texts
+
+    run = Path(args.run)
+    if args.file:
+        if not args.out:
+            raise SstError("--file needs --out", fix="add --out predictions.tsv")
+        n = predict_file(run, Path(args.file), Path(args.out))
+        print(f"{n} predictions written to {args.out}")
+        return 0
+    if not args.texts:
+        raise SstError("nothing to predict", fix="pass phrases, or --file FILE --out FILE")
+    for text, probs in predict_texts(run, args.texts):
+        print(format_one(text, probs))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from sst.repro import doctor
 
@@ -140,6 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--force", action="store_true", help="replace an existing, different split")
     p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser(
+        "train",
+        help="fine-tune an encoder on a split; writes runs/<id>/",
+        description="Fine-tune model.name on train.split with the train.sampling schedule; "
+        "writes runs/<id>/ (config, fingerprint, metrics, weights, plots, predictions).",
+    )
+    _config_args(p)
+    p.add_argument("--resume", metavar="RUN", help="continue runs/<id>.partial from its checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="classify phrases with a finished run")
+    p.add_argument("--run", required=True, help="runs/<id>")
+    p.add_argument("texts", nargs="*", help="phrases to classify")
+    p.add_argument("--file", help="TSV with a text (or Phrase) column, or one phrase per line")
+    p.add_argument("--out", help="where to write the predictions TSV (with --file)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("doctor", help="print the environment fingerprint; exit 1 on lock drift")
     p.set_defaults(func=cmd_doctor)

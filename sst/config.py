@@ -10,6 +10,8 @@ variable is an error naming the file and line.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import re
 import types
@@ -56,9 +58,47 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    name: str = _f(
+        "minilm",
+        "encoder: 'minilm' (the embedded all-MiniLM-L6-v2), a hub id, or a local folder",
+    )
+    revision: str = _f("main", "hub revision (branch, tag or commit) to pin")
+    pooling: str = _f("mean", "sentence vector: cls (first token) or mean (masked mean)")
+    dropout: float = _f(0.1, "dropout before the classification layer")
+    freeze_backbone: bool = _f(False, "train only the classification layer")
+    max_length: int = _f(128, "tokens per phrase at most (SST phrases: p95 22, max ~70)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    split: str = _f("splits/ptb", "split folder written by `sst split` (verified on read)")
+    sampling: str = _f(
+        "stratified:4,alternate:4",
+        "per-epoch class balance: random|stratified|alternate|alpha=A with :epochs, comma-joined",
+    )
+    epoch_size: int = _f(0, "draws per epoch (0: the number of training phrases)")
+    batch_size: int = _f(32, "training batch size")
+    eval_batch_size: int = _f(128, "evaluation batch size")
+    lr: float = _f(5e-5, "peak learning rate (AdamW)")
+    weight_decay: float = _f(0.01, "AdamW weight decay (never on bias and LayerNorm)")
+    scheduler: str = _f("linear", "linear | cosine (both with warmup) | constant | one_cycle")
+    warmup_ratio: float = _f(0.06, "share of steps spent warming up (linear, cosine)")
+    grad_clip: float = _f(1.0, "gradient-norm clipping (0: off)")
+    precision: str = _f("auto", "auto (bf16/16-mixed on a GPU, 32 on CPU) or a Lightning value")
+    seed: int = _f(0, "seed of everything: sampler, dropout, head init")
+    threads: int = _f(2, "torch CPU threads (part of the result: recorded in the fingerprint)")
+    num_workers: int = _f(0, "DataLoader worker processes (seeded)")
+    val_sentences: int = _f(0, "validate on this many val sentences (seeded subset; 0: all)")
+    checkpoint_every: int = _f(0, "save checkpoints/last.ckpt every N steps (0: every epoch)")
+    runs_dir: str = _f("runs", "where run folders are written")
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     project: str = _f("sst", "ClearML project")
     enabled: bool = _f(True, "record the command as a ClearML task (offline without a server)")
+    monitor_resources: bool = _f(True, "let ClearML sample CPU/GPU/memory during training")
 
 
 @dataclass(frozen=True)
@@ -66,12 +106,19 @@ class Config:
     name: str = _f("sst", "experiment name (ClearML task name)")
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data source"})
     split: SplitConfig = field(default_factory=SplitConfig, metadata={"help": "splits"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the encoder"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training"})
     tracking: TrackingConfig = field(
         default_factory=TrackingConfig, metadata={"help": "ClearML tracking"}
     )
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+    def hash(self) -> str:
+        """sha256 of the resolved config (canonical JSON): same config, same hash."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _plain(value: Any) -> Any:
@@ -124,6 +171,11 @@ def _coerce(tp: Any, value: Any, key: str, where: tuple[str | None, int | None])
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad() from None
         raise bad()
     if tp is str:
         if isinstance(value, str):

@@ -158,3 +158,37 @@ def doctor(out: Any = None) -> int:
     verdict = "none" if d.clean else f"{len(d.missing)} missing, {len(d.mismatched)} mismatched"
     print(f"{'drift':24} {verdict}", file=out)
     return 0 if d.clean else 1
+
+
+DETERMINISM_ENV = {
+    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+    "PYTHONHASHSEED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def configure_determinism(seed: int, threads: int) -> dict[str, Any]:
+    """The one place that makes a run repeatable; call it first. Returns what it set.
+
+    PYTHONHASHSEED only takes effect for a new interpreter (Make and the image set it); the
+    others are honoured when set before CUDA or tokenizers start, which is why this runs first.
+    """
+    import lightning as L
+    import torch
+
+    for key, value in DETERMINISM_ENV.items():
+        os.environ.setdefault(key, value)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    L.seed_everything(seed, workers=True, verbose=False)
+    return {
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED"),
+    }

@@ -79,6 +79,23 @@ class Tracker:
             title=title, series=series, iteration=iteration, table_plot=table
         )
 
+    def report_confusion_matrix(
+        self, title: str, series: str, matrix: list[list[int]], labels: list[str], iteration: int
+    ) -> None:
+        self.task.get_logger().report_confusion_matrix(
+            title=title,
+            series=series,
+            iteration=iteration,
+            matrix=matrix,
+            xaxis="predicted",
+            yaxis="true",
+            xlabels=labels,
+            ylabels=labels,
+        )
+
+    def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
+        self.task.get_logger().report_scalar(title, series, float(value), iteration)
+
     def set_tags(self, tags: list[str]) -> None:
         self.task.add_tags(tags)
 

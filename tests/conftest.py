@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# No hub here: read before huggingface_hub is imported, so an unknown id fails at once
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)
@@ -88,3 +90,75 @@ def split_config(tmp_path: Path, source: Path, fmt: str = "kaggle", **split: obj
     path = tmp_path / "tiny.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def build_tiny_bert(folder: Path, texts: list[str]) -> Path:
+    """A random 2-layer BERT with a WordPiece vocab trained on ``texts``, saved like a hub model."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials)
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    import torch
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rows = synthetic_rows(200)
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), [r[2] for r in rows])
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A versioned split of the synthetic table (tracking off: nothing but the folder)."""
+    from sst.config import load_config
+    from sst.data.pipeline import run_split
+
+    base = tmp_path_factory.mktemp("tiny-split")
+    source = write_kaggle(base / "train.tsv", synthetic_rows(200))
+    cfg = load_config(split_config(base, source), ["tracking.enabled=false"])
+    return run_split(cfg).out
+
+
+def train_overrides(tiny_model: Path, tiny_split: Path, runs: Path, *extra: str) -> list[str]:
+    return [
+        f"model.name={tiny_model}",
+        f"train.split={tiny_split}",
+        f"train.runs_dir={runs}",
+        "train.sampling=stratified:1,alternate:1",
+        "train.batch_size=16",
+        "train.threads=1",
+        "train.lr=1e-3",
+        "tracking.monitor_resources=false",
+        "model.max_length=32",
+        *extra,
+    ]

@@ -1,0 +1,1 @@
+"""Model: sampling, metrics, LightningDataModule and LightningModule (no ClearML here)."""

@@ -1,0 +1,234 @@
+"""LightningDataModule: a verified split, tokenized once (cached), dynamically padded batches.
+
+    python -c "from sst.model.datamodule import SstDataModule"   # used by `sst train`
+
+Token ids are cached in ``$SST_CACHE_DIR/tokens/<key>.npz`` where the key hashes the tokenizer
+(its serialized JSON), ``max_length`` and the split's manifest: a different tokenizer or split
+never reads a stale cache. Training batches come from :class:`BucketBatchSampler`; evaluation
+batches are length-sorted (order does not change metrics; predictions are re-sorted by phrase id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sst.data.pipeline import read_split
+from sst.data.sources import default_cache_dir
+from sst.errors import SstError
+from sst.model.sampling import BucketBatchSampler, Schedule
+
+
+class Encoded(Dataset[dict[str, Any]]):
+    """Token ids of one split part, stored flat with offsets, plus labels and root flags."""
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, frame: Any) -> None:
+        self.ids = ids
+        self.offsets = offsets
+        self.labels = frame["label"].to_numpy().astype(np.int64)
+        self.is_root = frame["is_root"].to_numpy().astype(bool)
+        self.phrase_id = frame["phrase_id"].to_numpy().astype(np.int64)
+        self.sentence_id = frame["sentence_id"].to_numpy().astype(np.int64)
+        self.text = frame["text"].to_numpy()
+        self.lengths = np.diff(offsets)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {
+            "input_ids": self.ids[self.offsets[i] : self.offsets[i + 1]],
+            "label": self.labels[i],
+            "is_root": self.is_root[i],
+            "index": i,
+        }
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise SstError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer",
+            fix="use a model that ships a tokenizer.json (fast tokenizer)",
+        )
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()
+
+
+def encode_texts(
+    tokenizer: Any, texts: list[str], max_length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)
+    lists = enc["input_ids"]
+    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in lists], out=offsets[1:])
+    flat = np.fromiter((t for x in lists for t in x), dtype=np.int32, count=int(offsets[-1]))
+    return flat, offsets
+
+
+def encode_cached(
+    tokenizer: Any, frame: Any, max_length: int, key_parts: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    key = hashlib.sha256(
+        "\0".join([tokenizer_digest(tokenizer), str(max_length), *key_parts]).encode()
+    ).hexdigest()
+    path = default_cache_dir() / "tokens" / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["ids"], z["offsets"]
+    ids, offsets = encode_texts(tokenizer, frame["text"].tolist(), max_length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tokens-", suffix=".npz", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, ids=ids, offsets=offsets)
+    os.replace(tmp, path)
+    return ids, offsets
+
+
+class Collate:
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[row, :n] = torch.from_numpy(it["input_ids"].astype(np.int64))
+            mask[row, :n] = 1
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
+            "is_root": torch.tensor([bool(it["is_root"]) for it in items], dtype=torch.bool),
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        }
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+
+
+class SstDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        split_dir: str | Path,
+        tokenizer: Any,
+        *,
+        batch_size: int = 32,
+        eval_batch_size: int = 128,
+        sampling: str = "random:1",
+        epoch_size: int = 0,
+        max_length: int = 128,
+        seed: int = 0,
+        num_workers: int = 0,
+        val_sentences: int = 0,
+    ) -> None:
+        super().__init__()
+        self.split_dir = Path(split_dir)
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.schedule = Schedule.parse(sampling)
+        self.epoch_size = epoch_size
+        self.max_length = max_length
+        self.seed = seed
+        self.num_workers = num_workers
+        self.val_sentences = val_sentences
+        self.parts: dict[str, Encoded] = {}
+        self.manifest: dict[str, Any] = {}
+        self.sampler: BucketBatchSampler | None = None
+        pad = tokenizer.pad_token_id
+        self.collate = Collate(0 if pad is None else int(pad))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.parts:
+            return
+        if not self.split_dir.is_dir():
+            raise SstError(
+                "split folder not found",
+                path=self.split_dir,
+                fix="run `sst split` (make split-ptb)",
+            )
+        frames, self.manifest = read_split(self.split_dir)
+        if "train" not in frames or "test" not in frames:
+            raise SstError("the split has no train or test part", path=self.split_dir)
+        if "val" in frames and self.val_sentences:
+            frames["val"] = _subset_sentences(frames["val"], self.val_sentences, self.seed)
+        for name, frame in frames.items():
+            sha = self.manifest["files"][f"{name}.tsv"]["sha256"]
+            key = [sha, str(self.val_sentences if name == "val" else 0)]
+            ids, offsets = encode_cached(self.tokenizer, frame, self.max_length, key)
+            self.parts[name] = Encoded(ids, offsets, frame)
+        train = self.parts["train"]
+        self.sampler = BucketBatchSampler(
+            train.labels,
+            train.lengths,
+            self.batch_size,
+            self.schedule,
+            self.seed,
+            epoch_size=self.epoch_size or None,
+        )
+
+    def _loader(self, dataset: Encoded, batch_sampler: Any) -> DataLoader[Any]:
+        return DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            worker_init_fn=_seed_worker,
+            generator=torch.Generator().manual_seed(self.seed),
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        assert self.sampler is not None
+        return self._loader(self.parts["train"], self.sampler)
+
+    def eval_batches(self, name: str) -> list[list[int]]:
+        lengths = self.parts[name].lengths
+        order = np.argsort(lengths, kind="stable")
+        return [
+            order[i : i + self.eval_batch_size].tolist()
+            for i in range(0, len(order), self.eval_batch_size)
+        ]
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        name = "val" if "val" in self.parts else "test"
+        return self._loader(self.parts[name], self.eval_batches(name))
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._loader(self.parts["test"], self.eval_batches("test"))
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.sampler is None:
+            return {}
+        state = self.sampler.state_dict()
+        if self.trainer is not None:  # consumed by training, not prefetched by the loader
+            state["batches_done"] = (
+                self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.setup("fit")
+            assert self.sampler is not None
+            self.sampler.load_state_dict(state)
+
+
+def _subset_sentences(frame: Any, n: int, seed: int) -> Any:
+    ids = np.unique(frame["sentence_id"].to_numpy())
+    if n >= len(ids):
+        return frame
+    keep = np.random.default_rng(seed).choice(ids, size=n, replace=False)
+    return frame[frame["sentence_id"].isin(keep)].reset_index(drop=True)

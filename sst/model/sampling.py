@@ -1,0 +1,187 @@
+"""Class-balance knob + length bucketing in one batch sampler, and per-epoch schedules.
+
+    sst train ... train.sampling="stratified:4,alternate:4"
+
+**Epoch.** An epoch is ``epoch_size`` draws (default: the number of training phrases ``N``),
+cut into ``ceil(epoch_size / batch_size)`` batches. The share of class ``c`` in an epoch is
+``count_c ** alpha / sum_k count_k ** alpha`` (largest-remainder rounding to whole draws):
+
+- ``alpha = 1`` (``random``): natural shares; with ``epoch_size == N`` every phrase exactly once.
+- ``alpha = 0`` (``stratified``): every class the same share, the original project's
+  "maximally informative stratified mini-batches"; rare classes repeat, neutral is subsampled.
+
+Within a class, draws walk through seeded permutations of its phrases (without replacement until
+the class is exhausted, then a new permutation), so no phrase repeats before its whole class has
+been seen. The draws are shuffled, grouped into pools of ``pool_batches`` batches, each pool
+sorted by token length and cut into batches, and the batch order shuffled: batches hold phrases of
+nearly equal length (padding waste ~1-2 % on SST with the default 256-batch pools, <= 5 %
+asserted by the tests) while each pool is a
+random sample of the epoch's class mix.
+
+Everything an epoch yields is a pure function of ``(seed, epoch, alpha)``; the state to resume
+mid-epoch is ``{"epoch", "batches_done"}``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from sst.errors import SstError
+
+MODES = {"random": 1.0, "stratified": 0.0}
+_PART = re.compile(r"^(random|stratified|alternate|alpha=([0-9.]+)):([1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The class-balance alpha of every epoch, from text such as ``stratified:4,alternate:4``."""
+
+    alphas: tuple[float, ...]
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Schedule:
+        alphas: list[float] = []
+        for part in (p.strip() for p in text.split(",")):
+            m = _PART.match(part)
+            if not m:
+                raise SstError(
+                    f"bad sampling schedule part {part!r} in {text!r}",
+                    fix="write mode:epochs[,mode:epochs…] with mode random, stratified, "
+                    "alternate or alpha=<0..1>, e.g. 'stratified:4,alternate:4'",
+                )
+            mode, alpha, epochs = m.group(1), m.group(2), int(m.group(3))
+            if mode == "alternate":  # random, stratified, random, …
+                alphas.extend(
+                    MODES["random"] if i % 2 == 0 else MODES["stratified"] for i in range(epochs)
+                )
+            elif alpha is not None:
+                a = float(alpha)
+                if not 0.0 <= a <= 1.0:
+                    raise SstError(f"alpha {a} in {text!r} is outside [0, 1]", fix="use 0..1")
+                alphas.extend([a] * epochs)
+            else:
+                alphas.extend([MODES[mode]] * epochs)
+        return cls(tuple(alphas), text)
+
+    def __len__(self) -> int:
+        return len(self.alphas)
+
+    def alpha(self, epoch: int) -> float:
+        return self.alphas[min(epoch, len(self.alphas) - 1)]
+
+
+def class_quotas(counts: np.ndarray, alpha: float, total: int) -> np.ndarray:
+    """Draws per class for one epoch: shares ∝ count**alpha, rounded by largest remainder."""
+    counts = np.asarray(counts, dtype=np.float64)
+    weights = np.where(counts > 0, counts**alpha, 0.0)
+    exact = total * weights / weights.sum()
+    quotas = np.floor(exact).astype(np.int64)
+    short = total - int(quotas.sum())
+    order = np.argsort(-(exact - quotas), kind="stable")
+    quotas[order[:short]] += 1
+    return quotas
+
+
+def padding_waste(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
+    """Share of padded positions over all positions when each batch pads to its longest."""
+    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    real = sum(int(lengths[b].sum()) for b in batches)
+    return 1.0 - real / padded if padded else 0.0
+
+
+class _EpochHook:
+    """Lightning calls ``batch_sampler.sampler.set_epoch(epoch)`` at every epoch start (also when
+    resuming); this forwards it to the batch sampler, which is not itself a ``sampler``."""
+
+    def __init__(self, owner: BucketBatchSampler) -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
+class BucketBatchSampler:
+    """Yields lists of dataset indices: class shares by ``schedule``, batches by length."""
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        lengths: np.ndarray,
+        batch_size: int,
+        schedule: Schedule,
+        seed: int,
+        epoch_size: int | None = None,
+        pool_batches: int = 256,
+    ) -> None:
+        if batch_size < 1:
+            raise SstError(f"batch size {batch_size}", fix="use a positive batch size")
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size = batch_size
+        self.schedule = schedule
+        self.seed = seed
+        self.epoch_size = epoch_size or len(self.labels)
+        self.pool = pool_batches * batch_size
+        self.by_class = [np.flatnonzero(self.labels == c) for c in range(5)]
+        self.epoch = 0
+        self.batches_done = 0  # batches of the current epoch already consumed (resume point)
+        self.sampler = _EpochHook(self)
+
+    def __len__(self) -> int:
+        return math.ceil(self.epoch_size / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.batches_done = epoch, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_done": self.batches_done, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise SstError("the checkpoint's sampler seed differs", fix="resume with its config")
+        self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
+
+    def _draws(self, rng: np.random.Generator, alpha: float) -> np.ndarray:
+        if alpha == 1.0 and self.epoch_size == len(self.labels):
+            return rng.permutation(len(self.labels))
+        counts = np.array([len(m) for m in self.by_class])
+        parts = []
+        for members, quota in zip(
+            self.by_class, class_quotas(counts, alpha, self.epoch_size), strict=True
+        ):
+            reps = math.ceil(quota / len(members)) if quota else 0
+            walk = (
+                np.concatenate([rng.permutation(members) for _ in range(reps)])
+                if reps
+                else members[:0]
+            )
+            parts.append(walk[:quota])
+        return rng.permutation(np.concatenate(parts))
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The batches of ``epoch``, in order: a pure function of (seed, epoch, schedule)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        draws = self._draws(rng, self.schedule.alpha(epoch))
+        batches: list[np.ndarray] = []
+        for lo in range(0, len(draws), self.pool):
+            pool = draws[lo : lo + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches.extend(
+                pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)
+            )
+        order = rng.permutation(len(batches))
+        return [batches[i] for i in order]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.epoch_batches(self.epoch)
+        start = self.batches_done
+        for i in range(start, len(batches)):
+            self.batches_done = i + 1
+            yield batches[i].tolist()

@@ -1,0 +1,109 @@
+"""Predict with a finished run: one phrase, or a file of phrases (length-sorted, progress bar).
+
+    sst predict --run runs/<id> "a gorgeous, witty, seductive movie ."
+    sst predict --run runs/<id> --file phrases.tsv --out predictions.tsv
+
+A file is a TSV whose header has a ``text`` (or Kaggle ``Phrase``) column, or plain text with one
+phrase per line. The output keeps the input's columns and adds ``pred``, ``pred_label`` and
+``p0``..``p4``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sst.data.formats import LABELS
+from sst.errors import SstError
+
+
+class Predictor:
+    def __init__(self, run: Path) -> None:
+        from safetensors.torch import load_model
+
+        from sst.model.module import SstClassifier, load_pretrained
+        from sst.train import load_run_config
+
+        weights = run / "weights.safetensors"
+        if not weights.is_file():
+            raise SstError(
+                "no weights.safetensors (is the run finished?)",
+                path=run,
+                fix="pass a completed runs/<id> folder",
+            )
+        cfg = load_run_config(run)
+        self.max_length = cfg.model.max_length
+        self.tokenizer = load_pretrained("tokenizer", cfg.model.name, cfg.model.revision)
+        self.model = SstClassifier(
+            model_name=cfg.model.name, revision=cfg.model.revision, pooling=cfg.model.pooling
+        )
+        load_model(self.model, str(weights))
+        self.model.eval()
+
+    @torch.inference_mode()
+    def probabilities(
+        self, texts: list[str], batch_size: int = 128, progress: bool = False
+    ) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        order = np.argsort([len(x) for x in enc], kind="stable")  # length-sorted: little padding
+        out = np.zeros((len(texts), 5), dtype=np.float32)
+        pad = self.tokenizer.pad_token_id or 0
+        for lo in tqdm(range(0, len(order), batch_size), disable=not progress, unit="batch"):
+            idx = order[lo : lo + batch_size]
+            width = max(len(enc[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, : len(enc[i])] = torch.tensor(enc[i])
+                mask[row, : len(enc[i])] = 1
+            out[idx] = self.model(ids, mask).float().softmax(-1).numpy()
+        return out
+
+
+def read_phrases(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise SstError("input file not found", path=path, fix="check the path")
+    first = path.read_text(encoding="utf-8").split("\n", 1)[0].split("\t")
+    for column in ("text", "Phrase"):
+        if column in first:
+            frame = pd.read_csv(
+                path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE
+            )
+            return frame.rename(columns={column: "text"}) if column != "text" else frame
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return pd.DataFrame({"text": [line for line in lines if line.strip()]})
+
+
+def predict_file(run: Path, src: Path, out: Path) -> int:
+    frame = read_phrases(src)
+    probs = Predictor(run).probabilities(frame["text"].tolist(), progress=True)
+    frame["pred"] = probs.argmax(1)
+    frame["pred_label"] = [LABELS[i] for i in frame["pred"]]
+    for c in range(5):
+        frame[f"p{c}"] = np.round(probs[:, c], 6)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        frame.to_csv(f, sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\")
+    os.replace(tmp, out)
+    return len(frame)
+
+
+def format_one(text: str, probs: np.ndarray) -> str:
+    best = int(probs.argmax())
+    spread = "  ".join(f"{LABELS[c]} {probs[c]:.3f}" for c in range(5))
+    return f"{best} {LABELS[best]}\t({spread})\t{text}"
+
+
+def predict_texts(run: Path, texts: list[str]) -> list[tuple[str, Any]]:
+    probs = Predictor(run).probabilities(texts)
+    return [(t, p) for t, p in zip(texts, probs, strict=True)]

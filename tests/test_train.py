@@ -1,0 +1,143 @@
+"""Training on a tiny random BERT: the run directory, determinism, predict, and bad values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sst.cli import main
+from sst.config import load_config
+from sst.train import train
+from tests.conftest import train_overrides
+
+CONTRACT = {
+    "config.yaml",
+    "fingerprint.json",
+    "metrics.json",
+    "weights.safetensors",
+    "confusion_matrix.png",
+    "predictions.tsv",
+    "tb",
+    "checkpoints",
+}
+METRIC_KEYS = {
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "precision_per_class",
+    "recall_per_class",
+    "min_class_precision",
+    "within_one",
+    "mae",
+    "qwk",
+    "polarity_flip_rate",
+    "confusion_matrix",
+}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The same config trained twice (tracking on, offline) and once with another seed."""
+    runs = tmp_path_factory.mktemp("runs")
+    a = train(load_config(None, [*train_overrides(tiny_model, tiny_split, runs / "a")]))
+    b = train(load_config(None, [*train_overrides(tiny_model, tiny_split, runs / "b")]))
+    c = train(
+        load_config(None, [*train_overrides(tiny_model, tiny_split, runs / "c"), "train.seed=1"])
+    )
+    return a, b, c
+
+
+def test_run_directory_contract(two_runs) -> None:
+    run = two_runs[0].run_dir
+    assert {p.name for p in run.iterdir()} >= CONTRACT
+    assert not run.name.endswith(".partial")
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    for stage in ("val", "test"):
+        for level in ("phrase", "root"):
+            assert set(metrics[stage][level]) >= METRIC_KEYS
+    fp = json.loads((run / "fingerprint.json").read_text())
+    assert (
+        fp["threads"] == 1 and fp["seed"] == 0 and fp["weights_sha256"] == metrics["weights_sha256"]
+    )
+    assert fp["model_files_sha256"] and fp["split_manifest_sha256"]
+    assert list((run / "tb").rglob("events.out.tfevents.*"))
+    preds = pd.read_csv(run / "predictions.tsv", sep="\t")
+    assert len(preds) == metrics["test"]["phrase"]["n"]
+    assert (preds[[f"p{c}" for c in range(5)]].sum(axis=1) - 1).abs().max() < 1e-4
+
+
+def test_same_config_same_threads_is_bit_identical(two_runs) -> None:
+    a, b, c = two_runs
+    wa, wb = (
+        load_file(a.run_dir / "weights.safetensors"),
+        load_file(b.run_dir / "weights.safetensors"),
+    )
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.weights_sha256 == b.weights_sha256
+    assert a.metrics["test"] == b.metrics["test"]
+    wc = load_file(c.run_dir / "weights.safetensors")
+    assert c.weights_sha256 != a.weights_sha256
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_offline_session_has_the_training(two_runs) -> None:
+    line = two_runs[0].tracking
+    assert line and "ClearML offline session" in line
+    session = Path(line.split("ClearML offline session ")[1].split(" ")[0])
+    task = json.loads((session / "task.json").read_text())
+    assert task["type"] == "training"
+    assert task["hyperparams"]["config"]["train/threads"]["value"] == "1"
+    assert "model" in task["hyperparams"] and "fingerprint" in task["hyperparams"]
+    text = (session / "metrics.jsonl").read_text()
+    for needle in ("test/root/accuracy", "test confusion matrix", "test per class"):
+        assert needle in text
+
+
+def test_predict_round_trip(two_runs, tmp_path: Path, capsys) -> None:
+    run = two_runs[0].run_dir
+    preds = pd.read_csv(run / "predictions.tsv", sep="\t")
+    from sst.data.pipeline import read_split
+
+    parts, _ = read_split(load_config(run / "config.yaml").train.split)
+    test = parts["test"].merge(preds, on=["phrase_id", "sentence_id"])
+    src = tmp_path / "phrases.tsv"
+    test[["phrase_id", "text"]].to_csv(src, sep="\t", index=False)
+    out = tmp_path / "out" / "predictions.tsv"
+    assert main(["predict", "--run", str(run), "--file", str(src), "--out", str(out)]) == 0
+    got = pd.read_csv(out, sep="\t")
+    assert got["phrase_id"].tolist() == test["phrase_id"].tolist()
+    assert (got["pred"] == test["pred"]).all()
+    assert (got["p2"] - test["p2"]).abs().max() < 1e-4
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run), test["text"].iloc[0]]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"{test['pred'].iloc[0]} ") and test["text"].iloc[0] in line
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("train.sampling=stratified:four", "bad sampling schedule part 'stratified:four'"),
+        ("model.pooling=max", "model.pooling='max'"),
+        ("train.scheduler=step", "train.scheduler='step'"),
+        ("train.batch_size=big", "train.batch_size='big' is not a valid int"),
+        ("train.lrr=1", "unknown config key 'train.lrr'"),
+        ("model.name=./no/such/model", "model folder not found"),
+        ("model.name=nobody/no-such-model-xyz", "cannot load tokenizer 'nobody/no-such-model-xyz'"),
+    ],
+)
+def test_bad_values_are_one_line_errors(
+    override, needle, tiny_model, tiny_split, tmp_path, capsys
+) -> None:
+    args = ["train", *train_overrides(tiny_model, tiny_split, tmp_path / "runs"), override]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
