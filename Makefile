@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export CUBLAS_WORKSPACE_CONFIG := :4096:8
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup lock test test-all lint data split split-ptb demo bench-split doctor clean
+.PHONY: help setup lock test test-all lint data split split-ptb demo train bench bench-split doctor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -48,11 +48,17 @@ split: setup ## Kaggle TSV → Wasserstein-searched, tree-preserving split in sp
 split-ptb: setup ## SST PTB trees → canonical train/dev/test split in splits/ptb
 	$(SST) split --config configs/ptb.yaml
 
-demo: setup ## the main job (until training lands: data → both splits)
-	$(SST) data --config configs/ptb.yaml && $(SST) split --config configs/ptb.yaml && $(SST) split --config configs/kaggle.yaml
+demo: setup ## the main job: SST trees → canonical split → fine-tune the embedded MiniLM → report
+	$(SST) split --config configs/demo.yaml && $(SST) train --config configs/demo.yaml
+
+train: setup ## fine-tune with CONFIG (default configs/demo.yaml) and ARGS (key=value overrides)
+	$(SST) train --config $(or $(CONFIG),configs/demo.yaml) $(ARGS)
+
+bench: setup ## training/inference samples/s: our loop vs HF Trainer (updates BENCHMARKS.md)
+	$(SST) bench train --config configs/demo.yaml --phrases 3000 --out BENCHMARKS.md
 
 bench-split: setup ## seed search: 10,000 seeds vectorised vs the per-seed scipy loop
-	$(SST) bench --config configs/kaggle.yaml --seeds 10000 --peer-seeds 300
+	$(SST) bench split --config configs/kaggle.yaml --seeds 10000 --peer-seeds 300 --out BENCHMARKS.md
 
 clean: ## remove caches (never data, splits or runs)
 	rm -rf .pytest_cache .ruff_cache .mypy_cache

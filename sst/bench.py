@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import wasserstein_distance
@@ -29,7 +31,7 @@ def _best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     return min(times)
 
 
-def bench_split(cfg: Config, n_seeds: int, n_peer: int) -> int:
+def bench_split(cfg: Config, n_seeds: int, n_peer: int, out_md: Path | None = None) -> int:
     table = load_table(cfg, fetch_sources(cfg))
     frame = table.frame
     index = S.SentenceIndex.of(frame)
@@ -52,11 +54,211 @@ def bench_split(cfg: Config, n_seeds: int, n_peer: int) -> int:
     ours_per_seed = ours / n_seeds
     peer_per_seed = peer_time / n_peer
     agree = np.allclose(S.seed_distances(index, peer_seeds, fraction), peer_dist, atol=1e-12)
-    print(f"phrases {len(frame)}, sentences {len(index)}, test fraction {fraction}")
-    print(f"vectorised search: {n_seeds} seeds in {ours:.3f} s ({ours_per_seed * 1e6:.1f} us/seed)")
-    print(
-        f"peer (pandas + scipy per seed): {n_peer} seeds in {peer_time:.3f} s "
-        f"({peer_per_seed * 1e6:.1f} us/seed) -> {n_seeds} seeds ~{peer_per_seed * n_seeds:.1f} s"
+    text = "\n".join(
+        [
+            f"{len(frame)} phrases, {len(index)} sentences, test fraction {fraction}",
+            "",
+            "| setup | seeds | seconds | us/seed | vs peer |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            f"| vectorised search (ours) | {n_seeds} | {ours:.3f} | {ours_per_seed * 1e6:.1f} | "
+            f"{peer_per_seed / ours_per_seed:.1f}x |",
+            f"| pandas + scipy per seed (peer) | {n_peer} | {peer_time:.3f} | "
+            f"{peer_per_seed * 1e6:.1f} | 1.0x |",
+            "",
+            f"distances agree on the peer's seeds: {agree}",
+        ]
     )
-    print(f"speed-up vs peer: {peer_per_seed / ours_per_seed:.1f}x; distances agree: {agree}")
+    print(text)
+    if out_md is not None:
+        _update_benchmarks(out_md, "Seed search (`make bench-split`)", text)
     return 0 if agree else 1
+
+
+def _subset(frame: Any, n: int, seed: int) -> Any:
+    if n >= len(frame):
+        return frame.reset_index(drop=True)
+    return frame.sample(n=n, random_state=seed).reset_index(drop=True)
+
+
+def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
+    """Training and inference throughput: our loop (random, stratified) vs HF Trainer (dynamic
+    padding, group_by_length) and a length-sorted HF pipeline, same model/data/threads/batch."""
+    import torch
+
+    from sst.data.pipeline import read_split
+    from sst.model.module import load_pretrained, resolve_model
+    from sst.repro import configure_determinism
+
+    t = cfg.train
+    configure_determinism(t.seed, t.threads)
+    parts, _ = read_split(t.split)
+    frame = _subset(parts["train"], n_phrases, t.seed)
+    texts = frame["text"].tolist()
+    labels = frame["label"].to_numpy().astype(np.int64)
+    tokenizer = load_pretrained("tokenizer", cfg.model.name, cfg.model.revision)
+    enc = tokenizer(texts, truncation=True, max_length=cfg.model.max_length)["input_ids"]
+    lengths = np.array([len(x) for x in enc])
+    rows: list[tuple[str, float, str]] = []
+
+    for mode in ("random", "stratified"):
+        rate, waste = _ours_train(cfg, enc, labels, lengths, mode)
+        rows.append((f"ours, {mode} (length-bucketed)", rate, f"padding waste {waste:.1%}"))
+    for strategy in ("random", "group_by_length"):
+        rate = _hf_train(resolve_model(cfg.model.name), tokenizer, enc, labels, t, strategy)
+        rows.append((f"HF Trainer, dynamic padding, {strategy}", rate, ""))
+    infer = texts[: min(len(texts), 4000)]
+    rows.append(("ours, inference (length-sorted)", _ours_infer(cfg, tokenizer, infer), ""))
+    rows.append(("HF pipeline, inference (length-sorted)", _hf_infer(cfg, tokenizer, infer), ""))
+
+    peer = dict((name, rate) for name, rate, _ in rows)
+    gbl = peer["HF Trainer, dynamic padding, group_by_length"]
+    lines = [
+        f"MiniLM-L6 ({cfg.model.name}), {len(texts)} train phrases, batch {t.batch_size}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        "",
+        "| setup | samples/s | vs HF group_by_length | note |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name, rate, note in rows:
+        ref = peer["HF pipeline, inference (length-sorted)"] if "inference" in name else gbl
+        lines.append(f"| {name} | {rate:.1f} | {rate / ref:.2f}x | {note} |")
+    ratio = peer["ours, stratified (length-bucketed)"] / gbl
+    lines += [
+        "",
+        f"target: ours stratified >= 1.3x HF group_by_length: {ratio:.2f}x "
+        f"({'met' if ratio >= 1.3 else 'NOT met'})",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if out_md is not None:
+        _update_benchmarks(out_md, "Training throughput (`make bench`)", text)
+    return 0
+
+
+def _ours_train(
+    cfg: Config, enc: list[list[int]], labels: np.ndarray, lengths: np.ndarray, mode: str
+) -> tuple[float, float]:
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader
+
+    from sst.model.datamodule import Collate
+    from sst.model.module import SstClassifier
+    from sst.model.sampling import BucketBatchSampler, Schedule, padding_waste
+
+    t = cfg.train
+    sampler = BucketBatchSampler(labels, lengths, t.batch_size, Schedule.parse(f"{mode}:1"), t.seed)
+    waste = padding_waste(lengths, sampler.epoch_batches(0))
+    items = [
+        {"input_ids": np.asarray(x, dtype=np.int64), "label": int(y), "is_root": False, "index": i}
+        for i, (x, y) in enumerate(zip(enc, labels, strict=True))
+    ]
+    loader: DataLoader[Any] = DataLoader(
+        items,  # type: ignore[arg-type]
+        batch_sampler=sampler,
+        collate_fn=Collate(0),
+    )
+    module = SstClassifier(model_name=cfg.model.name, pooling=cfg.model.pooling, lr=t.lr)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        deterministic=True,
+    )
+    torch.manual_seed(t.seed)
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader)
+    return len(labels) / (time.perf_counter() - t0), waste
+
+
+def _hf_train(
+    path: str, tokenizer: Any, enc: list[list[int]], labels: np.ndarray, t: Any, strategy: str
+) -> float:
+    import tempfile
+
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    data = [{"input_ids": x, "labels": int(y)} for x, y in zip(enc, labels, strict=True)]
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=5)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=t.batch_size,
+            num_train_epochs=1,
+            learning_rate=t.lr,
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="no",
+            train_sampling_strategy=strategy,
+            seed=t.seed,
+            use_cpu=True,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+        )
+        t0 = time.perf_counter()
+        trainer.train()
+        return len(data) / (time.perf_counter() - t0)
+
+
+def _ours_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
+    import torch
+
+    from sst.model.module import SstClassifier
+    from sst.predict import Predictor
+
+    model = SstClassifier(model_name=cfg.model.name, pooling=cfg.model.pooling)
+    predictor = Predictor(model, tokenizer, cfg.model.max_length)  # the real predict path
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        predictor.probabilities(texts, batch_size=cfg.train.eval_batch_size)
+        return len(texts) / (time.perf_counter() - t0)
+
+
+def _hf_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    from sst.model.module import resolve_model
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model(cfg.model.name), num_labels=5
+    )
+    pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+    ordered = sorted(texts, key=len)  # length-sorted: the peer's best case
+    t0 = time.perf_counter()
+    pipe(
+        ordered,
+        batch_size=cfg.train.eval_batch_size,
+        truncation=True,
+        max_length=cfg.model.max_length,
+    )
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def _update_benchmarks(path: Path, heading: str, body: str) -> None:
+    """Replace (or add) the ``## heading`` section of BENCHMARKS.md with ``body``."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    marker = f"## {heading}"
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    section = f"{marker}\n\nMeasured {stamp} by `make bench` on this machine.\n\n{body}\n"
+    if marker in text:
+        head, rest = text.split(marker, 1)
+        tail = rest.split("\n## ", 1)
+        text = head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")

@@ -154,10 +154,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sst.bench import bench_split
+    from pathlib import Path
+
+    from sst.bench import bench_split, bench_train
 
     cfg = _load(args)
-    return bench_split(cfg, args.seeds, args.peer_seeds)
+    out = Path(args.out) if args.out else None
+    if args.what == "split":
+        return bench_split(cfg, args.seeds, args.peer_seeds, out)
+    return bench_train(cfg, args.phrases, out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,8 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("bench", help="benchmarks (split: vectorised seed search vs scipy loop)")
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks, as ratios against a peer measured in the same run",
+        description="split: vectorised seed search vs the per-seed pandas+scipy loop. "
+        "train: our training loop (random, stratified) vs HF Trainer (dynamic padding, "
+        "group_by_length) and inference vs a length-sorted HF pipeline.",
+    )
+    p.add_argument("what", choices=["split", "train"], help="which benchmark")
     _config_args(p)
+    p.add_argument("--phrases", type=int, default=3000, help="train phrases (train benchmark)")
+    p.add_argument("--out", help="update this Markdown file's section (BENCHMARKS.md)")
     p.add_argument("--seeds", type=int, default=10000, help="seeds for the vectorised search")
     p.add_argument("--peer-seeds", type=int, default=300, help="seeds for the per-seed scipy peer")
     p.set_defaults(func=cmd_bench)

@@ -25,7 +25,15 @@ from sst.errors import SstError
 
 
 class Predictor:
-    def __init__(self, run: Path) -> None:
+    """A classifier, its tokenizer and ``max_length``; :meth:`from_run` loads a finished run."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_length: int) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    @classmethod
+    def from_run(cls, run: Path) -> Predictor:
         from safetensors.torch import load_model
 
         from sst.model.module import SstClassifier, load_pretrained
@@ -39,13 +47,12 @@ class Predictor:
                 fix="pass a completed runs/<id> folder",
             )
         cfg = load_run_config(run)
-        self.max_length = cfg.model.max_length
-        self.tokenizer = load_pretrained("tokenizer", cfg.model.name, cfg.model.revision)
-        self.model = SstClassifier(
+        tokenizer = load_pretrained("tokenizer", cfg.model.name, cfg.model.revision)
+        model = SstClassifier(
             model_name=cfg.model.name, revision=cfg.model.revision, pooling=cfg.model.pooling
         )
-        load_model(self.model, str(weights))
-        self.model.eval()
+        load_model(model, str(weights))
+        return cls(model, tokenizer, cfg.model.max_length)
 
     @torch.inference_mode()
     def probabilities(
@@ -85,7 +92,7 @@ def read_phrases(path: Path) -> pd.DataFrame:
 
 def predict_file(run: Path, src: Path, out: Path) -> int:
     frame = read_phrases(src)
-    probs = Predictor(run).probabilities(frame["text"].tolist(), progress=True)
+    probs = Predictor.from_run(run).probabilities(frame["text"].tolist(), progress=True)
     frame["pred"] = probs.argmax(1)
     frame["pred_label"] = [LABELS[i] for i in frame["pred"]]
     for c in range(5):
@@ -105,5 +112,5 @@ def format_one(text: str, probs: np.ndarray) -> str:
 
 
 def predict_texts(run: Path, texts: list[str]) -> list[tuple[str, Any]]:
-    probs = Predictor(run).probabilities(texts)
+    probs = Predictor.from_run(run).probabilities(texts)
     return [(t, p) for t, p in zip(texts, probs, strict=True)]

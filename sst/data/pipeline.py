@@ -187,7 +187,6 @@ def run_split(cfg: Config, *, force: bool = False) -> SplitResult:
         return {
             "kind": "split",
             "sst_version": sst.__version__,
-            "name": cfg.name,
             "sources": [
                 {"uri": f.uri, "sha256": f.sha256, "content_sha256": f.content_sha256}
                 for f in fetched
