@@ -166,15 +166,23 @@ def _fit(
     from lightning.pytorch.loggers import TensorBoardLogger
 
     t = cfg.train
-    checkpoints = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=work / "checkpoints",
         filename="best",
         monitor="val/root/macro_f1",
         mode="max",
         save_top_k=1,
-        save_last=True,
+        enable_version_counter=False,
+    )
+    # the resume point: every N steps (or epoch), and on Ctrl+C or a crash
+    last = ModelCheckpoint(
+        dirpath=work / "checkpoints",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
         every_n_train_steps=t.checkpoint_every or None,
         enable_version_counter=False,
+        save_on_exception=True,
     )
     trainer = L.Trainer(
         max_epochs=len(dm.schedule),
@@ -184,7 +192,7 @@ def _fit(
         deterministic=True,
         gradient_clip_val=t.grad_clip or None,
         logger=TensorBoardLogger(str(work), name="tb", version="", default_hp_metric=False),
-        callbacks=[checkpoints, TQDMProgressBar(refresh_rate=20), ReportCallback(tracker)],
+        callbacks=[best, last, TQDMProgressBar(refresh_rate=20), ReportCallback(tracker, work)],
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         enable_model_summary=False,
@@ -197,25 +205,39 @@ def _fit(
 
 
 class ReportCallback(Callback):
-    """A confusion matrix per evaluation, reported to ClearML (figures stay out of model/)."""
+    """A confusion matrix per evaluation: to ClearML and as ``confusion/<stage>-epoch<N>.png``
+    (figures and ClearML stay out of model/)."""
 
-    def __init__(self, tracker: Any) -> None:
+    def __init__(self, tracker: Any, work: Path) -> None:
         self.tracker = tracker
+        self.folder = work / "confusion"
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        _report_eval(self.tracker, pl_module.results.get("val", {}), "val", trainer.current_epoch)
+        self._report(pl_module.results.get("val", {}), "val", trainer.current_epoch)
 
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
-        _report_eval(self.tracker, pl_module.results.get("test", {}), "test", trainer.current_epoch)
+        self._report(pl_module.results.get("test", {}), "test", trainer.current_epoch)
 
+    def _report(self, results: dict[str, Any], stage: str, epoch: int) -> None:
+        import matplotlib.pyplot as plt
 
-def _report_eval(tracker: Any, results: dict[str, Any], stage: str, epoch: int) -> None:
-    if tracker is None or not results:
-        return
-    for level, summary in results.items():
-        tracker.report_confusion_matrix(
-            f"{stage} confusion matrix", level, summary["confusion_matrix"], list(LABELS), epoch
+        from sst.figures import plot_confusion
+
+        if not results:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fig = plot_confusion(
+            {f"{stage} {level}": r["confusion_matrix"] for level, r in results.items()},
+            f"{stage}, epoch {epoch}",
         )
+        fig.savefig(self.folder / f"{stage}-epoch{epoch}.png", dpi=80, metadata={"Software": None})
+        plt.close(fig)
+        if self.tracker is None:
+            return
+        for level, summary in results.items():
+            self.tracker.report_confusion_matrix(
+                f"{stage} confusion matrix", level, summary["confusion_matrix"], list(LABELS), epoch
+            )
 
 
 def _write_outputs(

@@ -10,10 +10,12 @@ Evaluation accumulates two confusion matrices per stage with torchmetrics — al
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -165,6 +167,15 @@ class SstClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._finish("test")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning restores weights, optimizer, scheduler and loop position but not the global
+        # RNGs (dropout): without them a resumed run would not equal an uninterrupted one.
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         decay: list[nn.Parameter] = []
@@ -205,3 +216,38 @@ def _lr_lambda(kind: str, warmup: int, total: int) -> Any:
         return max(0.0, 1.0 - progress)
 
     return factor
+
+
+def rng_states() -> dict[str, Any]:
+    """Global RNG states as tensors and numbers (checkpoints load with weights_only=True)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, mt, gauss = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {
+            "version": version,
+            "state": torch.tensor(mt, dtype=torch.int64),
+            "gauss": gauss,
+        },
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    p = states["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
