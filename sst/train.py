@@ -31,6 +31,7 @@ from sst.data.formats import LABELS
 from sst.data.sources import sha256_file
 from sst.data.versioning import dumps
 from sst.errors import SstError
+from sst.model.metrics import HEADLINE
 
 PARTIAL = ".partial"
 
@@ -303,15 +304,7 @@ def _write_outputs(
             "fingerprint", {k: v for k, v in fingerprint.items() if not isinstance(v, dict)}
         )
         for level in ("phrase", "root"):
-            for key in (
-                "accuracy",
-                "macro_f1",
-                "min_class_precision",
-                "within_one",
-                "mae",
-                "qwk",
-                "polarity_flip_rate",
-            ):
+            for key in HEADLINE:
                 tracker.report_single_value(f"test/{level}/{key}", test[level][key])
             table = pd.DataFrame(
                 {

@@ -22,6 +22,16 @@ import numpy as np
 
 N = 5
 NEGATIVE, POSITIVE = (0, 1), (3, 4)
+# the single numbers logged per evaluation and reported for the final test
+HEADLINE = (
+    "accuracy",
+    "macro_f1",
+    "min_class_precision",
+    "within_one",
+    "mae",
+    "qwk",
+    "polarity_flip_rate",
+)
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sst.errors import SstError
-from sst.model.metrics import summarize
+from sst.model.metrics import HEADLINE, summarize
 
 SCHEDULERS = ("linear", "cosine", "constant", "one_cycle")
 POOLINGS = ("cls", "mean")
@@ -143,15 +143,7 @@ class SstClassifier(L.LightningModule):
             summary = summarize(cm.compute().cpu().numpy())
             cm.reset()
             self.results[stage][level] = summary
-            for key in (
-                "accuracy",
-                "macro_f1",
-                "min_class_precision",
-                "within_one",
-                "mae",
-                "qwk",
-                "polarity_flip_rate",
-            ):
+            for key in HEADLINE:
                 self.log(
                     f"{stage}/{level}/{key}",
                     summary[key],
