@@ -1,0 +1,43 @@
+"""The real embedded MiniLM on a small subset of the real trees (slow tier: `make test-all`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sst.config import load_config
+from sst.data.pipeline import run_split
+from sst.train import train
+
+
+@pytest.mark.slow
+def test_minilm_trains_deterministically_on_real_trees(shared_data: Path, tmp_path: Path) -> None:
+    split = run_split(
+        load_config(
+            None,
+            [
+                "data.format=ptb",
+                f'data.sources=["{shared_data / "sst_ptb" / "dev.txt"}"]',
+                "split.n_seeds=50",
+                f"split.out={tmp_path / 'split'}",
+                "tracking.enabled=false",
+            ],
+        )
+    ).out
+    overrides = [
+        "model.name=minilm",
+        f"train.split={split}",
+        "train.sampling=stratified:1",
+        "train.epoch_size=256",
+        "train.val_sentences=20",
+        "train.threads=2",
+        "tracking.enabled=false",
+    ]
+    a = train(load_config(None, [*overrides, f"train.runs_dir={tmp_path / 'a'}"]))
+    b = train(load_config(None, [*overrides, f"train.runs_dir={tmp_path / 'b'}"]))
+    assert a.weights_sha256 == b.weights_sha256
+    metrics = json.loads((a.run_dir / "metrics.json").read_text())
+    assert metrics["test"]["root"]["n"] == 220
+    assert metrics["test"]["phrase"]["accuracy"] > 0.3  # MiniLM learns something in 8 steps
