@@ -127,7 +127,7 @@ def train(cfg: Config, *, resume: Path | None = None) -> RunResult:
         if tracker is not None:
             tracker.connect("model", dict(module.hparams))
         result = _fit(cfg, work, ckpt, tracker, determinism, dm, module)
-        final = runs / run_id
+        final = work.parent / run_id  # beside the partial folder, wherever it was resumed from
         os.replace(work, final)
         result.run_dir = final
         result.seconds = time.perf_counter() - t0
