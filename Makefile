@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export CUBLAS_WORKSPACE_CONFIG := :4096:8
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup lock test test-all lint data split split-ptb demo train bench bench-split doctor clean
+.PHONY: help setup lock test test-all lint data split split-ptb demo train bench bench-split doctor image-cpu test-image clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,12 @@ bench: setup ## training/inference samples/s: our loop vs HF Trainer (updates BE
 
 bench-split: setup ## seed search: 10,000 seeds vectorised vs the per-seed scipy loop
 	$(SST) bench split --config configs/kaggle.yaml --seeds 10000 --peer-seeds 300 --out BENCHMARKS.md
+
+image-cpu: ## build the CPU image sst:cpu from environment.lock (engine and base made if missing)
+	scripts/image.sh app sst:cpu
+
+test-image: ## CI's docker stage: the fast tier and a short training run inside the CPU image
+	scripts/ci-docker.sh
 
 clean: ## remove caches (never data, splits or runs)
 	rm -rf .pytest_cache .ruff_cache .mypy_cache
