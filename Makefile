@@ -34,7 +34,7 @@ test-all: setup ## every test tier this machine can run, slow included
 	$(VENV)/bin/pytest -q -m "not docker and not gpu"
 
 lint: setup ## ruff (lint + format check) and mypy on sst/
-	$(VENV)/bin/ruff check sst tests && $(VENV)/bin/ruff format --check sst tests && $(VENV)/bin/mypy
+	$(VENV)/bin/ruff check sst tests colab && $(VENV)/bin/ruff format --check sst tests colab && $(VENV)/bin/mypy
 
 doctor: setup ## environment fingerprint; fails on drift from environment.lock
 	$(SST) doctor

@@ -1,0 +1,213 @@
+"""Start a detached clearml-agent on a queue, in the kit's locked environment (Colab or any host).
+
+    python colab/bootstrap.py --queue colab               # pick the mode, install, start
+    python colab/bootstrap.py --queue colab --dry-run     # print the exact commands only
+
+Credentials come from the environment or, on Colab, from its secrets (``google.colab.userdata``):
+CLEARML_API_HOST, CLEARML_WEB_HOST, CLEARML_FILES_HOST, CLEARML_API_ACCESS_KEY,
+CLEARML_API_SECRET_KEY. They are handed to the agent through its environment and never appear in
+a printed command.
+
+Modes:
+- docker: a Docker engine answers. The agent itself runs inside the pinned kit image (its locked
+  venv) with the host's docker socket, in docker mode, so every task runs in that same image.
+- venv: no engine (hosted Colab). ``environment.lock`` is installed with ``--require-hashes`` into
+  a venv and the agent runs from it with CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1, so tasks run in
+  the locked environment instead of one the agent would resolve.
+
+Standard library only: it runs before the locked environment exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CREDENTIALS = (
+    "CLEARML_API_HOST",
+    "CLEARML_WEB_HOST",
+    "CLEARML_FILES_HOST",
+    "CLEARML_API_ACCESS_KEY",
+    "CLEARML_API_SECRET_KEY",
+)
+# What a task needs in its container: the locked venv as is, and the determinism variables.
+TASK_ENV = {
+    "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
+    "PYTHONHASHSEED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+}
+DEFAULT_IMAGE = os.environ.get("SST_IMAGE", "sst:cpu")
+DEFAULT_VENV = Path.home() / ".sst-agent-venv"
+
+
+class BootstrapError(Exception):
+    pass
+
+
+@dataclass
+class Plan:
+    mode: str
+    reason: str
+    gpu: str
+    commands: list[list[str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # non-secret variables set for the agent
+
+    def render(self) -> str:
+        lines = [f"mode: {self.mode} ({self.reason})", f"gpu: {self.gpu}"]
+        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        for cmd in self.commands:
+            lines.append((prefix + " " if prefix and "daemon" in cmd else "") + shlex.join(cmd))
+        return "\n".join(lines)
+
+
+def colab_secret(name: str) -> str | None:
+    try:
+        from google.colab import userdata  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        return str(userdata.get(name))
+    except Exception:  # a secret that is not set or not shared with the notebook
+        return None
+
+
+def credentials(lookup: Callable[[str], str | None] = colab_secret) -> dict[str, str]:
+    found = {n: os.environ.get(n) or lookup(n) for n in CREDENTIALS}
+    missing = [n for n, v in found.items() if not v]
+    if missing:
+        raise BootstrapError(
+            f"missing ClearML credentials: {', '.join(missing)} "
+            "(fix: export them, or add them as Colab secrets)"
+        )
+    return {n: v for n, v in found.items() if v}
+
+
+def docker_usable(docker: str) -> tuple[bool, str]:
+    if shutil.which(docker) is None:
+        return False, f"no {docker} client on PATH"
+    res = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=30)
+    if res.returncode != 0:
+        return False, "a docker client but no engine answers (hosted Colab has none)"
+    return True, "a Docker engine answers"
+
+
+def gpu_description() -> str:
+    if shutil.which("nvidia-smi") is None:
+        return "none (nvidia-smi not found)"
+    res = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    out = res.stdout.strip().replace("\n", "; ")
+    return f"{out} (name, driver)" if res.returncode == 0 and out else "none (nvidia-smi failed)"
+
+
+def plan(
+    queue: str,
+    mode: str,
+    *,
+    image: str = DEFAULT_IMAGE,
+    lock: Path = REPO / "environment.lock",
+    venv: Path = DEFAULT_VENV,
+    python: str = sys.executable,
+    docker: str = "docker",
+) -> Plan:
+    """What to run, without running it. ``mode`` is auto, docker or venv."""
+    usable, why = docker_usable(docker) if mode in ("auto", "docker") else (False, "venv asked")
+    if mode == "docker" and not usable:
+        raise BootstrapError(f"docker mode asked but {why}")
+    chosen = "docker" if (mode == "docker" or (mode == "auto" and usable)) else "venv"
+    reason = why if mode == "auto" else f"--mode {mode}"
+    p = Plan(chosen, reason, gpu_description())
+    if chosen == "docker":
+        gpus = ["--gpus", "all"] if shutil.which("nvidia-smi") else []
+        task_args = " ".join(f"-e {k}={v}" for k, v in TASK_ENV.items())
+        p.commands.append(
+            [
+                docker,
+                "run",
+                "-d",
+                "--name",
+                f"sst-agent-{queue}",
+                "--restart",
+                "unless-stopped",
+                "--network",
+                "host",
+                "-v",
+                "/var/run/docker.sock:/var/run/docker.sock",
+                *gpus,
+                # -e NAME with no value copies it from this process: the secret is never printed
+                *[a for n in CREDENTIALS for a in ("-e", n)],
+                "--entrypoint",
+                "clearml-agent",
+                image,
+                "daemon",
+                "--queue",
+                queue,
+                "--create-queue",
+                "--foreground",
+                "--docker",
+                f"{image} {task_args}",
+            ]
+        )
+    else:
+        if not lock.is_file():
+            raise BootstrapError(f"{lock}: lock not found (fix: run from a clone of the kit)")
+        pip = str(venv / "bin" / "pip")
+        p.commands += [
+            [python, "-m", "venv", str(venv)],
+            [pip, "install", "--disable-pip-version-check", "--require-hashes", "-r", str(lock)],
+            [
+                str(venv / "bin" / "clearml-agent"),
+                "daemon",
+                "--queue",
+                queue,
+                "--create-queue",
+                "--detached",
+            ],
+        ]
+        p.env = dict(TASK_ENV)
+    return p
+
+
+def execute(p: Plan, secrets: dict[str, str], run: Callable[..., object] = subprocess.run) -> None:
+    env = {**os.environ, **secrets, **p.env}
+    for cmd in p.commands:
+        run(cmd, check=True, env=env)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--queue", required=True, help="ClearML queue the agent serves")
+    ap.add_argument("--mode", choices=("auto", "docker", "venv"), default="auto")
+    ap.add_argument("--image", default=DEFAULT_IMAGE, help="pinned kit image (with digest)")
+    ap.add_argument("--lock", type=Path, default=REPO / "environment.lock")
+    ap.add_argument("--venv", type=Path, default=DEFAULT_VENV)
+    ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = ap.parse_args(argv)
+    try:
+        p = plan(args.queue, args.mode, image=args.image, lock=args.lock, venv=args.venv)
+        print(p.render())
+        if args.dry_run:
+            return 0
+        execute(p, credentials())
+    except (BootstrapError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        print(f"bootstrap: error: {e}", file=sys.stderr)
+        return 2
+    print(f"agent started on queue {args.queue!r} in {p.mode} mode")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
