@@ -6,7 +6,7 @@
 # usage: scripts/base-image.sh [pinned-reference]
 set -euo pipefail
 DOCKER=${DOCKER:-/usr/bin/docker}
-PINNED=${1:-$(sed -n 's/^ARG BASE_IMAGE=//p' "$(dirname "$0")/../docker/Dockerfile" | head -1)}
+PINNED=${1:-$(sed -n 's/^FROM ${BASE_IMAGE:-\([^}]*\)}.*/\1/p' "$(dirname "$0")/../docker/Dockerfile" | head -1)}
 if $DOCKER image inspect "$PINNED" >/dev/null 2>&1 || $DOCKER pull -q "$PINNED" >/dev/null 2>&1; then
   echo "$PINNED"
   exit 0

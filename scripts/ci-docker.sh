@@ -10,11 +10,31 @@ echo "docker stage: engine up ($($DOCKER version --format '{{.Server.Version}}')
 image=$(scripts/image.sh app sst:cpu)
 echo "docker stage: image $image, $($DOCKER image inspect "$image" --format '{{.Size}}') bytes"
 shared=$(cd .. && pwd)/shared
+# The host CA bundle, read-only, for the tests that install from PyPI behind an intercepting proxy
+ca=/etc/ssl/certs/ca-certificates.crt
+ca_args=()
+[[ -s $ca ]] && ca_args=(-v "$ca":/etc/ssl/certs/host-ca.crt:ro -e PIP_CERT=/etc/ssl/certs/host-ca.crt)
 run=("$DOCKER" run --rm --network host -v "$PWD":/work/app:ro -v "$shared":/work/shared:ro
-     -w /work/app -e HOME=/tmp/home -e CLEARML_OFFLINE_MODE=1)
+     -w /work/app -e HOME=/tmp/home -e CLEARML_OFFLINE_MODE=1 "${ca_args[@]}")
 "${run[@]}" --entrypoint pytest "$image" -q -p no:cacheprovider
 "${run[@]}" --entrypoint bash "$image" -c \
   'python -m tests.tiny /tmp/tiny >/dev/null && sst split -c /tmp/tiny/split.yaml >/dev/null && sst train -c /tmp/tiny/train.yaml 2>/dev/null | grep -E "^(run|test|weights)"'
+echo "docker stage: container tests done at $(( $(date +%s) - t0 )) s"
+
+# The devcontainer, as VS Code builds it: @devcontainers/cli build, up, exec make test.
+command -v devcontainer >/dev/null || npm install -g --silent @devcontainers/cli@0.89.0 >/dev/null
+export SST_BASE_IMAGE=$(DOCKER=$DOCKER scripts/base-image.sh)
+chmod a+rwx "$PWD"  # the container user (uid 1000) writes sst.egg-info for the editable install
+dc=(--workspace-folder . --docker-path "$DOCKER")
+DOCKER_BUILDKIT=1 devcontainer build "${dc[@]}" --image-name sst:dev >/tmp/devcontainer-build.log 2>&1 \
+  || { tail -20 /tmp/devcontainer-build.log; exit 1; }
+up_args=()
+[[ -s $ca ]] && up_args=(--mount "type=bind,source=$ca,target=/etc/ssl/certs/host-ca.crt"
+                         --remote-env PIP_CERT=/etc/ssl/certs/host-ca.crt)
+DOCKER_BUILDKIT=1 devcontainer up "${dc[@]}" "${up_args[@]}" >/tmp/devcontainer-up.log 2>&1 \
+  || { tail -20 /tmp/devcontainer-up.log; exit 1; }
+devcontainer exec "${dc[@]}" "${up_args[@]:2}" make test
+$DOCKER rm -f $($DOCKER ps -aq --filter "label=devcontainer.local_folder=$PWD") >/dev/null 2>&1 || true
 $DOCKER image prune -f >/dev/null
 $DOCKER builder prune -f --filter until=72h >/dev/null
 echo "docker stage: done in $(( $(date +%s) - t0 )) s"
