@@ -265,7 +265,7 @@ def _update_benchmarks(path: Path, heading: str, body: str) -> None:
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
     marker = f"## {heading}"
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    section = f"{marker}\n\nMeasured {stamp} by `make bench` on this machine.\n\n{body}\n"
+    section = f"{marker}\n\nMeasured {stamp} on this machine, peers in the same run.\n\n{body}\n"
     if marker in text:
         head, rest = text.split(marker, 1)
         tail = rest.split("\n## ", 1)
