@@ -96,6 +96,13 @@ class Tracker:
     def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
         self.task.get_logger().report_scalar(title, series, float(value), iteration)
 
+    def record_container(self, image: str, arguments: str) -> None:
+        """Make a clone run in ``image``: ``set_base_docker`` for agents, and a ``Container``
+        section (offline sessions pin API 2.9, where set_base_docker keeps only a legacy
+        ``docker_cmd`` string)."""
+        self.task.set_base_docker(docker_image=image, docker_arguments=arguments)
+        self.connect("Container", {"image": image, "arguments": arguments})
+
     def set_tags(self, tags: list[str]) -> None:
         self.task.add_tags(tags)
 

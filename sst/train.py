@@ -137,12 +137,25 @@ def train(cfg: Config, *, resume: Path | None = None) -> RunResult:
             tracker.close()
 
 
+# What a docker-mode agent passes to the task's container: the locked venv as is, determinism
+CONTAINER_ARGUMENTS = (
+    "-e CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1 -e PYTHONHASHSEED=0 "
+    "-e TOKENIZERS_PARALLELISM=false -e CUBLAS_WORKSPACE_CONFIG=:4096:8"
+)
+
+
+def container_image() -> str:
+    """The image a clone of this run should execute in: ``$SST_IMAGE`` (set it to the pinned
+    ``repo@sha256:…`` reference when running in or publishing the image), else the local tag."""
+    return os.environ.get("SST_IMAGE") or "sst:cpu"
+
+
 def _start_tracking(cfg: Config, run_id: str) -> Any:
     if not cfg.tracking.enabled:
         return None
     from sst.tracking import start_task
 
-    return start_task(
+    tracker = start_task(
         cfg.tracking.project,
         f"train {cfg.name}",
         "training",
@@ -151,6 +164,8 @@ def _start_tracking(cfg: Config, run_id: str) -> Any:
         monitor_resources=cfg.tracking.monitor_resources,
         quiet=True,
     )
+    tracker.record_container(container_image(), CONTAINER_ARGUMENTS)
+    return tracker
 
 
 def _fit(

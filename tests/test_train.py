@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from sst.cli import main
 from sst.config import load_config
-from sst.train import train
+from sst.train import container_image, train
 from tests.conftest import train_overrides
 
 CONTRACT = {
@@ -95,6 +95,11 @@ def test_offline_session_has_the_training(two_runs) -> None:
     assert task["type"] == "training"
     assert task["hyperparams"]["config"]["train/threads"]["value"] == "1"
     assert "model" in task["hyperparams"] and "fingerprint" in task["hyperparams"]
+    container = {k.split("/")[-1]: v["value"] for k, v in task["hyperparams"]["Container"].items()}
+    assert container["image"] == container_image()
+    assert "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1" in container["arguments"]
+    docker_cmd = task["execution"]["docker_cmd"]  # what set_base_docker stores offline (API 2.9)
+    assert docker_cmd.startswith(f"{container_image()} -e CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1")
     text = (session / "metrics.jsonl").read_text()
     for needle in ("test/root/accuracy", "test confusion matrix", "test per class"):
         assert needle in text
