@@ -38,12 +38,13 @@ CREDENTIALS = (
     "CLEARML_API_ACCESS_KEY",
     "CLEARML_API_SECRET_KEY",
 )
-# What a task needs in its container: the locked venv as is, and the determinism variables.
+# What a task needs in its container: the locked venv as is, and the determinism variables
+# (sst.repro.DETERMINISM_ENV; repeated because this runs before sst is installed; a test checks).
 TASK_ENV = {
     "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
+    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
     "PYTHONHASHSEED": "0",
     "TOKENIZERS_PARALLELISM": "false",
-    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
 }
 DEFAULT_IMAGE = os.environ.get("SST_IMAGE", "sst:cpu")
 DEFAULT_VENV = Path.home() / ".sst-agent-venv"

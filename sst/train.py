@@ -137,11 +137,13 @@ def train(cfg: Config, *, resume: Path | None = None) -> RunResult:
             tracker.close()
 
 
-# What a docker-mode agent passes to the task's container: the locked venv as is, determinism
-CONTAINER_ARGUMENTS = (
-    "-e CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1 -e PYTHONHASHSEED=0 "
-    "-e TOKENIZERS_PARALLELISM=false -e CUBLAS_WORKSPACE_CONFIG=:4096:8"
-)
+def container_arguments() -> str:
+    """What a docker-mode agent passes to the task's container: use the locked venv as it is,
+    and the determinism variables."""
+    from sst.repro import DETERMINISM_ENV
+
+    env = {"CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1", **DETERMINISM_ENV}
+    return " ".join(f"-e {k}={v}" for k, v in env.items())
 
 
 def container_image() -> str:
@@ -164,7 +166,7 @@ def _start_tracking(cfg: Config, run_id: str) -> Any:
         monitor_resources=cfg.tracking.monitor_resources,
         quiet=True,
     )
-    tracker.record_container(container_image(), CONTAINER_ARGUMENTS)
+    tracker.record_container(container_image(), container_arguments())
     return tracker
 
 

@@ -113,3 +113,11 @@ def test_notebook_is_one_cell_calling_the_script() -> None:
     nb = json.loads((REPO / "colab" / "sst_agent.ipynb").read_text())
     (cell,) = nb["cells"]
     assert "colab/bootstrap.py" in "".join(cell["source"])
+
+
+def test_task_environment_matches_the_kit() -> None:
+    from sst.repro import DETERMINISM_ENV
+    from sst.train import container_arguments
+
+    assert bootstrap.TASK_ENV == {"CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1", **DETERMINISM_ENV}
+    assert container_arguments() == " ".join(f"-e {k}={v}" for k, v in bootstrap.TASK_ENV.items())
