@@ -86,6 +86,7 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     import torch
 
     from sst.data.pipeline import read_split
+    from sst.model.datamodule import pad_id
     from sst.model.module import load_pretrained, resolve_model
     from sst.repro import configure_determinism
 
@@ -98,12 +99,13 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     tokenizer = load_pretrained("tokenizer", cfg.model.name, cfg.model.revision)
     enc = tokenizer(texts, truncation=True, max_length=cfg.model.max_length)["input_ids"]
     lengths = np.array([len(x) for x in enc])
+    pad_token = pad_id(tokenizer)
     rows: list[tuple[str, float, float | None, str]] = []
 
     warm = min(len(enc), 10 * t.batch_size)  # untimed: allocator and thread pools warm up first
-    _ours_train(cfg, enc[:warm], labels[:warm], lengths[:warm], "random")
+    _ours_train(cfg, enc[:warm], labels[:warm], lengths[:warm], "random", pad_token)
     for mode in ("random", "stratified"):
-        rate, tokens, waste = _ours_train(cfg, enc, labels, lengths, mode)
+        rate, tokens, waste = _ours_train(cfg, enc, labels, lengths, mode, pad_token)
         rows.append((f"ours, {mode} (length-bucketed)", rate, tokens, f"padding {waste:.1%}"))
     for strategy in ("random", "group_by_length"):
         rate = _hf_train(resolve_model(cfg.model.name), tokenizer, enc, labels, t, strategy)
@@ -145,7 +147,12 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
 
 
 def _ours_train(
-    cfg: Config, enc: list[list[int]], labels: np.ndarray, lengths: np.ndarray, mode: str
+    cfg: Config,
+    enc: list[list[int]],
+    labels: np.ndarray,
+    lengths: np.ndarray,
+    mode: str,
+    pad_token: int,
 ) -> tuple[float, float, float]:
     import lightning as L
     import torch
@@ -165,7 +172,7 @@ def _ours_train(
     loader: DataLoader[Any] = DataLoader(
         items,  # type: ignore[arg-type]
         batch_sampler=sampler,
-        collate_fn=Collate(0),
+        collate_fn=Collate(pad_token),
     )
     module = SstClassifier(model_name=cfg.model.name, pooling=cfg.model.pooling, lr=t.lr)
     trainer = L.Trainer(

@@ -60,19 +60,17 @@ class Predictor:
     ) -> np.ndarray:
         from tqdm.auto import tqdm
 
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
-        order = np.argsort([len(x) for x in enc], kind="stable")  # length-sorted: little padding
+        from sst.model.datamodule import encode_texts, pad, pad_id
+        from sst.model.sampling import length_sorted_batches
+
+        ids, offsets = encode_texts(self.tokenizer, texts, self.max_length)
         out = np.zeros((len(texts), 5), dtype=np.float32)
-        pad = self.tokenizer.pad_token_id or 0
-        for lo in tqdm(range(0, len(order), batch_size), disable=not progress, unit="batch"):
-            idx = order[lo : lo + batch_size]
-            width = max(len(enc[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(enc[i])] = torch.tensor(enc[i])
-                mask[row, : len(enc[i])] = 1
-            out[idx] = self.model(ids, mask).float().softmax(-1).numpy()
+        batches = length_sorted_batches(np.diff(offsets), batch_size)  # little padding
+        for idx in tqdm(batches, disable=not progress, unit="batch"):
+            input_ids, mask = pad(
+                [ids[offsets[i] : offsets[i + 1]] for i in idx], pad_id(self.tokenizer)
+            )
+            out[idx] = self.model(input_ids, mask).float().softmax(-1).numpy()
         return out
 
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from sst.data.pipeline import read_split
 from sst.data.sources import default_cache_dir
 from sst.errors import SstError
-from sst.model.sampling import BucketBatchSampler, Schedule
+from sst.model.sampling import BucketBatchSampler, Schedule, length_sorted_batches
 
 
 class Encoded(Dataset[dict[str, Any]]):
@@ -37,7 +37,6 @@ class Encoded(Dataset[dict[str, Any]]):
         self.is_root = frame["is_root"].to_numpy().astype(bool)
         self.phrase_id = frame["phrase_id"].to_numpy().astype(np.int64)
         self.sentence_id = frame["sentence_id"].to_numpy().astype(np.int64)
-        self.text = frame["text"].to_numpy()
         self.lengths = np.diff(offsets)
 
     def __len__(self) -> int:
@@ -92,18 +91,27 @@ def encode_cached(
     return ids, offsets
 
 
+def pad_id(tokenizer: Any) -> int:
+    return 0 if tokenizer.pad_token_id is None else int(tokenizer.pad_token_id)
+
+
+def pad(sequences: list[np.ndarray], pad_token: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic padding: (input_ids, attention_mask) as wide as the longest sequence."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_token, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.from_numpy(np.asarray(seq, dtype=np.int64))
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
 class Collate:
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(it["input_ids"]) for it in items)
-        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, it in enumerate(items):
-            n = len(it["input_ids"])
-            ids[row, :n] = torch.from_numpy(it["input_ids"].astype(np.int64))
-            mask[row, :n] = 1
+        ids, mask = pad([it["input_ids"] for it in items], self.pad_id)
         return {
             "input_ids": ids,
             "attention_mask": mask,
@@ -147,8 +155,7 @@ class SstDataModule(L.LightningDataModule):
         self.parts: dict[str, Encoded] = {}
         self.manifest: dict[str, Any] = {}
         self.sampler: BucketBatchSampler | None = None
-        pad = tokenizer.pad_token_id
-        self.collate = Collate(0 if pad is None else int(pad))
+        self.collate = Collate(pad_id(tokenizer))
 
     def setup(self, stage: str | None = None) -> None:
         if self.parts:
@@ -195,11 +202,9 @@ class SstDataModule(L.LightningDataModule):
         return self._loader(self.parts["train"], self.sampler)
 
     def eval_batches(self, name: str) -> list[list[int]]:
-        lengths = self.parts[name].lengths
-        order = np.argsort(lengths, kind="stable")
         return [
-            order[i : i + self.eval_batch_size].tolist()
-            for i in range(0, len(order), self.eval_batch_size)
+            b.tolist()
+            for b in length_sorted_batches(self.parts[name].lengths, self.eval_batch_size)
         ]
 
     def val_dataloader(self) -> DataLoader[Any]:

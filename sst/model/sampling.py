@@ -88,6 +88,12 @@ def class_quotas(counts: np.ndarray, alpha: float, total: int) -> np.ndarray:
     return quotas
 
 
+def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation/inference batches: indices sorted by length (stable), cut every batch_size."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def padding_waste(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
     """Share of padded positions over all positions when each batch pads to its longest."""
     padded = sum(int(lengths[b].max()) * len(b) for b in batches)
