@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export CUBLAS_WORKSPACE_CONFIG := :4096:8
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup lock test test-all lint data split split-ptb demo train bench bench-split doctor image-cpu test-image clean
+.PHONY: help setup lock lock-check image compose-check test test-all lint data split split-ptb demo train bench bench-split doctor image-cpu test-image clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -24,8 +24,11 @@ setup: $(VENV)/.lock.sha256 ## create .venv from environment.lock with --require
 $(VENV)/.lock.sha256: environment.lock pyproject.toml scripts/setup-venv.sh
 	@scripts/setup-venv.sh "$(PYTHON)" "$(VENV)"
 
-lock: ## regenerate environment.lock from pyproject.toml (uv pip compile --generate-hashes)
+lock: ## regenerate environment.lock (CPU) and environment-gpu.lock (CUDA) from pyproject.toml
 	@scripts/lock.sh "$(PYTHON)"
+
+lock-check: ## fail when environment.lock or environment-gpu.lock is stale versus pyproject.toml
+	@scripts/lock.sh --check "$(PYTHON)"
 
 test: setup ## the fast test tier (CPU only; no slow, docker or gpu tests)
 	$(VENV)/bin/pytest -q
@@ -59,6 +62,9 @@ bench: setup ## training/inference samples/s: our loop vs HF Trainer (updates BE
 
 bench-split: setup ## seed search: 10,000 seeds vectorised vs the per-seed scipy loop
 	$(SST) bench split --config configs/kaggle.yaml --seeds 10000 --peer-seeds 300 --out BENCHMARKS.md
+
+image: ## build the GPU image sst:gpu (CUDA base, environment-gpu.lock; host needs driver >= 580)
+	scripts/image.sh app sst:gpu environment-gpu.lock
 
 image-cpu: ## build the CPU image sst:cpu from environment.lock (engine and base made if missing)
 	scripts/image.sh app sst:cpu

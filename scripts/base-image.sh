@@ -3,10 +3,15 @@
 # registry can be reached does it build a local stand-in with debootstrap: Debian bookworm (the
 # distribution of python:3.11-slim-bookworm) with Debian's Python 3.11, imported as sst-base.
 # Prints the image reference to pass as --build-arg BASE_IMAGE=...
-# usage: scripts/base-image.sh [pinned-reference]
+# usage: scripts/base-image.sh [cpu|gpu|reference]   (cpu: the Dockerfile's pin; gpu: CUDA_BASE_IMAGE)
 set -euo pipefail
 DOCKER=${DOCKER:-/usr/bin/docker}
-PINNED=${1:-$(sed -n 's/^FROM ${BASE_IMAGE:-\([^}]*\)}.*/\1/p' "$(dirname "$0")/../docker/Dockerfile" | head -1)}
+dockerfile="$(dirname "$0")/../docker/Dockerfile"
+case ${1:-cpu} in
+  cpu) PINNED=$(sed -n 's/^FROM ${BASE_IMAGE:-\([^}]*\)}.*/\1/p' "$dockerfile" | head -1) ;;
+  gpu) PINNED=$(sed -n 's/^ARG CUDA_BASE_IMAGE=//p' "$dockerfile") ;;
+  *) PINNED=$1 ;;
+esac
 if $DOCKER image inspect "$PINNED" >/dev/null 2>&1 || $DOCKER pull -q "$PINNED" >/dev/null 2>&1; then
   echo "$PINNED"
   exit 0
@@ -18,7 +23,7 @@ if $DOCKER image inspect "$TAG" >/dev/null 2>&1; then
   echo "$TAG"
   exit 0
 fi
-echo "base-image: $PINNED cannot be pulled; building $TAG with debootstrap" >&2
+echo "base-image: $PINNED cannot be pulled; using $TAG (debootstrap)" >&2
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 # minbase first, then apt inside it: --include cannot configure python3.11-venv in minbase

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # CI's docker stage (also for developers): engine up, CPU image built from the lock, then inside
-# the image the fast test tier and a real `sst split` + `sst train` on the tiny fixture model.
+# the image the fast test tier and a real `sst split` + `sst train` on the tiny fixture model;
+# from the host the docker tier (tests/test_image.py: labels, credential scan, the Colab docker
+# mode on this engine, docker-compose config); last the devcontainer.
 # The repository is mounted read-only at /work/app and ../shared at /work/shared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
 DOCKER=$(scripts/docker-engine.sh)
 echo "docker stage: engine up ($($DOCKER version --format '{{.Server.Version}}'))"
+# Sentinel secrets in the build's environment: tests/test_image.py proves none reaches the image
+export CLEARML_API_SECRET_KEY=sst-ci-sentinel-clearml-secret AWS_SECRET_ACCESS_KEY=sst-ci-sentinel-aws-secret
 image=$(scripts/image.sh app sst:cpu)
 echo "docker stage: image $image, $($DOCKER image inspect "$image" --format '{{.Size}}') bytes"
 shared=$(cd .. && pwd)/shared
@@ -20,6 +24,9 @@ run=("$DOCKER" run --rm --network host -v "$PWD":/work/app:ro -v "$shared":/work
 "${run[@]}" --entrypoint bash "$image" -c \
   'python -m tests.tiny /tmp/tiny >/dev/null && sst split -c /tmp/tiny/split.yaml >/dev/null && sst train -c /tmp/tiny/train.yaml 2>/dev/null | grep -E "^(run|test|weights)"'
 echo "docker stage: container tests done at $(( $(date +%s) - t0 )) s"
+SST_DOCKER=$DOCKER SST_IMAGE=$image "${VENV:-.venv}/bin/pytest" -q -p no:cacheprovider -m docker tests/test_image.py
+unset CLEARML_API_SECRET_KEY AWS_SECRET_ACCESS_KEY
+echo "docker stage: image checks done at $(( $(date +%s) - t0 )) s"
 
 # The devcontainer, as VS Code builds it: @devcontainers/cli build, up, exec make test.
 command -v devcontainer >/dev/null || npm install -g --silent @devcontainers/cli@0.89.0 >/dev/null

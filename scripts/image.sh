@@ -2,13 +2,16 @@
 # Build the kit's image: engine up (scripts/docker-engine.sh), base pulled or made
 # (scripts/base-image.sh), local wheels staged, then docker/Dockerfile's target with BuildKit.
 # usage: scripts/image.sh [target=app] [tag=sst:cpu] [lock=environment.lock]
+#   lock environment-gpu.lock builds on the CUDA base (the GPU image, `make image`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-app}
 tag=${2:-sst:cpu}
 lock=${3:-environment.lock}
 DOCKER=$(scripts/docker-engine.sh)
-base=$(DOCKER=$DOCKER scripts/base-image.sh)
+kind=cpu
+[[ $lock == environment-gpu.lock ]] && kind=gpu
+base=$(DOCKER=$DOCKER scripts/base-image.sh "$kind")
 if compgen -G "/opt/wheels/torch-*+cpu-*.whl" >/dev/null && [[ $lock == environment.lock ]]; then
   for w in /opt/wheels/torch-*+cpu-*.whl; do
     [[ -e docker/wheels/$(basename "$w") ]] || ln "$w" docker/wheels/ 2>/dev/null || cp "$w" docker/wheels/

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
+import json
 import os
 import platform
 import re
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,35 @@ def find_lock(start: Path | None = None) -> Path | None:
         if (folder / "environment.lock").is_file():
             return folder / "environment.lock"
     return None
+
+
+# The two locks `make lock` writes from the one pyproject.toml: CPU torch (CI, laptops, the CPU
+# image) and CUDA torch from PyPI (the GPU image). Each names the source it was generated from.
+LOCKS = {"cpu": "environment.lock", "gpu": "environment-gpu.lock"}
+LOCK_SOURCE = re.compile(r"^# source: pyproject.toml sha256 ([0-9a-f]{64})$", re.MULTILINE)
+
+
+def declared_sha256(pyproject: Path) -> str:
+    """sha256 of what the locks are generated from: requires-python, dependencies and extras."""
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    keys = ("requires-python", "dependencies", "optional-dependencies")
+    source = {k: project.get(k) for k in keys}
+    return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
+
+
+def stale_locks(root: Path) -> list[str]:
+    """One line per lock in ``root`` that was not generated from the current pyproject.toml."""
+    want = declared_sha256(root / "pyproject.toml")
+    problems = []
+    for name in LOCKS.values():
+        path = root / name
+        if not path.is_file():
+            problems.append(f"{path}: missing; run `make lock`")
+            continue
+        m = LOCK_SOURCE.search(path.read_text(encoding="utf-8"))
+        if not m or m.group(1) != want:
+            problems.append(f"{path}:1: stale versus pyproject.toml; run `make lock`")
+    return problems
 
 
 def read_lock(path: Path) -> dict[str, str]:

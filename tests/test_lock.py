@@ -1,12 +1,15 @@
-"""environment.lock: complete, hash-pinned, naming its torch source, and not stale."""
+"""environment.lock + environment-gpu.lock: complete, hash-pinned, one source, not stale."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
-from sst.repro import canonical, read_lock
+import pytest
+
+from sst.repro import LOCKS, canonical, read_lock, stale_locks
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = [
@@ -31,11 +34,12 @@ REQUIRED = [
 ]
 
 
-def test_every_pin_has_a_hash_and_the_kit_is_there() -> None:
-    pins = read_lock(REPO / "environment.lock")  # raises on a pin without --hash
+@pytest.mark.parametrize("kind", sorted(LOCKS))
+def test_every_pin_has_a_hash_and_the_kit_is_there(kind: str) -> None:
+    pins = read_lock(REPO / LOCKS[kind])  # raises on a pin without --hash
     for name in REQUIRED:
         assert name in pins, name
-    assert pins["torch"] == "2.13.0+cpu"
+    assert pins["torch"] == {"cpu": "2.13.0+cpu", "gpu": "2.13.0"}[kind]
     assert int(pins["setuptools"].split(".")[0]) < 82
     assert not any(n.startswith("pytorch-lightning") for n in pins) or "lightning" in pins
 
@@ -45,10 +49,31 @@ def test_lock_names_the_pytorch_cpu_index() -> None:
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text.splitlines()
 
 
-def test_lock_is_not_stale_against_pyproject() -> None:
+def test_the_two_locks_agree_on_every_shared_package() -> None:
+    """One source of truth: only torch's build and the CUDA wheels it pulls in may differ."""
+    cpu, gpu = (read_lock(REPO / LOCKS[k]) for k in ("cpu", "gpu"))
+    assert set(cpu) <= set(gpu)
+    differ = {n for n in cpu if cpu[n] != gpu[n]}
+    assert differ == {"torch"}, differ
+    cuda_only = set(gpu) - set(cpu)
+    assert cuda_only and all(n.startswith(("nvidia-", "cuda-", "triton")) for n in cuda_only)
+
+
+@pytest.mark.parametrize("kind", sorted(LOCKS))
+def test_lock_is_not_stale_against_pyproject(kind: str) -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = project["dependencies"] + project["optional-dependencies"]["dev"]
-    pins = read_lock(REPO / "environment.lock")
+    pins = read_lock(REPO / LOCKS[kind])
     for req in declared:
         name = canonical(re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0])
         assert name in pins, f"{name} is declared in pyproject.toml but not locked: run make lock"
+    assert stale_locks(REPO) == []
+
+
+def test_a_changed_pyproject_makes_both_locks_stale(tmp_path: Path) -> None:
+    for name in ["pyproject.toml", *LOCKS.values()]:
+        shutil.copy(REPO / name, tmp_path / name)
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"rich>=13"', '"rich>=14"'))
+    problems = stale_locks(tmp_path)
+    assert len(problems) == 2 and all("stale versus pyproject.toml" in p for p in problems)
