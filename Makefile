@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export CUBLAS_WORKSPACE_CONFIG := :4096:8
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup lock lock-check image compose-check test test-all lint data split split-ptb demo train bench bench-split doctor image-cpu test-image clean
+.PHONY: help setup lock lock-check image sweep report test test-all lint data split split-ptb demo train bench bench-split doctor image-cpu test-image clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,17 @@ demo: setup ## the main job: SST trees → canonical split → fine-tune the emb
 
 train: setup ## fine-tune with CONFIG (default configs/demo.yaml) and ARGS (key=value overrides)
 	$(SST) train --config $(or $(CONFIG),configs/demo.yaml) $(ARGS)
+
+# make sweep: models.local.txt here; with QUEUE=<name>, models.txt cloned onto ClearML agents
+MODELS ?= $(if $(QUEUE),models.txt,models.local.txt)
+SWEEP_CONFIG ?= $(if $(QUEUE),configs/demo.yaml,configs/sweep-local.yaml)
+sweep: setup ## train every line of MODELS (here, or QUEUE=name on ClearML), then the leaderboard
+	@$(VENV)/bin/python -m tests.tiny .cache/tiny >/dev/null
+	$(SST) split --config $(SWEEP_CONFIG) >/dev/null
+	$(SST) sweep --config $(SWEEP_CONFIG) --models $(MODELS) $(if $(QUEUE),--queue $(QUEUE),--local) $(ARGS)
+
+report: setup ## leaderboard of every run in runs/ (BY=balanced|macro_f1|phrase.qwk|...)
+	$(SST) report runs --by $(or $(BY),balanced) --out reports/latest
 
 bench: setup ## training/inference samples/s: our loop vs HF Trainer (updates BENCHMARKS.md)
 	$(SST) bench train --config configs/demo.yaml --phrases 3000 --out BENCHMARKS.md

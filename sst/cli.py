@@ -112,7 +112,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_run_config(run)
         result = train(cfg, resume=run)
     else:
-        result = train(_load(args))
+        from sst.config import load_config
+        from sst.tracking import remote_overrides
+
+        # executed by a clearml-agent (a sweep's clone): the task's parameters win
+        result = train(load_config(args.config, [*args.overrides, *remote_overrides()]))
     print_summary(result)
     return 0
 
@@ -163,6 +167,72 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "split":
         return bench_split(cfg, args.seeds, args.peer_seeds, out)
     return bench_train(cfg, args.phrases, out)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sst.report import print_top, sweep_rows, write_report
+    from sst.sweep import sweep
+
+    if args.local == bool(args.queue):
+        raise SstError("choose where the sweep runs", fix="pass --local or --queue NAME")
+    base = Path(args.config) if args.config else None
+    sweep_dir, outcomes = sweep(
+        Path(args.models),
+        base=base,
+        extra=args.overrides,
+        local=args.local,
+        queue=args.queue,
+        resume=args.resume,
+        wait=args.wait,
+    )
+    failed = [o for o in outcomes if o.status == "failed"]
+    print(
+        f"sweep record {sweep_dir / 'sweep.json'}: {len(outcomes) - len(failed)} ok, "
+        f"{len(failed)} failed"
+    )
+    if args.local:
+        out = Path(args.report or f"reports/{sweep_dir.name}")
+        rows = sweep_rows(sweep_dir)
+        if rows:
+            write_report(rows, args.by, out)
+            print_top(rows, args.by)
+            print(f"leaderboard {out / 'leaderboard.md'} ({out / 'leaderboard.html'})")
+    return 1 if failed and len(failed) == len(outcomes) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sst.report import collect, parse_by, print_top, write_report
+
+    parse_by(args.by)  # a bad --by fails before anything is read
+    rows = collect([Path(p) for p in args.runs])
+    out = Path(args.out)
+    paths = write_report(rows, args.by, out, track=not args.no_clearml)
+    print_top(rows, args.by)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sst.ensemble import ensemble, select
+    from sst.report import collect, print_top
+
+    if args.runs:
+        members = [Path(r) for r in args.runs]
+        by = "given"
+    else:
+        members = select(Path(args.runs_dir), args.top, args.by)
+        by = f"top {args.top} by validation {args.by}"
+    folder = ensemble(members, Path(args.runs_dir), by=by)
+    print(f"ensemble of {', '.join(m.name for m in members)} ({by})")
+    print_top(collect([folder]), "macro_f1")
+    print(f"run folder {folder}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +295,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=10000, help="seeds for the vectorised search")
     p.add_argument("--peer-seeds", type=int, default=300, help="seeds for the per-seed scipy peer")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "sweep",
+        help="train every model of a models.txt, here (--local) or on a ClearML queue",
+        description="Each line of --models (a model, then key=value overrides) becomes a "
+        "training run of the --config preset. --local: one `sst train` process per line, "
+        "failures recorded, then a leaderboard. --queue: clone the template task per line, "
+        "tag it with the sweep id and enqueue it (needs a ClearML server).",
+    )
+    _config_args(p)
+    p.add_argument("--models", default="models.local.txt", help="the model list")
+    p.add_argument("--local", action="store_true", help="run here, one process per model")
+    p.add_argument("--queue", help="ClearML queue to enqueue the clones on")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip lines whose run completed with the same config; continue partial",
+    )
+    p.add_argument("--wait", action="store_true", help="(--queue) wait and print task status")
+    p.add_argument("--by", default="balanced", help="leaderboard ranking (see sst report)")
+    p.add_argument("--report", help="leaderboard folder (default reports/<sweep-id>)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser(
+        "report",
+        help="leaderboard of run folders: Markdown, HTML, JSON, confusion-matrix grid",
+        description="Rank runs by --by: balanced (>= 50%% precision in every class and most "
+        "errors on a neighbouring class, then macro-F1) or any metric "
+        "[root.|phrase.]accuracy|macro_f1|micro_f1|min_class_precision|within_one|mae|qwk|"
+        "polarity_flip_rate. Flags checkpoints fine-tuned on SST/GLUE (contamination risk).",
+    )
+    p.add_argument("runs", nargs="*", default=["runs"], help="runs/ folders or runs/<id>")
+    p.add_argument("--by", default="balanced", help="ranking criterion (default balanced)")
+    p.add_argument("--out", default="reports/latest", help="output folder")
+    p.add_argument("--no-clearml", action="store_true", help="do not report the table to ClearML")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "ensemble",
+        help="average the probabilities of the best runs into a scored run folder",
+        description="Members: the given runs, or the --top K in --runs-dir by validation --by. "
+        "Same split required. Writes runs/ensemble-<k>-<hash>/ like a run.",
+    )
+    p.add_argument("runs", nargs="*", help="runs/<id> members (default: --top by --by)")
+    p.add_argument("--top", type=int, default=3, help="how many runs (without explicit runs)")
+    p.add_argument("--by", default="macro_f1", help="selection metric on the validation set")
+    p.add_argument("--runs-dir", default="runs", help="where runs are read and written")
+    p.set_defaults(func=cmd_ensemble)
     return parser
 
 

@@ -90,6 +90,9 @@ class TrainConfig:
     threads: int = _f(2, "torch CPU threads (part of the result: recorded in the fingerprint)")
     num_workers: int = _f(0, "DataLoader worker processes (seeded)")
     val_sentences: int = _f(0, "validate on this many val sentences (seeded subset; 0: all)")
+    test_sentences: int = _f(
+        0, "score on this many test sentences (one fixed subset for every run; 0: all)"
+    )
     checkpoint_every: int = _f(0, "save checkpoints/last.ckpt every N steps (0: every epoch)")
     runs_dir: str = _f("runs", "where run folders are written")
 

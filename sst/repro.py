@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -136,11 +137,41 @@ def drift(lock: dict[str, str], have: dict[str, str]) -> Drift:
     return d
 
 
+def git_state(root: Path | None = None) -> dict[str, Any]:
+    """The kit's source: commit, sha256 of the uncommitted changes (tracked diff + untracked
+    files; None when clean), remote. Outside a checkout (an installed image) the commit comes
+    from ``$SST_GIT_REVISION`` (the image's build argument)."""
+    root = root or Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> bytes | None:
+        try:
+            res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return res.stdout if res.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD") if (root / ".git").exists() else None
+    if commit is None:
+        return {"commit": os.environ.get("SST_GIT_REVISION"), "diff_sha256": None, "remote": None}
+    h = hashlib.sha256(git("diff", "HEAD", "--binary") or b"")
+    untracked = (git("ls-files", "--others", "--exclude-standard", "-z") or b"").split(b"\0")
+    for name in sorted(n for n in untracked if n):
+        h.update(name + b"\0" + hashlib.sha256((root / name.decode()).read_bytes()).digest())
+    dirty = h.hexdigest() != hashlib.sha256(b"").hexdigest()
+    remote = git("config", "--get", "remote.origin.url")
+    return {
+        "commit": commit.decode().strip(),
+        "diff_sha256": h.hexdigest() if dirty else None,
+        "remote": remote.decode().strip() if remote else None,
+    }
+
+
 def environment() -> dict[str, Any]:
     """The fingerprint of this interpreter and machine (no secrets, no paths of the user's)."""
     import torch
 
     lock = find_lock()
+    cuda = torch.cuda.is_available()
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -149,15 +180,30 @@ def environment() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
-        "cuda_available": torch.cuda.is_available(),
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cuda_available": cuda,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if cuda
+        else [],
         "threads": torch.get_num_threads(),
         "executable": sys.executable,
         "lock": str(lock) if lock else None,
         "lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock else None,
+        "lock_drift": _drift_summary(lock),
+        "container": Path("/.dockerenv").exists(),
+        "image": os.environ.get("SST_IMAGE"),
     }
     for var in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "TOKENIZERS_PARALLELISM"):
         info[var] = os.environ.get(var)
     return info
+
+
+def _drift_summary(lock: Path | None) -> list[str] | None:
+    """Missing and mismatched packages against the lock ([] when clean; None without a lock)."""
+    if lock is None:
+        return None
+    d = drift(read_lock(lock), installed())
+    return d.missing + d.mismatched
 
 
 def _cpu_model() -> str:

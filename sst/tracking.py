@@ -22,6 +22,14 @@ SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key|ap
 REDACTED = "<redacted>"
 
 
+def clearml_task() -> Any:
+    """The ClearML ``Task`` class: the one place the kit takes it from (the online sweep's
+    contract test replaces it here)."""
+    from clearml import Task
+
+    return Task
+
+
 def server_configured() -> bool:
     """True when ClearML should talk to a server: credentials in the environment or a config
     file, and offline mode not forced."""
@@ -160,9 +168,9 @@ def start_task(
 ) -> Tracker:
     """Start a ClearML task: online when a server is configured, offline otherwise (said in one
     line on stderr). ``config`` is connected as the ``config`` section, secrets redacted."""
-    from clearml import Task
     from clearml.config import ConfigWrapper
 
+    Task = clearml_task()
     offline = not server_configured()
     if offline:
         Task.set_offline(True)
@@ -190,3 +198,121 @@ def start_task(
     if not quiet:
         print(tracker.describe(), file=sys.stderr)
     return tracker
+
+
+# -- online sweeps (need a server; tests/test_sweep.py holds the contract) ---------------------
+
+TEMPLATE_NAME = "sst train (sweep template)"
+TERMINAL = {"completed", "failed", "stopped", "closed", "published"}
+
+
+def sweep_template(
+    project: str, *, repo: str, commit: str, base_config: str, image: str, docker_args: str
+) -> Any:
+    """The training task every sweep line is cloned from: ``python -m sst.cli train --config
+    <base_config>`` at ``commit`` of ``repo`` in ``image``. Reused when one exists for that
+    commit and config (tags), created otherwise (never executed itself)."""
+    Task = clearml_task()
+    tags = ["sst-template", f"rev-{commit[:12]}", f"config-{Path(base_config).stem}"]
+    found = Task.get_tasks(
+        project_name=project, task_name=re.escape(TEMPLATE_NAME), tags=tags, allow_archived=False
+    )
+    if found:
+        return found[0]
+    template = Task.create(
+        project_name=project,
+        task_name=TEMPLATE_NAME,
+        task_type="training",
+        repo=repo,
+        commit=commit,
+        module=f"sst.cli train --config {base_config}",
+        docker=image,
+        docker_args=docker_args,
+        add_task_init_call=False,
+    )
+    template.add_tags(tags)
+    return template
+
+
+def enqueue_sweep(
+    project: str,
+    sweep_id: str,
+    children: list[tuple[str, dict[str, str]]],
+    *,
+    queue: str,
+    repo: str,
+    commit: str,
+    base_config: str,
+    image: str,
+    docker_args: str,
+) -> list[str]:
+    """One clone of the template per child (name, ``config/…`` parameter overrides), tagged with
+    the sweep id, carrying the image, enqueued on ``queue``; the sweep itself is a controller task
+    listing its children. Returns the child task ids in order."""
+    Task = clearml_task()
+    template = sweep_template(
+        project,
+        repo=repo,
+        commit=commit,
+        base_config=base_config,
+        image=image,
+        docker_args=docker_args,
+    )
+    controller = start_task(
+        project,
+        f"sweep {sweep_id}",
+        "controller",
+        {"queue": queue, "template": str(template.id)},
+        tags=[sweep_id],
+    )
+    ids: list[str] = []
+    try:
+        for name, params in children:
+            child = Task.clone(source_task=template, name=name, parent=controller.id)
+            child.set_parameters(params)
+            child.add_tags([sweep_id])
+            child.set_base_docker(docker_image=image, docker_arguments=docker_args)
+            Task.enqueue(child, queue_name=queue)
+            ids.append(str(child.id))
+        controller.connect("children", dict(zip([n for n, _ in children], ids, strict=True)))
+    finally:
+        controller.close()
+    return ids
+
+
+def wait_for(task_ids: list[str], *, poll: float = 30.0, out: Any = None) -> dict[str, str]:
+    """Poll the tasks until each is finished; print every status change. Returns id → status."""
+    import time
+
+    Task = clearml_task()
+    out = out or sys.stdout
+    status: dict[str, str] = {}
+    while True:
+        for task_id in task_ids:
+            now = str(Task.get_task(task_id=task_id).get_status())
+            if status.get(task_id) != now:
+                print(f"task {task_id}: {now}", file=out, flush=True)
+                status[task_id] = now
+        if all(s in TERMINAL for s in status.values()):
+            return status
+        time.sleep(poll)
+
+
+def remote_overrides() -> list[str]:
+    """Under a clearml-agent: the running task's ``config/…`` parameters (a sweep's overrides) as
+    ``section.key=value`` for ``sst train``; nothing when run by hand."""
+    task_id = os.environ.get("CLEARML_TASK_ID")
+    if not task_id or not server_configured():
+        return []
+    Task = clearml_task()
+    if Task.running_locally():
+        return []
+    return parameters_to_overrides(Task.get_task(task_id=task_id).get_parameters())
+
+
+def parameters_to_overrides(params: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{key.removeprefix('config/').replace('/', '.')}={value}"
+        for key, value in sorted(params.items())
+        if key.startswith("config/") and value not in (None, "")
+    ]

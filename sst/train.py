@@ -75,6 +75,13 @@ def train(cfg: Config, *, resume: Path | None = None) -> RunResult:
     t0 = time.perf_counter()
     determinism = configure_determinism(cfg.train.seed, cfg.train.threads)  # first, always
     m, t = cfg.model, cfg.train
+    if resume is None and not Path(t.split).is_dir() and Path(cfg.split.out) == Path(t.split):
+        # an agent's fresh clone (or a new machine): the split is made from the recorded data
+        # sources and checked against their sha256, exactly as `sst split` would
+        from sst.data.pipeline import run_split
+
+        made = run_split(cfg)
+        print(f"split {made.out} made first ({made.status})", file=sys.stderr)
     tokenizer = load_pretrained("tokenizer", m.name, m.revision)
     dm = SstDataModule(
         t.split,
@@ -87,6 +94,7 @@ def train(cfg: Config, *, resume: Path | None = None) -> RunResult:
         seed=t.seed,
         num_workers=t.num_workers,
         val_sentences=t.val_sentences,
+        test_sentences=t.test_sentences,
     )
     dm.setup("fit")  # verifies the split against its manifest
     module = SstClassifier(
@@ -155,6 +163,7 @@ def container_image() -> str:
 def _start_tracking(cfg: Config, run_id: str) -> Any:
     if not cfg.tracking.enabled:
         return None
+    from sst.sweep import SWEEP_ENV
     from sst.tracking import start_task
 
     tracker = start_task(
@@ -162,7 +171,7 @@ def _start_tracking(cfg: Config, run_id: str) -> Any:
         f"train {cfg.name}",
         "training",
         cfg.to_dict(),
-        tags=[run_id],
+        tags=[run_id, *([os.environ[SWEEP_ENV]] if os.environ.get(SWEEP_ENV) else [])],
         monitor_resources=cfg.tracking.monitor_resources,
         quiet=True,
     )
@@ -266,7 +275,7 @@ def _write_outputs(
     from safetensors.torch import save_model
 
     from sst.figures import plot_confusion
-    from sst.repro import environment
+    from sst.repro import environment, git_state
 
     weights = work / "weights.safetensors"
     save_model(module, str(weights))
@@ -313,6 +322,8 @@ def _write_outputs(
         "model_revision": cfg.model.revision,
         "model_files_sha256": _model_files_sha256(cfg.model.name),
         "environment": environment(),
+        "git": git_state(),
+        "clearml_task_id": tracker.id if tracker is not None else None,
         "weights_sha256": weights_sha,
     }
     (work / "fingerprint.json").write_text(dumps(fingerprint))

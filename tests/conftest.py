@@ -93,17 +93,26 @@ def split_config(tmp_path: Path, source: Path, fmt: str = "kaggle", **split: obj
 
 
 def build_tiny_bert(folder: Path, texts: list[str]) -> Path:
-    """A random 2-layer BERT with a WordPiece vocab trained on ``texts``, saved like a hub model."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    """A random 2-layer BERT with a WordPiece vocab made from ``texts``, saved like a hub model.
+
+    The vocab is built deterministically (every character, then the most frequent words, ties by
+    spelling) rather than by the WordPiece trainer, whose token order differs between processes:
+    the same texts give byte-identical model files on every machine (replay tests rely on it)."""
+    import re
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = Counter(w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower()))
+    chars = sorted({c for w in words for c in w})
+    frequent = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))]
+    vocab = specials + chars + [f"##{c}" for c in chars]
+    vocab += [w for w in frequent if w not in set(vocab)][: max(0, 400 - len(vocab))]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(
-        texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials)
-    )
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )

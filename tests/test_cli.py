@@ -13,7 +13,18 @@ from sst.errors import SstError
 from sst.repro import drift, read_lock
 
 REPO = Path(__file__).resolve().parent.parent
-VERBS = ["data", "split", "train", "predict", "doctor", "config", "bench"]
+VERBS = [
+    "data",
+    "split",
+    "train",
+    "predict",
+    "doctor",
+    "config",
+    "bench",
+    "sweep",
+    "report",
+    "ensemble",
+]
 
 
 def test_console_script_help() -> None:

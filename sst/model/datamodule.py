@@ -140,6 +140,7 @@ class SstDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         val_sentences: int = 0,
+        test_sentences: int = 0,
     ) -> None:
         super().__init__()
         self.split_dir = Path(split_dir)
@@ -152,6 +153,7 @@ class SstDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.val_sentences = val_sentences
+        self.test_sentences = test_sentences
         self.parts: dict[str, Encoded] = {}
         self.manifest: dict[str, Any] = {}
         self.sampler: BucketBatchSampler | None = None
@@ -171,10 +173,13 @@ class SstDataModule(L.LightningDataModule):
             raise SstError("the split has no train or test part", path=self.split_dir)
         if "val" in frames and self.val_sentences:
             frames["val"] = _subset_sentences(frames["val"], self.val_sentences, self.seed)
+        if self.test_sentences:  # one fixed subset (seed 0): every run is scored on the same
+            frames["test"] = _subset_sentences(frames["test"], self.test_sentences, 0)
         for name, frame in frames.items():
             sha = self.manifest["files"][f"{name}.tsv"]["sha256"]
-            key = [sha, str(self.val_sentences if name == "val" else 0)]
-            ids, offsets = encode_cached(self.tokenizer, frame, self.max_length, key)
+            # the rows encoded: a subset's key differs from the whole file's and from other subsets
+            rows = hashlib.sha256(frame["phrase_id"].to_numpy().tobytes()).hexdigest()
+            ids, offsets = encode_cached(self.tokenizer, frame, self.max_length, [sha, rows])
             self.parts[name] = Encoded(ids, offsets, frame)
         train = self.parts["train"]
         self.sampler = BucketBatchSampler(
