@@ -24,6 +24,29 @@ run=("$DOCKER" run --rm --network host -v "$PWD":/work/app:ro -v "$shared":/work
 "${run[@]}" --entrypoint bash "$image" -c \
   'python -m tests.tiny /tmp/tiny >/dev/null && sst split -c /tmp/tiny/split.yaml >/dev/null && sst train -c /tmp/tiny/train.yaml 2>/dev/null | grep -E "^(run|test|weights)"'
 echo "docker stage: container tests done at $(( $(date +%s) - t0 )) s"
+
+# Host → container replay: a tiny run trained here, replayed inside the image from what it
+# recorded (same paths mounted). Identical when the wheels and their bundled libraries match;
+# otherwise the verdict names the difference. Only an error or an unexplained difference fails.
+rt=$(mktemp -d /tmp/sst-replay.XXXXXX)
+chmod a+rwx "$rt"
+"${VENV:-.venv}/bin/python" -m tests.tiny "$rt/tiny" >/dev/null 2>&1
+"${VENV:-.venv}/bin/sst" split -c "$rt/tiny/split.yaml" tracking.enabled=false >/dev/null
+"${VENV:-.venv}/bin/sst" train -c "$rt/tiny/train.yaml" tracking.enabled=false >/dev/null 2>&1
+host_run=$(ls -d "$rt"/tiny/runs/*/)
+chmod -R a+rwX "$rt"
+set +e
+"${run[@]}" -v "$rt":"$rt" --entrypoint sst "$image" replay "$host_run" --out "$rt/replays" \
+  > "$rt/verdict.txt" 2>&1
+code=$?
+set -e
+echo "docker stage: host → container replay (exit $code):"
+grep -vE "^(recorded|replayed) " "$rt/verdict.txt" | grep -vE "it/s|Epoch|DataLoader" | tail -15
+if (( code == 2 )) || grep -q "determinism bug" "$rt/verdict.txt" \
+   || ! tail -1 "$rt/verdict.txt" | grep -qE "^(BIT-IDENTICAL|DIFFERENT)"; then
+  echo "docker stage: the host → container replay failed"; exit 1
+fi
+rm -rf "$rt"
 SST_DOCKER=$DOCKER SST_IMAGE=$image "${VENV:-.venv}/bin/pytest" -q -p no:cacheprovider -m docker tests/test_image.py
 unset CLEARML_API_SECRET_KEY AWS_SECRET_ACCESS_KEY
 echo "docker stage: image checks done at $(( $(date +%s) - t0 )) s"

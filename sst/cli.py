@@ -235,6 +235,33 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sst.replay import replay, replay_online
+
+    if args.queue:
+        if args.overrides:
+            raise SstError("an online replay clones the task as recorded", fix="drop key=value")
+        rec, new, verdict = replay_online(args.source, args.queue)
+    else:
+        rec, new, verdict = replay(
+            args.source, args.overrides, out_root=Path(args.out) if args.out else None
+        )
+    print(f"recorded {rec.source}\nreplayed {new.source}")
+    print(verdict.render())
+    return 0 if verdict.identical else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from sst.replay import compare, load
+
+    a, b = load(args.a), load(args.b)
+    verdict = compare(a, b)
+    print(verdict.render())
+    return 0 if verdict.identical else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sst",
@@ -343,6 +370,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="macro_f1", help="selection metric on the validation set")
     p.add_argument("--runs-dir", default="runs", help="where runs are read and written")
     p.set_defaults(func=cmd_ensemble)
+
+    p = sub.add_parser(
+        "replay",
+        help="re-run a recorded run (folder, offline session, task id) and compare bit for bit",
+        description="Re-executes from the recorded config, split (manifest sha256 checked first) "
+        "and seed only, into <runs_dir>/replays/; the last line is BIT-IDENTICAL or DIFFERENT with "
+        "the fingerprint fields and metrics that differ. Exit 0 only when identical. key=value "
+        "arguments change the recorded config on purpose (what breaks identity?).",
+    )
+    p.add_argument("source", help="runs/<id>, an offline session .zip, or a task id (--queue)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="deliberate changes")
+    p.add_argument("--queue", help="server: clone the task and enqueue it here, then compare")
+    p.add_argument("--out", help="where the replay's run folder goes (default <runs>/replays)")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("verify", help="compare two runs: BIT-IDENTICAL or what differs")
+    p.add_argument("a", help="runs/<id> or an offline session .zip")
+    p.add_argument("b", help="runs/<id> or an offline session .zip")
+    p.set_defaults(func=cmd_verify)
     return parser
 
 

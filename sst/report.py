@@ -376,16 +376,18 @@ def print_top(rows: list[Row], by: str, out: TextIO | None = None, n: int = 10) 
     metric, level = parse_by(by)
     for i, r in enumerate(rank(rows, by)[:n], start=1):
         if r.status == "failed":
-            print(f"  -  {r.name:40} FAILED {r.error}", file=out)
+            print(f"  -  {r.name:44} FAILED {r.error}", file=out)
             continue
-        shown = (
-            "qualifies"
-            if metric == "balanced" and r.qualifies
-            else ("does not qualify" if metric == "balanced" else _fmt(r.value(metric, level)))
-        )
+        if metric == "balanced":
+            shown = (
+                f"{'qualifies' if r.qualifies else 'does not qualify'} (min-class precision "
+                f"{_fmt(r.value('min_class_precision', 'root'))}, errors on a neighbour "
+                f"{_fmt(r.neighbour_share)})"
+            )
+        else:
+            shown = f"{by} {_fmt(r.value(metric, level))}"
         risk = "  [contamination risk]" if r.contamination else ""
         print(
-            f"{i:3}  {r.name:40} {by} {shown}  root macro-F1 "
-            f"{_fmt(r.value('macro_f1', 'root'))}{risk}",
+            f"{i:3}  {r.name:44} {shown}  root macro-F1 {_fmt(r.value('macro_f1', 'root'))}{risk}",
             file=out,
         )

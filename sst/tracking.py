@@ -316,3 +316,20 @@ def parameters_to_overrides(params: Mapping[str, Any]) -> list[str]:
         for key, value in sorted(params.items())
         if key.startswith("config/") and value not in (None, "")
     ]
+
+
+def clone_task(task_id: str, queue: str) -> str:
+    """A clone of ``task_id`` (same parameters, same image), enqueued; returns its id."""
+    Task = clearml_task()
+    source = Task.get_task(task_id=task_id)
+    clone = Task.clone(source_task=source, name=f"replay of {task_id}", parent=task_id)
+    clone.add_tags(["replay"])
+    Task.enqueue(clone, queue_name=queue)
+    return str(clone.id)
+
+
+def task_record(task_id: str) -> tuple[dict[str, str], dict[str, float]]:
+    """A task's flat parameters (``section/key``) and its single values (``Summary``)."""
+    task = clearml_task().get_task(task_id=task_id)
+    single = task.get_reported_single_values() or {}
+    return dict(task.get_parameters() or {}), {k: float(v) for k, v in single.items()}

@@ -60,8 +60,10 @@ def _precision(value: str) -> str:
     return "32-true"
 
 
-def train(cfg: Config, *, resume: Path | None = None) -> RunResult:
+def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = None) -> RunResult:
     """Train ``cfg`` (or continue the partial run at ``resume``); return the finished run.
+    ``runs_dir`` puts the run folder elsewhere than ``train.runs_dir`` without changing the
+    config (and its hash): `sst replay` writes to ``<runs_dir>/replays/``.
 
     Everything that can be wrong with the inputs (config values, model, split) fails before the
     run folder or a ClearML task exists.
@@ -108,7 +110,7 @@ def train(cfg: Config, *, resume: Path | None = None) -> RunResult:
         scheduler=t.scheduler,
         warmup_ratio=t.warmup_ratio,
     )
-    runs = Path(t.runs_dir)
+    runs = runs_dir or Path(t.runs_dir)
     if resume is not None:
         work = resume
         run_id = work.name.removesuffix(PARTIAL)
@@ -328,9 +330,8 @@ def _write_outputs(
     }
     (work / "fingerprint.json").write_text(dumps(fingerprint))
     if tracker is not None:
-        tracker.connect(
-            "fingerprint", {k: v for k, v in fingerprint.items() if not isinstance(v, dict)}
-        )
+        # whole, nested sections flattened by ClearML: `sst replay <session.zip>` reads it back
+        tracker.connect("fingerprint", fingerprint)
         for level in ("phrase", "root"):
             for key in HEADLINE:
                 tracker.report_single_value(f"test/{level}/{key}", test[level][key])

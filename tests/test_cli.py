@@ -24,6 +24,8 @@ VERBS = [
     "sweep",
     "report",
     "ensemble",
+    "replay",
+    "verify",
 ]
 
 

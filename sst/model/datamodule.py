@@ -224,9 +224,11 @@ class SstDataModule(L.LightningDataModule):
             return {}
         state = self.sampler.state_dict()
         if self.trainer is not None:  # consumed by training, not prefetched by the loader
-            state["batches_done"] = (
-                self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            )
+            # `processed`, not `completed`: a step checkpoint is written in on_train_batch_end,
+            # after the batch's optimizer step but before Lightning counts it completed (it
+            # re-counts it on restart); the two are equal when saved on an exception.
+            current: Any = self.trainer.fit_loop.epoch_loop.batch_progress.current
+            state["batches_done"] = current.processed
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -1,0 +1,319 @@
+"""`sst replay` / `sst verify`: prove that a run reproduces bit for bit, or name what differs.
+
+    sst replay runs/<id>                           # re-run from the recorded config + data + seed
+    sst replay ~/.clearml/cache/offline/<task>.zip # same, from an offline ClearML session
+    sst replay <clearml-task-id> --queue gpu       # server: clone (image, params), enqueue, wait
+    sst replay runs/<id> train.threads=1           # deliberately change one input: what breaks?
+    sst verify runs/<a> runs/<b>                   # compare two finished runs
+
+A replay uses only what the run recorded (its config, its split manifest, its seed and thread
+count), never the current working config. The split is checked against the recorded manifest
+sha256 before anything trains (a changed or tampered data file is refused). The last line is the
+verdict: ``BIT-IDENTICAL (weights sha256 …)`` or ``DIFFERENT`` followed by every fingerprint field
+that differs — each marked as one that is expected to break bit-identity (threads, CPU vs GPU,
+GPU model, torch/CUDA versions, image, system libraries), a different input, or, when nothing
+recorded explains the difference, a determinism bug — and the metric deltas. Exit code 0 only
+for identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sst.config import Config, load_config
+from sst.errors import SstError
+
+# Fingerprint fields (flattened with "/") and why a difference in them matters.
+INPUTS = {
+    "config_sha256": "another config: not a replay of the same run",
+    "seed": "another seed",
+    "split_manifest_sha256": "another split (data)",
+    "model": "another model",
+    "model_revision": "another hub revision of the model",
+    "model_files_sha256": "other model files",
+}
+EXPECTED = {
+    "threads": "CPU thread count changes the order of floating-point reductions",
+    "determinism/threads": "CPU thread count changes the order of floating-point reductions",
+    "environment/threads": "CPU thread count changes the order of floating-point reductions",
+    "environment/cuda_available": "CPU vs GPU kernels",
+    "environment/devices": "another GPU model (architecture) runs other kernels",
+    "environment/torch": "another torch build",
+    "environment/torch_cuda": "another CUDA version",
+    "environment/cudnn": "another cuDNN version",
+    "environment/cpu": "another CPU model may take other kernels (e.g. AVX-512 vs AVX2)",
+    "environment/machine": "another CPU architecture",
+    "environment/image": "another container image",
+    "environment/container": "host vs container: other system libraries (glibc, libgomp)",
+    "environment/platform": "another OS / C library",
+    "environment/python": "another Python",
+    "environment/lock_sha256": "another locked environment",
+    "environment/lock_drift": "installed packages differ from the lock",
+    "git/commit": "another version of the kit's code",
+    "git/diff_sha256": "uncommitted changes to the kit's code",
+}
+IGNORED = {
+    "weights_sha256",  # the verdict itself
+    "clearml_task_id",
+    "environment/executable",
+    "environment/lock",
+    "git/remote",
+}
+
+
+@dataclass
+class Recorded:
+    """What one run recorded: enough to re-run it and to compare with another."""
+
+    source: str
+    config: Config
+    fingerprint: dict[str, str]  # flattened, values as text
+    metrics: dict[str, float] = field(default_factory=dict)  # "test/root/accuracy" → value
+
+    @property
+    def weights(self) -> str:
+        return self.fingerprint.get("weights_sha256", "")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """Nested dicts → ``a/b`` keys with text values (as ClearML shows a connected section)."""
+    if isinstance(tree, dict):
+        out: dict[str, str] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}/"))
+        return out
+    text = json.dumps(tree) if isinstance(tree, list | bool) or tree is None else str(tree)
+    return {prefix.rstrip("/"): text}
+
+
+def _normal(value: str) -> str:
+    """One spelling for values that went through ClearML (True/true, 1/1.0, ['a']/["a"])."""
+    v = value.strip()
+    if v in ("True", "False", "None", ""):
+        return {"True": "true", "False": "false", "None": "null", "": "null"}[v]
+    if v.startswith("[") and "'" in v:
+        v = v.replace("'", '"')
+    return v
+
+
+def _metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    from sst.model.metrics import HEADLINE
+
+    return {
+        f"{stage}/{level}/{key}": float(metrics[stage][level][key])
+        for stage in ("val", "test")
+        if stage in metrics
+        for level in ("phrase", "root")
+        if level in metrics[stage]
+        for key in HEADLINE
+    }
+
+
+def from_run(folder: Path) -> Recorded:
+    for name in ("config.yaml", "fingerprint.json"):
+        if not (folder / name).is_file():
+            hint = "finish it with sst train --resume" if folder.name.endswith(".partial") else ""
+            raise SstError(
+                f"not a finished run (no {name})", path=folder, fix=hint or "pass runs/<id>"
+            )
+    metrics_file = folder / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return Recorded(
+        str(folder),
+        load_config(folder / "config.yaml"),
+        flatten(json.loads((folder / "fingerprint.json").read_text())),
+        _metrics(metrics),
+    )
+
+
+def from_parameters(source: str, params: dict[str, str], single: dict[str, float]) -> Recorded:
+    """From a task's flat parameters (``config/…``, ``fingerprint/…``) and its single values."""
+    from sst.tracking import parameters_to_overrides
+
+    cfg = load_config(None, parameters_to_overrides(params))
+    fingerprint = {
+        k.removeprefix("fingerprint/"): str(v)
+        for k, v in params.items()
+        if k.startswith("fingerprint/")
+    }
+    if not fingerprint.get("config_sha256"):
+        raise SstError(
+            "the task has no fingerprint section (not an sst train task?)",
+            path=source,
+            fix="replay a task written by sst train",
+        )
+    if fingerprint["config_sha256"] != cfg.hash():
+        raise SstError(
+            "the task's config does not give its recorded config hash",
+            path=source,
+            fix="was the task edited? replay its run folder instead",
+        )
+    return Recorded(source, cfg, fingerprint, single)
+
+
+def from_session(path: Path) -> Recorded:
+    """An offline ClearML session (the zip, or its folder)."""
+    try:
+        if path.is_dir():
+            task = json.loads((path / "task.json").read_text())
+            lines = (path / "metrics.jsonl").read_text().splitlines()
+        else:
+            with zipfile.ZipFile(path) as z:
+                task = json.loads(z.read("task.json"))
+                lines = z.read("metrics.jsonl").decode().splitlines()
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as e:
+        raise SstError(
+            f"not an offline ClearML session: {e}",
+            path=path,
+            fix="pass the .zip that `sst train` printed",
+        ) from None
+    params = {
+        f"{section}/{name}": item.get("value", "")
+        for section, values in task.get("hyperparams", {}).items()
+        for name, item in values.items()
+    }
+    single = {
+        ev["variant"]: float(ev["value"])
+        for line in lines
+        if line.strip()
+        for ev in json.loads(line)
+        if ev.get("type") == "training_stats_scalar" and ev.get("metric") == "Summary"
+    }
+    return from_parameters(str(path), params, single)
+
+
+def load(source: str) -> Recorded:
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / "task.json").is_file():
+        return from_session(path)
+    if path.is_dir():
+        return from_run(path)
+    if path.is_file():
+        return from_session(path)
+    raise SstError(
+        "no such run folder or session",
+        path=source,
+        fix="pass runs/<id>, an offline session .zip, or a task id with --queue",
+    )
+
+
+@dataclass
+class Verdict:
+    identical: bool
+    weights: tuple[str, str]
+    differences: list[tuple[str, str, str, str]]  # field, a, b, why
+    deltas: dict[str, float]
+
+    def render(self) -> str:
+        a, b = self.weights
+        lines = []
+        for name, va, vb, why in self.differences:
+            lines.append(f"  {name}: {va} → {vb}  ({why})")
+        if self.identical:
+            head = f"BIT-IDENTICAL (weights sha256 {a})"
+            if lines:
+                lines.insert(0, "recorded differences that did not change a bit:")
+            return "\n".join([*lines, head])
+        lines.insert(
+            0,
+            "fingerprint fields that differ:"
+            if lines
+            else "no recorded fingerprint field differs: this is a determinism bug "
+            "(please report it with both fingerprint.json files)",
+        )
+        changed = {k: v for k, v in self.deltas.items() if v}
+        if changed:
+            lines.append(
+                "metric deltas (b - a): "
+                + ", ".join(f"{k} {v:+.4f}" for k, v in sorted(changed.items()))
+            )
+        return "\n".join([*lines, f"DIFFERENT (weights sha256 {a[:16]}… vs {b[:16]}…)"])
+
+
+def compare(a: Recorded, b: Recorded) -> Verdict:
+    keys = sorted((set(a.fingerprint) | set(b.fingerprint)) - IGNORED)
+    diffs = []
+    for key in keys:
+        va, vb = a.fingerprint.get(key, "—"), b.fingerprint.get(key, "—")
+        if _normal(va) == _normal(vb):
+            continue
+        why = INPUTS.get(key) or EXPECTED.get(key)
+        if why is None:
+            why = (
+                "determinism setting"
+                if key.startswith("determinism/")
+                else "recorded, not known to matter"
+            )
+        kind = "input" if key in INPUTS else "expected to break bit-identity"
+        diffs.append((key, va, vb, f"{kind}: {why}" if key in INPUTS or key in EXPECTED else why))
+    order = {k: i for i, k in enumerate([*INPUTS, *EXPECTED])}
+    diffs.sort(key=lambda d: (order.get(d[0], len(order)), d[0]))
+    deltas = {k: b.metrics[k] - a.metrics[k] for k in sorted(set(a.metrics) & set(b.metrics))}
+    identical = bool(a.weights) and a.weights == b.weights
+    return Verdict(identical, (a.weights, b.weights), diffs, deltas)
+
+
+def replay(
+    source: str, overrides: list[str] | None = None, *, out_root: Path | None = None
+) -> tuple[Recorded, Recorded, Verdict]:
+    """Re-run a recorded run here (its config, plus ``overrides`` when testing what breaks
+    identity) into ``<runs_dir>/replays/``, then compare. The split must be the recorded one."""
+    from sst.train import train
+
+    rec = load(source)
+    cfg = rec.config
+    if overrides:
+        cfg = load_config(None, [*_as_overrides(cfg), *overrides])
+    check_split(cfg, rec.fingerprint.get("split_manifest_sha256", ""))
+    result = train(cfg, runs_dir=out_root or Path(cfg.train.runs_dir) / "replays")
+    new = from_run(result.run_dir)
+    return rec, new, compare(rec, new)
+
+
+def _as_overrides(cfg: Config) -> list[str]:
+    return [f"{k.replace('/', '.')}={v}" for k, v in flatten(cfg.to_dict()).items()]
+
+
+def check_split(cfg: Config, recorded_sha: str) -> None:
+    """The split the run used, byte for byte: its manifest sha256 and every file in it. Made
+    from the recorded sources (sha256-checked) when the folder is missing."""
+    from sst.data.pipeline import read_split
+    from sst.data.sources import sha256_file
+
+    folder = Path(cfg.train.split)
+    if not folder.is_dir() and Path(cfg.split.out) == folder:
+        from sst.data.pipeline import run_split
+
+        run_split(cfg)
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        raise SstError(
+            "the run's split is not here",
+            path=folder,
+            fix="copy the split folder, or run `sst split` with the run's config",
+        )
+    got = sha256_file(manifest)
+    if recorded_sha and got != recorded_sha:
+        raise SstError(
+            f"split manifest sha256 {got[:12]}… is not the recorded {recorded_sha[:12]}…",
+            path=manifest,
+            fix="replay with the split the run used",
+        )
+    read_split(folder)  # every file against the manifest: a tampered file is refused here
+
+
+def replay_online(task_id: str, queue: str) -> tuple[Recorded, Recorded, Verdict]:
+    """Server: clone the task (same image, same parameters), enqueue it, wait, compare."""
+    from sst.tracking import clone_task, task_record, wait_for
+
+    original = from_parameters(task_id, *task_record(task_id))
+    clone_id = clone_task(task_id, queue)
+    status = wait_for([clone_id])[clone_id]
+    if status not in ("completed", "closed", "published"):
+        raise SstError(f"the replay task {clone_id} ended {status}", fix="see its log in ClearML")
+    new = from_parameters(clone_id, *task_record(clone_id))
+    return original, new, compare(original, new)

@@ -1,0 +1,236 @@
+"""`sst replay` / `sst verify` on the tiny model: a run folder and an offline session replay
+bit-identically, a changed thread count is DIFFERENT naming threads, a tampered data file is
+refused before training, and a run killed with SIGKILL resumes to the uninterrupted weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sst import tracking
+from sst.cli import main
+from sst.config import load_config
+from sst.data.sources import sha256_file
+from sst.replay import Recorded, compare, from_run, from_session, replay_online
+from sst.train import train
+from tests.conftest import train_overrides
+
+
+@pytest.fixture(scope="module")
+def recorded(
+    tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """One tracked run (offline session) of the tiny model."""
+    tmp = tmp_path_factory.mktemp("replay")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLEARML_CACHE_DIR", str(tmp / "clearml"))
+        mp.setenv("SST_CACHE_DIR", str(tmp / "sst-cache"))
+        mp.setenv("CLEARML_OFFLINE_MODE", "1")
+        result = train(load_config(None, train_overrides(tiny_model, tiny_split, tmp / "runs")))
+    (session,) = (tmp / "clearml").glob("offline/*.zip")
+    return {
+        "run": result.run_dir,
+        "weights": result.weights_sha256,
+        "session": session,
+        "runs": tmp / "runs",
+    }
+
+
+def _verdict(capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    out = capsys.readouterr().out.strip()
+    return out, out.splitlines()[-1]
+
+
+def test_replay_of_a_run_folder_is_bit_identical(recorded, capsys) -> None:
+    assert main(["replay", str(recorded["run"])]) == 0
+    out, last = _verdict(capsys)
+    assert last == f"BIT-IDENTICAL (weights sha256 {recorded['weights']})"
+    (replayed,) = (recorded["runs"] / "replays").iterdir()
+    assert sha256_file(replayed / "weights.safetensors") == recorded["weights"]
+    assert f"replayed {replayed}" in out
+    # and the two folders verify as identical
+    assert main(["verify", str(recorded["run"]), str(replayed)]) == 0
+    assert _verdict(capsys)[1].startswith("BIT-IDENTICAL")
+
+
+def test_replay_of_an_offline_session_is_bit_identical(recorded, tmp_path: Path, capsys) -> None:
+    rec = from_session(recorded["session"])
+    assert rec.weights == recorded["weights"]
+    assert rec.config.hash() == from_run(recorded["run"]).config.hash()
+    assert rec.metrics["test/root/accuracy"] == pytest.approx(
+        json.loads((recorded["run"] / "metrics.json").read_text())["test"]["root"]["accuracy"]
+    )
+    assert main(["replay", str(recorded["session"]), "--out", str(tmp_path)]) == 0
+    out, last = _verdict(capsys)
+    assert last == f"BIT-IDENTICAL (weights sha256 {recorded['weights']})", out
+
+
+def test_a_changed_thread_count_is_different_and_named(recorded, tmp_path: Path, capsys) -> None:
+    code = main(["replay", str(recorded["run"]), "train.threads=2", "--out", str(tmp_path)])
+    out, last = _verdict(capsys)
+    assert code == 1, out
+    assert last.startswith("DIFFERENT (weights sha256 ")
+    assert "  threads: 1 → 2  (expected to break bit-identity: CPU thread count" in out
+    assert "config_sha256" in out  # the config changed too: named as an input
+    # verify names the same difference
+    (replayed,) = tmp_path.iterdir()
+    assert main(["verify", str(recorded["run"]), str(replayed)]) == 1
+    assert "threads: 1 → 2" in capsys.readouterr().out
+
+
+def test_a_tampered_data_file_is_refused_before_training(recorded, tmp_path: Path, capsys) -> None:
+    split = Path(load_config(recorded["run"] / "config.yaml").train.split)
+    copy = tmp_path / "split"
+    shutil.copytree(split, copy)
+    with (copy / "train.tsv").open("a") as f:
+        f.write("tampered\n")
+    out_dir = tmp_path / "replays"
+    code = main(["replay", str(recorded["run"]), f"train.split={copy}", "--out", str(out_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "train.tsv" in err and "sha256" in err and "\n" not in err, err
+    assert not out_dir.exists()  # refused before any run folder existed
+
+
+def test_a_split_other_than_the_recorded_one_is_refused(recorded, tmp_path: Path, capsys) -> None:
+    split = Path(load_config(recorded["run"] / "config.yaml").train.split)
+    copy = tmp_path / "split"
+    shutil.copytree(split, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["note"] = "another version"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert (
+        main(["replay", str(recorded["run"]), f"train.split={copy}", "--out", str(tmp_path / "r")])
+        == 2
+    )
+    assert "is not the recorded" in capsys.readouterr().err
+
+
+def _rec(weights: str, **fields: str) -> Recorded:
+    cfg = load_config(None, [])
+    return Recorded(
+        "x", cfg, {"weights_sha256": weights, "threads": "1", **fields}, {"test/root/accuracy": 0.5}
+    )
+
+
+def test_compare_explains_each_kind_of_difference() -> None:
+    same = compare(
+        _rec("a" * 64, **{"environment/devices": "[]"}),
+        _rec("a" * 64, **{"environment/devices": "[]"}),
+    )
+    assert same.identical and same.render() == f"BIT-IDENTICAL (weights sha256 {'a' * 64})"
+    gpu = compare(
+        _rec("a" * 64, **{"environment/devices": "[]"}),
+        _rec("b" * 64, **{"environment/devices": '["NVIDIA H100 80GB HBM3"]'}),
+    )
+    assert not gpu.identical
+    assert 'environment/devices: [] → ["NVIDIA H100 80GB HBM3"]  (expected to break' in gpu.render()
+    bug = compare(_rec("a" * 64), _rec("b" * 64))
+    assert "determinism bug" in bug.render() and bug.render().endswith("…)")
+    harmless = compare(
+        _rec("a" * 64, **{"git/diff_sha256": "null"}),
+        _rec("a" * 64, **{"git/diff_sha256": "c" * 64}),
+    )
+    assert harmless.identical
+    assert harmless.render().startswith("recorded differences that did not change a bit:")
+
+
+def test_online_replay_clones_enqueues_and_compares(recorded, monkeypatch) -> None:
+    """The server path (clone, enqueue, wait, read back) with ClearML's Task class replaced at the
+    tracking boundary: no server can run here. The 'clone' reports the recorded parameters of
+    the real offline session, so the comparison is the real one."""
+    import zipfile
+
+    task = json.loads(zipfile.ZipFile(recorded["session"]).read("task.json"))
+    params = {
+        f"{s}/{k}": v["value"] for s, vs in task["hyperparams"].items() for k, v in vs.items()
+    }
+    calls: list[tuple] = []
+
+    class Fake:
+        id = "clone-1"
+
+        @classmethod
+        def get_task(cls, task_id: str) -> Any:
+            return type(
+                "T",
+                (),
+                {
+                    "id": task_id,
+                    "get_parameters": lambda self: params,
+                    "get_reported_single_values": lambda self: {"test/root/accuracy": 0.5},
+                    "get_status": lambda self: "completed",
+                },
+            )()
+
+        @classmethod
+        def clone(cls, source_task: Any, name: str, parent: str) -> Fake:
+            calls.append(("clone", source_task.id, parent))
+            return cls()
+
+        def add_tags(self, tags: list[str]) -> None:
+            calls.append(("add_tags", tags))
+
+        @classmethod
+        def enqueue(cls, task: Any, queue_name: str) -> None:
+            calls.append(("enqueue", task.id, queue_name))
+
+    monkeypatch.setattr(tracking, "clearml_task", lambda: Fake)
+    original, new, verdict = replay_online("task-0", "gpu")
+    assert new.source == "clone-1"
+    assert calls == [
+        ("clone", "task-0", "task-0"),
+        ("add_tags", ["replay"]),
+        ("enqueue", "clone-1", "gpu"),
+    ]
+    assert verdict.identical and original.weights == recorded["weights"]
+
+
+# -- resume after SIGKILL (a real subprocess, a real kill) ----------------------------------
+
+
+def _sst_train(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sst.cli", "train", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tiny_model, tiny_split, tmp_path: Path) -> None:
+    extra = ("train.checkpoint_every=5", "tracking.enabled=false")
+    full = _sst_train(*train_overrides(tiny_model, tiny_split, tmp_path / "a", *extra))
+    killed = _sst_train(*train_overrides(tiny_model, tiny_split, tmp_path / "b", *extra))
+    try:
+        deadline = time.monotonic() + 120
+        ckpt = None
+        while time.monotonic() < deadline and killed.poll() is None:
+            found = list((tmp_path / "b").glob("*.partial/checkpoints/last.ckpt"))
+            if found:
+                ckpt = found[0]
+                break
+            time.sleep(0.02)
+        assert ckpt is not None, "no step checkpoint appeared"
+        os.kill(killed.pid, signal.SIGKILL)
+        assert killed.wait(30) == -signal.SIGKILL  # killed mid-epoch, not finished
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+    assert full.wait(300) == 0, full.stderr.read().decode() if full.stderr else ""
+    (partial,) = (tmp_path / "b").glob("*.partial")
+    resumed = _sst_train("--resume", str(partial))
+    assert resumed.wait(300) == 0, resumed.stderr.read().decode() if resumed.stderr else ""
+    (a,) = (tmp_path / "a").iterdir()
+    (b,) = (tmp_path / "b").iterdir()
+    assert b.name == partial.name.removesuffix(".partial")
+    assert sha256_file(b / "weights.safetensors") == sha256_file(a / "weights.safetensors")
+    assert main(["verify", str(a), str(b)]) == 0
