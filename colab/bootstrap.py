@@ -133,7 +133,8 @@ def plan(
     p = Plan(chosen, reason, gpu_description())
     if chosen == "docker":
         gpus = ["--gpus", "all"] if shutil.which("nvidia-smi") else []
-        task_args = " ".join(f"-e {k}={v}" for k, v in TASK_ENV.items())
+        # SST_IMAGE: the task's fingerprint records the image it ran in
+        task_args = " ".join(f"-e {k}={v}" for k, v in {**TASK_ENV, "SST_IMAGE": image}.items())
         p.commands.append(
             [
                 docker,

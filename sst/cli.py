@@ -208,9 +208,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sst.report import collect, parse_by, print_top, write_report
 
     parse_by(args.by)  # a bad --by fails before anything is read
-    rows = collect([Path(p) for p in args.runs])
+    if args.tag:
+        from sst.report import from_project
+
+        rows = from_project(args.project, args.tag)
+    else:
+        rows = collect([Path(p) for p in args.runs])
     out = Path(args.out)
-    paths = write_report(rows, args.by, out, track=not args.no_clearml)
+    paths = write_report(rows, args.by, out, track=not args.no_clearml, project=args.project)
     print_top(rows, args.by)
     print("\n".join(str(p) for p in paths))
     return 0
@@ -357,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="balanced", help="ranking criterion (default balanced)")
     p.add_argument("--out", default="reports/latest", help="output folder")
     p.add_argument("--no-clearml", action="store_true", help="do not report the table to ClearML")
+    p.add_argument(
+        "--tag", help="online: rank the project's training tasks with this tag (sweep id)"
+    )
+    p.add_argument("--project", default="sst", help="online: the ClearML project (with --tag)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

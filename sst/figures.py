@@ -18,29 +18,35 @@ from sst.data.formats import LABELS
 SHORT = ("neg", "s.neg", "neu", "s.pos", "pos")
 
 
+def draw_confusion(ax: Any, counts: Any, title: str, *, counts_too: bool = True) -> None:
+    """One confusion matrix (rows: truth, columns: prediction) with row-normalised colours."""
+    cm = np.asarray(counts, dtype=float)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(LABELS)):
+        for j in range(len(LABELS)):
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}\n{share[i, j]:.0%}" if counts_too else f"{share[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=7 if counts_too else 6,
+                color="white" if share[i, j] > 0.5 else "black",
+            )
+    ax.set_xticks(range(len(LABELS)), SHORT, fontsize=None if counts_too else 6)
+    ax.set_yticks(range(len(LABELS)), SHORT, fontsize=None if counts_too else 6)
+    if counts_too:
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    ax.set_title(title, fontsize=None if counts_too else 7)
+
+
 def plot_confusion(matrices: dict[str, list[list[int]]], title: str) -> Any:
     """One panel per named matrix (rows: truth, columns: prediction), row-normalised colours."""
     fig, axes = plt.subplots(1, len(matrices), figsize=(5.2 * len(matrices), 4.6), squeeze=False)
     for ax, (name, counts) in zip(axes[0], matrices.items(), strict=True):
-        cm = np.asarray(counts, dtype=float)
-        share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(LABELS)):
-            for j in range(len(LABELS)):
-                ax.text(
-                    j,
-                    i,
-                    f"{int(cm[i, j])}\n{share[i, j]:.0%}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if share[i, j] > 0.5 else "black",
-                )
-        ax.set_xticks(range(len(LABELS)), SHORT)
-        ax.set_yticks(range(len(LABELS)), SHORT)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(name)
+        draw_confusion(ax, counts, name)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -281,14 +281,11 @@ def _as_overrides(cfg: Config) -> list[str]:
 def check_split(cfg: Config, recorded_sha: str) -> None:
     """The split the run used, byte for byte: its manifest sha256 and every file in it. Made
     from the recorded sources (sha256-checked) when the folder is missing."""
-    from sst.data.pipeline import read_split
+    from sst.data.pipeline import ensure_split, read_split
     from sst.data.sources import sha256_file
 
     folder = Path(cfg.train.split)
-    if not folder.is_dir() and Path(cfg.split.out) == folder:
-        from sst.data.pipeline import run_split
-
-        run_split(cfg)
+    ensure_split(cfg)
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         raise SstError(

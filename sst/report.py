@@ -115,7 +115,6 @@ def _row_from_run(folder: Path, stage: str = "test") -> Row:
     metrics = json.loads((folder / "metrics.json").read_text())
     fp_file = folder / "fingerprint.json"
     fp = json.loads(fp_file.read_text()) if fp_file.is_file() else {}
-    members = fp.get("members")
     model = fp.get("model") or "?"
     if stage not in metrics:
         raise SstError(
@@ -123,19 +122,37 @@ def _row_from_run(folder: Path, stage: str = "test") -> Row:
             path=folder / "metrics.json",
             fix="finish the run (sst train --resume)",
         )
-    test = metrics[stage]
-    row = Row(
-        name=folder.name,
-        model=model if not members else f"ensemble of {len(members)}",
-        status="ensemble" if members else "completed",
-        path=str(folder),
-        metrics={lv: {m: float(test[lv][m]) for m in METRICS} for lv in LEVELS if lv in test},
-        confusion=test.get("root", {}).get("confusion_matrix"),
+    members = fp.get("members")
+    return _scored(
+        folder.name,
+        model if not members else f"ensemble of {len(members)}",
+        "ensemble" if members else "completed",
+        str(folder),
+        metrics[stage],
+        members=fp.get("member_models") if members else None,
     )
-    models = fp.get("member_models") or [model]
-    risky = [f"{m}: {r}" if members else r for m in models if (r := contamination(m))]
+
+
+def _scored(
+    name: str,
+    model: str,
+    status: str,
+    path: str,
+    scores: dict[str, Any],
+    members: list[str] | None = None,
+) -> Row:
+    """A row from one set's scores (``{level: {metric: value, ...}}``)."""
+    row = Row(
+        name=name,
+        model=model,
+        status=status,
+        path=path,
+        metrics={lv: {m: float(scores[lv][m]) for m in METRICS} for lv in LEVELS if lv in scores},
+        confusion=scores.get("root", {}).get("confusion_matrix"),
+    )
+    risky = [f"{m}: {r}" if members else r for m in members or [model] if (r := contamination(m))]
     row.contamination = "; ".join(risky) or None
-    root = test.get("root")
+    root = scores.get("root")
     if root:
         row.neighbour_share = neighbour_error_share(root)
         row.qualifies = (
@@ -143,6 +160,43 @@ def _row_from_run(folder: Path, stage: str = "test") -> Row:
             and row.neighbour_share >= BALANCED_NEIGHBOUR_SHARE
         )
     return row
+
+
+def from_project(project: str, tag: str) -> list[Row]:
+    """Online: the training tasks of ``project`` tagged ``tag`` (a sweep id), scored from the
+    test metrics each reported as single values (no confusion matrices: the grid skips them)."""
+    from sst.tracking import project_results
+
+    rows = []
+    for task in project_results(project, tag):
+        values = task["values"]
+        scores = {
+            lv: {
+                m: values.get(f"test/{lv}/{m if m != 'micro_f1' else 'accuracy'}") for m in METRICS
+            }
+            for lv in LEVELS
+        }
+        if task["status"] not in ("completed", "closed", "published") or any(
+            v is None for lv in scores.values() for v in lv.values()
+        ):
+            rows.append(
+                Row(
+                    name=task["name"],
+                    model=task["model"],
+                    status="failed",
+                    path=task["id"],
+                    error=f"task {task['status']}",
+                    contamination=contamination(task["model"]),
+                )
+            )
+            continue
+        rows.append(_scored(task["name"], task["model"], "completed", task["id"], scores))
+    if not rows:
+        raise SstError(
+            f"no training tasks tagged {tag!r} in project {project!r}",
+            fix="check the sweep id (sst sweep prints it)",
+        )
+    return rows
 
 
 def _failed(manifest: Path) -> list[Row]:
@@ -294,9 +348,8 @@ def confusion_grid(rows: list[Row], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    from sst.figures import SHORT
+    from sst.figures import draw_confusion
 
     shown = [r for r in rows if r.confusion is not None]
     cols = min(4, max(1, len(shown)))
@@ -305,31 +358,17 @@ def confusion_grid(rows: list[Row], path: Path) -> None:
     for ax in axes.flat:
         ax.axis("off")
     for i, (ax, r) in enumerate(zip(axes.flat, shown, strict=False), start=1):
-        cm = np.asarray(r.confusion, dtype=float)
-        share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         ax.axis("on")
-        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        for a in range(5):
-            for b in range(5):
-                ax.text(
-                    b,
-                    a,
-                    f"{share[a, b]:.0%}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if share[a, b] > 0.5 else "black",
-                )
-        ax.set_xticks(range(5), SHORT, fontsize=6)
-        ax.set_yticks(range(5), SHORT, fontsize=6)
-        ax.set_title(f"#{i} {r.name}"[:40], fontsize=7)
+        draw_confusion(ax, r.confusion, f"#{i} {r.name}"[:40], counts_too=False)
     fig.suptitle("test root confusion, row-normalised (rows: truth)")
     fig.tight_layout()
     fig.savefig(path, dpi=90, metadata={"Software": None})
     plt.close(fig)
 
 
-def write_report(rows: list[Row], by: str, out_dir: Path, track: bool = True) -> list[Path]:
+def write_report(
+    rows: list[Row], by: str, out_dir: Path, track: bool = True, project: str = "sst"
+) -> list[Path]:
     """The four report files, written into a temp folder and moved in place together."""
     import os
     import shutil
@@ -351,20 +390,20 @@ def write_report(rows: list[Row], by: str, out_dir: Path, track: bool = True) ->
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if track:
-        _track(ranked, by, out_dir)
+        _track(ranked, by, out_dir, project)
     return [
         out_dir / n
         for n in ("leaderboard.md", "leaderboard.html", "leaderboard.json", "confusion_grid.png")
     ]
 
 
-def _track(rows: list[Row], by: str, out_dir: Path) -> None:
+def _track(rows: list[Row], by: str, out_dir: Path, project: str) -> None:
     import pandas as pd
 
     from sst.tracking import start_task
 
     header, body = table(rows)
-    tracker = start_task("sst", f"report {out_dir.name}", "qc", {"by": by}, quiet=True)
+    tracker = start_task(project, f"report {out_dir.name}", "qc", {"by": by}, quiet=True)
     try:
         tracker.report_table("leaderboard", by, pd.DataFrame(body, columns=header).set_index("#"))
     finally:

@@ -333,3 +333,25 @@ def task_record(task_id: str) -> tuple[dict[str, str], dict[str, float]]:
     task = clearml_task().get_task(task_id=task_id)
     single = task.get_reported_single_values() or {}
     return dict(task.get_parameters() or {}), {k: float(v) for k, v in single.items()}
+
+
+def project_results(project: str, tag: str) -> list[dict[str, Any]]:
+    """The training tasks of ``project`` tagged ``tag``: id, name, status, model, single values."""
+    Task = clearml_task()
+    results = []
+    for task in Task.get_tasks(
+        project_name=project, tags=[tag], task_filter={"type": ["training"]}
+    ):
+        params = task.get_parameters() or {}
+        results.append(
+            {
+                "id": str(task.id),
+                "name": str(task.name),
+                "status": str(task.get_status()),
+                "model": str(params.get("config/model/name", "?")),
+                "values": {
+                    k: float(v) for k, v in (task.get_reported_single_values() or {}).items()
+                },
+            }
+        )
+    return results

@@ -77,13 +77,11 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
     t0 = time.perf_counter()
     determinism = configure_determinism(cfg.train.seed, cfg.train.threads)  # first, always
     m, t = cfg.model, cfg.train
-    if resume is None and not Path(t.split).is_dir() and Path(cfg.split.out) == Path(t.split):
-        # an agent's fresh clone (or a new machine): the split is made from the recorded data
-        # sources and checked against their sha256, exactly as `sst split` would
-        from sst.data.pipeline import run_split
+    if resume is None:
+        from sst.data.pipeline import ensure_split
 
-        made = run_split(cfg)
-        print(f"split {made.out} made first ({made.status})", file=sys.stderr)
+        if made := ensure_split(cfg):
+            print(f"split {made.out} made first ({made.status})", file=sys.stderr)
     tokenizer = load_pretrained("tokenizer", m.name, m.revision)
     dm = SstDataModule(
         t.split,
@@ -149,10 +147,14 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
 
 def container_arguments() -> str:
     """What a docker-mode agent passes to the task's container: use the locked venv as it is,
-    and the determinism variables."""
+    the determinism variables, and ``SST_IMAGE`` so the run's fingerprint names its image."""
     from sst.repro import DETERMINISM_ENV
 
-    env = {"CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1", **DETERMINISM_ENV}
+    env = {
+        "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
+        **DETERMINISM_ENV,
+        "SST_IMAGE": container_image(),
+    }
     return " ".join(f"-e {k}={v}" for k, v in env.items())
 
 

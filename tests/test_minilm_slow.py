@@ -1,4 +1,5 @@
-"""The real embedded MiniLM on a small subset of the real trees (slow tier: `make test-all`)."""
+"""The real embedded MiniLM on a small subset of the real trees (slow tier: `make test-all`):
+two runs bit-identical, and `sst replay` of one identical too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from sst.config import load_config
 from sst.data.pipeline import run_split
+from sst.replay import replay
 from sst.train import train
 
 
@@ -41,3 +43,6 @@ def test_minilm_trains_deterministically_on_real_trees(shared_data: Path, tmp_pa
     metrics = json.loads((a.run_dir / "metrics.json").read_text())
     assert metrics["test"]["root"]["n"] == 220
     assert metrics["test"]["phrase"]["accuracy"] > 0.3  # MiniLM learns something in 8 steps
+    # and `sst replay` of the real model's run folder is bit-identical too
+    _, _, verdict = replay(str(a.run_dir), out_root=tmp_path / "replays")
+    assert verdict.identical, verdict.render()

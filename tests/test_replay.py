@@ -115,6 +115,30 @@ def test_a_split_other_than_the_recorded_one_is_refused(recorded, tmp_path: Path
     assert "is not the recorded" in capsys.readouterr().err
 
 
+def test_replay_remakes_a_missing_split_from_the_recorded_sources(
+    tiny_model, kaggle_file: Path, tmp_path: Path, capsys
+) -> None:
+    """A new machine (or an agent's fresh clone) has the data but not the split folder."""
+    from sst.data.pipeline import run_split
+    from tests.conftest import split_config
+
+    base = split_config(tmp_path, kaggle_file)
+    overrides = [f"train.split={tmp_path / 'out'}", "tracking.enabled=false"]
+    run_split(load_config(base, overrides))
+    cfg = load_config(
+        base,
+        [
+            *train_overrides(tiny_model, tmp_path / "out", tmp_path / "runs"),
+            "tracking.enabled=false",
+        ],
+    )
+    result = train(cfg)
+    shutil.rmtree(tmp_path / "out")
+    assert main(["replay", str(result.run_dir), "--out", str(tmp_path / "replays")]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"(weights sha256 {result.weights_sha256})")
+    assert (tmp_path / "out" / "manifest.json").is_file()
+
+
 def _rec(weights: str, **fields: str) -> Recorded:
     cfg = load_config(None, [])
     return Recorded(

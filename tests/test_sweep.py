@@ -23,7 +23,7 @@ from sst.config import load_config
 from sst.ensemble import ensemble
 from sst.errors import SstError
 from sst.model.metrics import confusion, summarize
-from sst.report import collect, contamination, rank
+from sst.report import collect, contamination, from_project, rank, write_report
 from sst.sweep import read_models, run_online, task_parameters
 from tests.conftest import train_overrides
 
@@ -557,3 +557,60 @@ def test_online_sweep_contract(
         FakeTask.existing_template = None
     assert not [c for c in FakeTask.calls if c[0] == "create"]
     assert ("clone", "task-5", names[0], "task-6") in FakeTask.calls
+
+
+def test_online_report_ranks_the_sweeps_tasks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The online leaderboard source (a ClearML project's tasks tagged with the sweep id), with
+    only the Task class replaced at the tracking boundary: no server can run here."""
+    from sst.report import METRICS
+
+    def values(f1: float) -> dict[str, float]:
+        v = {f"test/{lv}/{m}": 0.5 for lv in ("root", "phrase") for m in METRICS if m != "micro_f1"}
+        v["test/root/macro_f1"] = f1
+        return v
+
+    class T:
+        def __init__(self, i: str, status: str, model: str, single: dict[str, float]) -> None:
+            self.id, self.name, self.status, self.model, self.single = (
+                i,
+                f"run-{i}",
+                status,
+                model,
+                single,
+            )
+
+        def get_parameters(self) -> dict[str, str]:
+            return {"config/model/name": self.model}
+
+        def get_status(self) -> str:
+            return self.status
+
+        def get_reported_single_values(self) -> dict[str, float]:
+            return self.single
+
+    asked: list[tuple] = []
+
+    class Tasks:
+        @classmethod
+        def get_tasks(cls, project_name: str, tags: list[str], task_filter: dict) -> list[T]:
+            asked.append((project_name, tags, task_filter))
+            return [
+                T("1", "completed", "bert-base-uncased", values(0.41)),
+                T("2", "completed", "howey/electra-base-sst2", values(0.52)),
+                T("3", "failed", "roberta-base", {}),
+            ]
+
+    monkeypatch.setattr(tracking, "clearml_task", lambda: Tasks)
+    rows = rank(from_project("sst", "sweep-x"), "macro_f1")
+    assert asked == [("sst", ["sweep-x"], {"type": ["training"]})]
+    assert [(r.name, r.status) for r in rows] == [
+        ("run-2", "completed"),
+        ("run-1", "completed"),
+        ("run-3", "failed"),
+    ]
+    assert rows[0].contamination and rows[0].value("micro_f1", "root") == 0.5
+    assert rows[2].error == "task failed"
+    paths = write_report(rows, "macro_f1", tmp_path / "r", track=False)
+    assert all(p.is_file() for p in paths)

@@ -171,6 +171,16 @@ def read_split(folder: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, A
     return parts, manifest
 
 
+def ensure_split(cfg: Config) -> SplitResult | None:
+    """Make ``train.split`` when it is missing and this config is the one that writes it
+    (``split.out``): an agent's fresh clone or a replay on a new machine. The sources are
+    checked against their sha256 exactly as `sst split` does. None when nothing was made."""
+    folder = Path(cfg.train.split)
+    if folder.is_dir() or Path(cfg.split.out) != folder:
+        return None
+    return run_split(cfg)
+
+
 def run_split(cfg: Config, *, force: bool = False) -> SplitResult:
     """Fetch, parse, split and write ``cfg.split.out`` once; report it to ClearML."""
     fetched = fetch_sources(cfg)
