@@ -41,7 +41,7 @@ set +e
 code=$?
 set -e
 echo "docker stage: host → container replay (exit $code):"
-grep -vE "^(recorded|replayed) " "$rt/verdict.txt" | grep -vE "it/s|Epoch|DataLoader" | tail -15
+sed -n '/^recorded \//,$p' "$rt/verdict.txt" | grep -vE "it/s|Epoch|DataLoader|^(GPU|TPU|💡)"
 if (( code == 2 )) || grep -q "determinism bug" "$rt/verdict.txt" \
    || ! tail -1 "$rt/verdict.txt" | grep -qE "^(BIT-IDENTICAL|DIFFERENT)"; then
   echo "docker stage: the host → container replay failed"; exit 1

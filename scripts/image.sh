@@ -22,7 +22,7 @@ secret=()
 start=$(date +%s)
 DOCKER_BUILDKIT=1 $DOCKER build --network host "${secret[@]}" \
   --build-arg BASE_IMAGE="$base" --build-arg LOCK="$lock" \
-  --build-arg GIT_REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+  --build-arg GIT_REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" --build-arg IMAGE_TAG="$tag" \
   --build-arg LOCK_SHA256="$(sha256sum "$lock" | cut -d' ' -f1)" \
   --target "$target" -t "$tag" -f docker/Dockerfile . >&2
 echo "image: $tag (target $target, base $base) built in $(( $(date +%s) - start )) s" >&2

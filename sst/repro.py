@@ -190,8 +190,7 @@ def environment() -> dict[str, Any]:
         "lock": str(lock) if lock else None,
         "lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock else None,
         "lock_drift": _drift_summary(lock),
-        "container": Path("/.dockerenv").exists(),
-        "image": os.environ.get("SST_IMAGE"),
+        "image": os.environ.get("SST_IMAGE"),  # set inside the kit's images and by agents
     }
     for var in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "TOKENIZERS_PARALLELISM"):
         info[var] = os.environ.get(var)
