@@ -52,6 +52,8 @@ EXPECTED = {
     "environment/python": "another Python",
     "environment/lock_sha256": "another locked environment",
     "environment/lock_drift": "installed packages differ from the lock",
+}
+MAY = {  # differences that change results only if the code that changed is on the run's path
     "git/commit": "another version of the kit's code",
     "git/diff_sha256": "uncommitted changes to the kit's code",
 }
@@ -240,16 +242,18 @@ def compare(a: Recorded, b: Recorded) -> Verdict:
         va, vb = a.fingerprint.get(key, "—"), b.fingerprint.get(key, "—")
         if _normal(va) == _normal(vb):
             continue
-        why = INPUTS.get(key) or EXPECTED.get(key)
-        if why is None:
-            why = (
-                "determinism setting"
-                if key.startswith("determinism/")
-                else "recorded, not known to matter"
-            )
-        kind = "input" if key in INPUTS else "expected to break bit-identity"
-        diffs.append((key, va, vb, f"{kind}: {why}" if key in INPUTS or key in EXPECTED else why))
-    order = {k: i for i, k in enumerate([*INPUTS, *EXPECTED])}
+        if key in INPUTS:
+            why = f"input: {INPUTS[key]}"
+        elif key in EXPECTED:
+            why = f"expected to break bit-identity: {EXPECTED[key]}"
+        elif key in MAY:
+            why = f"may break bit-identity: {MAY[key]}"
+        elif key.startswith("determinism/"):
+            why = "determinism setting"
+        else:
+            why = "recorded, not known to matter"
+        diffs.append((key, va, vb, why))
+    order = {k: i for i, k in enumerate([*INPUTS, *EXPECTED, *MAY])}
     diffs.sort(key=lambda d: (order.get(d[0], len(order)), d[0]))
     deltas = {k: b.metrics[k] - a.metrics[k] for k in sorted(set(a.metrics) & set(b.metrics))}
     identical = bool(a.weights) and a.weights == b.weights
