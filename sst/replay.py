@@ -26,6 +26,7 @@ from typing import Any
 
 from sst.config import Config, load_config
 from sst.errors import SstError
+from sst.tracking import REDACTED
 
 # Fingerprint fields (flattened with "/") and why a difference in them matters.
 INPUTS = {
@@ -240,7 +241,7 @@ def compare(a: Recorded, b: Recorded) -> Verdict:
     diffs = []
     for key in keys:
         va, vb = a.fingerprint.get(key, "—"), b.fingerprint.get(key, "—")
-        if _normal(va) == _normal(vb):
+        if _normal(va) == _normal(vb) or REDACTED in (va, vb):  # a session hides secrets
             continue
         if key in INPUTS:
             why = f"input: {INPUTS[key]}"

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key|api_key)", re.I)
+SECRET_KEY = re.compile(
+    r"(secret|password|passwd|token(?!izer)|credential|access_key|api_key)", re.I
+)
 REDACTED = "<redacted>"
 
 

@@ -72,6 +72,24 @@ def test_replay_of_an_offline_session_is_bit_identical(recorded, tmp_path: Path,
     assert main(["replay", str(recorded["session"]), "--out", str(tmp_path)]) == 0
     out, last = _verdict(capsys)
     assert last == f"BIT-IDENTICAL (weights sha256 {recorded['weights']})", out
+    assert "recorded differences" not in out, out  # the session keeps every field, unredacted
+
+
+def test_sessions_hide_secrets_but_keep_tokenizer_settings() -> None:
+    from sst.tracking import REDACTED, scrub
+
+    got = scrub(
+        {
+            "api_key": "k",
+            "env": {"HF_TOKEN": "t", "TOKENIZERS_PARALLELISM": "false", "db_password": "p"},
+            "list": [{"secret": 1}],
+        }
+    )
+    assert got == {
+        "api_key": REDACTED,
+        "env": {"HF_TOKEN": REDACTED, "TOKENIZERS_PARALLELISM": "false", "db_password": REDACTED},
+        "list": [{"secret": REDACTED}],
+    }
 
 
 def test_a_changed_thread_count_is_different_and_named(recorded, tmp_path: Path, capsys) -> None:
