@@ -141,12 +141,8 @@ def ensemble(runs: list[Path], out_root: Path, *, by: str = "given") -> Path:
 def _plot(test: dict[str, Any], name: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from sst.figures import plot_confusion
+    from sst.figures import plot_test_confusion
 
-    fig = plot_confusion(
-        {f"test {lv} (n={test[lv]['n']})": test[lv]["confusion_matrix"] for lv in test},
-        f"{name}: test accuracy root {test['root']['accuracy']:.3f}, "
-        f"phrase {test['phrase']['accuracy']:.3f}",
-    )
+    fig = plot_test_confusion(test, name)
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)

@@ -50,3 +50,16 @@ def plot_confusion(matrices: dict[str, list[list[int]]], title: str) -> Any:
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_test_confusion(test: dict[str, Any], name: str) -> Any:
+    """The run folder's ``confusion_matrix.png``: test phrases and roots, accuracy in the title
+    (a trained run and an ensemble draw the same figure)."""
+    return plot_confusion(
+        {
+            f"test {level} (n={test[level]['n']})": test[level]["confusion_matrix"]
+            for level in ("phrase", "root")
+        },
+        f"{name}: test accuracy root {test['root']['accuracy']:.3f}, "
+        f"phrase {test['phrase']['accuracy']:.3f}",
+    )

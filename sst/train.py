@@ -278,7 +278,7 @@ def _write_outputs(
     import pandas as pd
     from safetensors.torch import save_model
 
-    from sst.figures import plot_confusion
+    from sst.figures import plot_test_confusion
     from sst.repro import environment, git_state
 
     weights = work / "weights.safetensors"
@@ -291,14 +291,7 @@ def _write_outputs(
     (work / "metrics.json").write_text(dumps(metrics))
 
     test = module.results["test"]
-    fig = plot_confusion(
-        {
-            f"test {level} (n={test[level]['n']})": test[level]["confusion_matrix"]
-            for level in ("phrase", "root")
-        },
-        f"{cfg.name}: test accuracy root {test['root']['accuracy']:.3f}, "
-        f"phrase {test['phrase']['accuracy']:.3f}",
-    )
+    fig = plot_test_confusion(test, cfg.name)
     fig.savefig(work / "confusion_matrix.png", dpi=100, metadata={"Software": None})
 
     part = dm.parts["test"]
