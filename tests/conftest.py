@@ -17,12 +17,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test gets its own sst cache and ClearML offline cache; never a server."""
-    base = tmp_path_factory.mktemp("env")
-    monkeypatch.setenv("SST_CACHE_DIR", str(base / "sst-cache"))
-    monkeypatch.setenv("CLEARML_CACHE_DIR", str(base / "clearml-cache"))
-    monkeypatch.setenv("CLEARML_OFFLINE_MODE", "1")
-    monkeypatch.delenv("CLEARML_API_HOST", raising=False)
-    monkeypatch.setenv("CLEARML_CONFIG_FILE", str(base / "no-clearml.conf"))
+    isolate(monkeypatch, tmp_path_factory.mktemp("env"))
+
+
+def isolate(mp: pytest.MonkeyPatch, base: Path) -> Path:
+    """Own sst cache and ClearML offline cache under ``base``, no server. Module-scoped fixtures
+    (set up before the per-test isolation) call it in a ``MonkeyPatch.context()``. Returns the
+    ClearML cache folder (offline sessions land in its ``offline/``)."""
+    mp.setenv("SST_CACHE_DIR", str(base / "sst-cache"))
+    mp.setenv("CLEARML_CACHE_DIR", str(base / "clearml-cache"))
+    mp.setenv("CLEARML_OFFLINE_MODE", "1")
+    mp.delenv("CLEARML_API_HOST", raising=False)
+    mp.setenv("CLEARML_CONFIG_FILE", str(base / "no-clearml.conf"))
+    return base / "clearml-cache"
 
 
 @pytest.fixture(scope="session")

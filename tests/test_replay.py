@@ -22,7 +22,7 @@ from sst.config import load_config
 from sst.data.sources import sha256_file
 from sst.replay import Recorded, compare, from_run, from_session, replay_online
 from sst.train import train
-from tests.conftest import train_overrides
+from tests.conftest import isolate, train_overrides
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +32,9 @@ def recorded(
     """One tracked run (offline session) of the tiny model."""
     tmp = tmp_path_factory.mktemp("replay")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CLEARML_CACHE_DIR", str(tmp / "clearml"))
-        mp.setenv("SST_CACHE_DIR", str(tmp / "sst-cache"))
-        mp.setenv("CLEARML_OFFLINE_MODE", "1")
+        clearml = isolate(mp, tmp)
         result = train(load_config(None, train_overrides(tiny_model, tiny_split, tmp / "runs")))
-    (session,) = (tmp / "clearml").glob("offline/*.zip")
+    (session,) = clearml.glob("offline/*.zip")
     return {
         "run": result.run_dir,
         "weights": result.weights_sha256,

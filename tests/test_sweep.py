@@ -25,7 +25,7 @@ from sst.errors import SstError
 from sst.model.metrics import confusion, summarize
 from sst.report import collect, contamination, from_project, rank, write_report
 from sst.sweep import read_models, run_online, task_parameters
-from tests.conftest import train_overrides
+from tests.conftest import isolate, train_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,12 +134,7 @@ def local_sweep(
     report = tmp / "report"
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
-        # what conftest's per-test isolation does, for this module-wide fixture
-        mp.setenv("SST_CACHE_DIR", str(tmp / "sst-cache"))
-        mp.setenv("CLEARML_CACHE_DIR", str(tmp / "clearml-cache"))
-        mp.setenv("CLEARML_OFFLINE_MODE", "1")
-        mp.setenv("CLEARML_CONFIG_FILE", str(tmp / "no-clearml.conf"))
-        mp.delenv("CLEARML_API_HOST", raising=False)
+        clearml = isolate(mp, tmp)
         code = main(
             [
                 "sweep",
@@ -161,7 +156,7 @@ def local_sweep(
         "models": models,
         "runs": tmp / "runs",
         "report": report,
-        "clearml": tmp / "clearml-cache",
+        "clearml": clearml,
     }
 
 
