@@ -285,8 +285,9 @@ def _as_overrides(cfg: Config) -> list[str]:
 def check_split(cfg: Config, recorded_sha: str) -> None:
     """The split the run used, byte for byte: its manifest sha256 and every file in it. Made
     from the recorded sources (sha256-checked) when the folder is missing."""
-    from sst.data.pipeline import ensure_split, read_split
+    from sst.data.pipeline import ensure_split
     from sst.data.sources import sha256_file
+    from sst.data.versioning import verify
 
     folder = Path(cfg.train.split)
     ensure_split(cfg)
@@ -304,7 +305,7 @@ def check_split(cfg: Config, recorded_sha: str) -> None:
             path=manifest,
             fix="replay with the split the run used",
         )
-    read_split(folder)  # every file against the manifest: a tampered file is refused here
+    verify(folder)  # every file against the manifest: a tampered file is refused here
 
 
 def replay_online(task_id: str, queue: str) -> tuple[Recorded, Recorded, Verdict]:
