@@ -27,6 +27,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +37,13 @@ from sst.config import Config, ModelConfig, TrainConfig, load_config
 from sst.errors import SstError
 
 # a bare key in models.txt → its section (keys that exist in both sections must be written dotted)
-_SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+_FIELDS = {
+    section: [f.name for f in dataclasses.fields(cls)]
+    for section, cls in (("model", ModelConfig), ("train", TrainConfig))
+}
+_SEEN = Counter(name for names in _FIELDS.values() for name in names)
 SHORT_KEYS = {
-    f.name: f"{section}.{f.name}"
-    for section, cls in _SECTIONS.items()
-    for f in dataclasses.fields(cls)
-    if sum(f.name in {g.name for g in dataclasses.fields(c)} for c in _SECTIONS.values()) == 1
+    n: f"{section}.{n}" for section, names in _FIELDS.items() for n in names if _SEEN[n] == 1
 }
 SWEEP_ENV = "SST_SWEEP_ID"  # `sst train` tags its ClearML task with it
 
