@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
+# The image's user (uid 1000) reads the mounted checkout, and in the devcontainer writes
+# sst.egg-info into it: a clone made in a `mktemp -d` folder is 0700, so open it first.
+chmod a+rwx "$PWD"
 DOCKER=$(scripts/docker-engine.sh)
 echo "docker stage: engine up ($($DOCKER version --format '{{.Server.Version}}'))"
 # Sentinel secrets in the build's environment: tests/test_image.py proves none reaches the image
@@ -54,7 +57,6 @@ echo "docker stage: image checks done at $(( $(date +%s) - t0 )) s"
 # The devcontainer, as VS Code builds it: @devcontainers/cli build, up, exec make test.
 command -v devcontainer >/dev/null || npm install -g --silent @devcontainers/cli@0.89.0 >/dev/null
 export SST_BASE_IMAGE=$(DOCKER=$DOCKER scripts/base-image.sh)
-chmod a+rwx "$PWD"  # the container user (uid 1000) writes sst.egg-info for the editable install
 dc=(--workspace-folder . --docker-path "$DOCKER")
 DOCKER_BUILDKIT=1 devcontainer build "${dc[@]}" --image-name sst:dev >/tmp/devcontainer-build.log 2>&1 \
   || { tail -20 /tmp/devcontainer-build.log; exit 1; }
