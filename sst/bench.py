@@ -18,8 +18,10 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 from sst.config import Config
-from sst.data import split as S
-from sst.data.pipeline import fetch_sources, load_table
+from sst.data import N_CLASSES
+from sst.data import split as tree_split
+from sst.data.pipeline import fetch_sources, load_table, read_split
+from sst.repro import configure_determinism, seed_everything
 
 
 def _best_of(fn: Callable[[], object], repeat: int = 3) -> float:
@@ -34,10 +36,10 @@ def _best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 def bench_split(cfg: Config, n_seeds: int, n_peer: int, out_md: Path | None = None) -> int:
     table = load_table(cfg, fetch_sources(cfg))
     frame = table.frame
-    index = S.SentenceIndex.of(frame)
+    index = tree_split.SentenceIndex.of(frame)
     fraction = cfg.split.test_fraction
     seeds = np.arange(n_seeds, dtype=np.int64)
-    ours = _best_of(lambda: S.seed_distances(index, seeds, fraction))
+    ours = _best_of(lambda: tree_split.seed_distances(index, seeds, fraction))
 
     labels = frame["label"].to_numpy()
     sentence = frame["sentence_id"]
@@ -46,14 +48,16 @@ def bench_split(cfg: Config, n_seeds: int, n_peer: int, out_md: Path | None = No
 
     def peer() -> None:
         for i, seed in enumerate(peer_seeds):
-            test_ids = index.ids[S.test_mask(index, int(seed), fraction)]
+            test_ids = index.ids[tree_split.test_mask(index, int(seed), fraction)]
             in_test = sentence.isin(test_ids).to_numpy()
             peer_dist[i] = wasserstein_distance(labels[~in_test], labels[in_test])
 
     peer_time = _best_of(peer, repeat=1)
     ours_per_seed = ours / n_seeds
     peer_per_seed = peer_time / n_peer
-    agree = np.allclose(S.seed_distances(index, peer_seeds, fraction), peer_dist, atol=1e-12)
+    agree = np.allclose(
+        tree_split.seed_distances(index, peer_seeds, fraction), peer_dist, atol=1e-12
+    )
     text = "\n".join(
         [
             f"{len(frame)} phrases, {len(index)} sentences, test fraction {fraction}",
@@ -83,15 +87,13 @@ def _subset(frame: Any, n: int, seed: int) -> Any:
 def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     """Training and inference throughput: our loop (random, stratified) vs HF Trainer (dynamic
     padding, group_by_length) and a length-sorted HF pipeline, same model/data/threads/batch."""
-    import torch
+    import torch  # torch, Lightning and the model modules: only for this benchmark
 
-    from sst.data.pipeline import read_split
     from sst.model.datamodule import pad_id
-    from sst.model.module import load_pretrained, resolve_model
-    from sst.repro import configure_determinism
+    from sst.model.module import load_pretrained
 
     t = cfg.train
-    configure_determinism(t.seed, t.threads)
+    configure_determinism(t.threads)
     parts, _ = read_split(t.split)
     frame = _subset(parts["train"], n_phrases, t.seed)
     texts = frame["text"].tolist()
@@ -108,7 +110,7 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         rate, tokens, waste = _ours_train(cfg, enc, labels, lengths, mode, pad_token)
         rows.append((f"ours, {mode} (length-bucketed)", rate, tokens, f"padding {waste:.1%}"))
     for strategy in ("random", "group_by_length"):
-        rate = _hf_train(resolve_model(cfg.model.name), tokenizer, enc, labels, t, strategy)
+        rate = _hf_train(cfg, tokenizer, enc, labels, strategy)
         rows.append(
             (f"HF Trainer, dynamic padding, {strategy}", rate, rate * float(lengths.mean()), "")
         )
@@ -155,7 +157,6 @@ def _ours_train(
     pad_token: int,
 ) -> tuple[float, float, float]:
     import lightning as L
-    import torch
     from torch.utils.data import DataLoader
 
     from sst.model.datamodule import Collate
@@ -174,7 +175,7 @@ def _ours_train(
         batch_sampler=sampler,
         collate_fn=Collate(pad_token),
     )
-    module = SstClassifier(model_name=cfg.model.name, pooling=cfg.model.pooling, lr=t.lr)
+    module = SstClassifier.from_config(cfg)
     trainer = L.Trainer(
         max_epochs=1,
         logger=False,
@@ -184,7 +185,7 @@ def _ours_train(
         use_distributed_sampler=False,
         deterministic=True,
     )
-    torch.manual_seed(t.seed)
+    seed_everything(t.seed)
     tokens = int(lengths[np.concatenate(sampler.epoch_batches(0))].sum())
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
@@ -193,7 +194,7 @@ def _ours_train(
 
 
 def _hf_train(
-    path: str, tokenizer: Any, enc: list[list[int]], labels: np.ndarray, t: Any, strategy: str
+    cfg: Config, tokenizer: Any, enc: list[list[int]], labels: np.ndarray, strategy: str
 ) -> float:
     import tempfile
 
@@ -204,8 +205,13 @@ def _hf_train(
         TrainingArguments,
     )
 
+    from sst.model.module import resolve_model
+
+    t = cfg.train
     data = [{"input_ids": x, "labels": int(y)} for x, y in zip(enc, labels, strict=True)]
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=5)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model(cfg.model.name), revision=cfg.model.revision, num_labels=N_CLASSES
+    )
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp,
@@ -236,11 +242,10 @@ def _hf_train(
 def _ours_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
     import torch
 
+    from sst.model.inference import Predictor
     from sst.model.module import SstClassifier
-    from sst.predict import Predictor
 
-    model = SstClassifier(model_name=cfg.model.name, pooling=cfg.model.pooling)
-    predictor = Predictor(model, tokenizer, cfg.model.max_length)  # the real predict path
+    predictor = Predictor(SstClassifier.from_config(cfg), tokenizer, cfg.model.max_length)
     with torch.inference_mode():
         t0 = time.perf_counter()
         predictor.probabilities(texts, batch_size=cfg.train.eval_batch_size)
@@ -253,7 +258,7 @@ def _hf_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
     from sst.model.module import resolve_model
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model(cfg.model.name), num_labels=5
+        resolve_model(cfg.model.name), revision=cfg.model.revision, num_labels=N_CLASSES
     )
     pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
     ordered = sorted(texts, key=len)  # length-sorted: the peer's best case

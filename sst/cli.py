@@ -1,15 +1,17 @@
-"""The `sst` command: argument parsing only; every verb calls a function of the core.
+"""The `sst` command: argument parsing and dispatch; each verb is one call into the core, which
+also prints its result. Heavy libraries (torch, transformers, ClearML) load only in the verb
+that needs them, so `sst --help` is instant.
 
-sst --help
-sst <verb> --help
+    sst --help
+    sst <verb> --help
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sst.errors import SstError
@@ -34,96 +36,44 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from sst.data.pipeline import fetch_sources, load_table
-    from sst.data.stats import class_counts
+    from sst.prepare import print_data
 
-    cfg = _load(args)
-    fetched = fetch_sources(cfg)
-    for f in fetched:
-        print(f"source   {f.uri}\n  path   {f.path}\n  sha256 {f.sha256}")
-        if f.content_sha256 != f.sha256:
-            print(f"  content sha256 {f.content_sha256}")
-    table = load_table(cfg, fetched)
-    frame = table.frame
-    print(
-        f"format {cfg.data.format}, dedup {cfg.data.dedup}: {len(frame)} phrases, "
-        f"{frame['sentence_id'].nunique()} sentences"
-    )
-    if (frame["label"] >= 0).all():
-        print(f"class counts (0..4): {class_counts(frame)}")
-    for meta in table.meta["files"]:
-        if meta.get("missing_sentence_ids"):
-            print(f"absent sentence ids: {meta['missing_sentence_ids']}")
-        if meta.get("empty_phrase_ids"):
-            print(f"empty (single-space) phrase ids kept as is: {meta['empty_phrase_ids']}")
+    print_data(_load(args))
     return 0
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from sst.data.pipeline import run_split
+    from sst.prepare import split_and_print
 
-    cfg = _load(args)
-    t0 = time.perf_counter()
-    result = run_split(cfg, force=args.force)
-    m = result.manifest
-    rec = m["split"]
-    print(f"split {result.out} ({result.status}, {time.perf_counter() - t0:.1f} s)")
-    if rec["mode"] == "search":
-        lo, hi = rec["candidate_seeds"]
-        print(
-            f"chosen seed {rec['seed']} of {lo}..{hi}: Wasserstein {rec['distance']:.6f} "
-            f"(scipy {rec['scipy_distance']:.6f})"
-        )
-        print(f"original seed {rec['original_seed']}: Wasserstein {rec['original_distance']:.6f}")
-    else:
-        print(f"canonical split kept; train+dev vs test Wasserstein {rec['test_distance']:.6f}")
-    print(f"{'split':6} {'sentences':>9} {'phrases':>8}  class counts 0..4 (roots)")
-    for name, c in m["counts"].items():
-        print(
-            f"{name:6} {c['sentences']:>9} {c['phrases']:>8}  {c['class_counts']} "
-            f"({c['root_class_counts']})"
-        )
-    shared = rec["overlap"]["shared_sentence_texts"]
-    if shared:
-        print(
-            f"note: identical full-sentence texts across splits (kept, listed in the manifest): "
-            f"{shared}"
-        )
-    for name, path in result.plots.items():
-        print(f"plot   {name}: {path}")
-    print(result.tracking or "ClearML tracking disabled (tracking.enabled=false)")
+    split_and_print(_load(args), force=args.force)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sst.train import load_run_config, print_summary, train
+    from sst import runs
+    from sst.config import load_config
+    from sst.prepare import ensure_split
+    from sst.server import remote_overrides
+    from sst.train import print_summary, train
 
     if args.resume:
-        run = Path(args.resume)
-        if not run.name.endswith(".partial") and Path(f"{run}.partial").is_dir():
-            run = Path(f"{run}.partial")
         if args.config or args.overrides:
             raise SstError(
                 "--resume takes the run's recorded config",
                 fix="drop --config and key=value arguments",
             )
-        cfg = load_run_config(run)
-        result = train(cfg, resume=run)
+        run = runs.partial_folder(Path(args.resume))
+        result = train(runs.load_run_config(run), resume=run)
     else:
-        from sst.config import load_config
-        from sst.tracking import remote_overrides
-
         # executed by a clearml-agent (a sweep's clone): the task's parameters win
-        result = train(load_config(args.config, [*args.overrides, *remote_overrides()]))
+        cfg = load_config(args.config, [*args.overrides, *remote_overrides()])
+        ensure_split(cfg)  # an agent's fresh clone or a new machine: made from the sources
+        result = train(cfg)
     print_summary(result)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sst.predict import format_one, predict_file, predict_texts
 
     run = Path(args.run)
@@ -158,8 +108,6 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sst.bench import bench_split, bench_train
 
     cfg = _load(args)
@@ -170,9 +118,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sst.report import print_top, sweep_rows, write_report
+    from sst.runs import SWEEP_RECORD
     from sst.sweep import sweep
 
     if args.local == bool(args.queue):
@@ -189,7 +136,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     failed = [o for o in outcomes if o.status == "failed"]
     print(
-        f"sweep record {sweep_dir / 'sweep.json'}: {len(outcomes) - len(failed)} ok, "
+        f"sweep record {sweep_dir / SWEEP_RECORD}: {len(outcomes) - len(failed)} ok, "
         f"{len(failed)} failed"
     )
     if args.local:
@@ -203,14 +150,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sst.report import collect, parse_by, print_top, write_report
+    from sst.ranking import parse_by
+    from sst.report import collect, from_project, print_top, write_report
 
     parse_by(args.by)  # a bad --by fails before anything is read
     if args.tag:
-        from sst.report import from_project
-
         rows = from_project(args.project, args.tag)
     else:
         rows = collect([Path(p) for p in args.runs])
@@ -222,8 +166,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sst.ensemble import ensemble, select
     from sst.report import collect, print_top
 
@@ -241,8 +183,6 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sst.replay import replay, replay_online
 
     if args.queue:
@@ -268,6 +208,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sst.ranking import BALANCED_RULE, BY_HELP
+
     parser = argparse.ArgumentParser(
         prog="sst",
         description="Fine-tune BERT-like encoders on SST-5; every run tracked and replayable.",
@@ -353,10 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "report",
         help="leaderboard of run folders: Markdown, HTML, JSON, confusion-matrix grid",
-        description="Rank runs by --by: balanced (>= 50%% precision in every class and most "
-        "errors on a neighbouring class, then macro-F1) or any metric "
-        "[root.|phrase.]accuracy|macro_f1|micro_f1|min_class_precision|within_one|mae|qwk|"
-        "polarity_flip_rate. Flags checkpoints fine-tuned on SST/GLUE (contamination risk).",
+        description=f"Rank runs by --by: {BY_HELP}. {BALANCED_RULE}, qualifying runs first by "
+        "macro-F1. Flags checkpoints fine-tuned on SST/GLUE (contamination risk).",
     )
     p.add_argument("runs", nargs="*", default=["runs"], help="runs/ folders or runs/<id>")
     p.add_argument("--by", default="balanced", help="ranking criterion (default balanced)")

@@ -14,18 +14,26 @@ import hashlib
 import json
 import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from sst.errors import SstError
 
+# The choice fields: a value outside these is refused when the config is built, naming the key.
+DataFormat = Literal["kaggle", "ptb"]
+Dedup = Literal["none", "sentence", "global"]
+SplitMode = Literal["search", "canonical"]
+Pooling = Literal["cls", "mean"]
+Scheduler = Literal["linear", "cosine", "constant", "one_cycle"]
+Precision = Literal["auto", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
 
-def _f(default: Any, help: str) -> Any:
+
+def option(default: Any, help: str) -> Any:
+    """A config field: its default and the help text `sst config` prints."""
     if isinstance(default, list | tuple):
         return field(default_factory=lambda: tuple(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
@@ -33,80 +41,86 @@ def _f(default: Any, help: str) -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = _f("kaggle", "source format: kaggle (phrase TSV) or ptb (SST trees)")
-    sources: tuple[str, ...] = _f(
+    format: DataFormat = option(
+        "kaggle", "source format: kaggle (the phrase TSV), ptb (the SST trees)"
+    )
+    sources: tuple[str, ...] = option(
         (), "files to read: local paths, http(s):// URLs or s3://bucket/key (zip: uri#member)"
     )
-    sha256: tuple[str, ...] = _f(
+    sha256: tuple[str, ...] = option(
         (), "expected sha256 per source (of the file, or of a gzip's content); '' = unchecked"
     )
-    dedup: str = _f("none", "none (every node) | sentence (unique per sentence) | global")
+    dedup: Dedup = option(
+        "none", "none: every node; sentence: a text once per sentence; global: once"
+    )
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    mode: str = _f("search", "search (Wasserstein seed search) | canonical (PTB train/dev/test)")
-    test_fraction: float = _f(0.2, "fraction of sentences held out for test (search mode)")
-    n_seeds: int = _f(10000, "candidate seeds tried by the search")
-    first_seed: int = _f(0, "first candidate seed (candidates are first_seed .. +n_seeds-1)")
-    val_fraction: float = _f(0.1, "fraction of train sentences held out for validation (0: none)")
-    folds: int = _f(0, "k-fold cross-validation over train sentences instead of val_fraction")
-    fold: int = _f(0, "which fold (0..folds-1) is the validation set")
-    stratify: bool = _f(True, "stratify the train/validation split by root label")
-    seed: int = _f(0, "seed of the train/validation split")
-    out: str = _f("splits/kaggle", "output folder (written once; --force replaces it)")
+    mode: SplitMode = option("search", "search: Wasserstein seed search; canonical: PTB's own")
+    test_fraction: float = option(0.2, "fraction of sentences held out for test (search mode)")
+    n_seeds: int = option(10000, "candidate seeds tried by the search")
+    first_seed: int = option(0, "first candidate seed (candidates are first_seed .. +n_seeds-1)")
+    val_fraction: float = option(
+        0.1, "fraction of train sentences held out for validation (0: none)"
+    )
+    folds: int = option(0, "k-fold cross-validation over train sentences instead of val_fraction")
+    fold: int = option(0, "which fold (0..folds-1) is the validation set")
+    stratify: bool = option(True, "stratify the train/validation split by root label")
+    seed: int = option(0, "seed of the train/validation split")
+    out: str = option("splits/kaggle", "output folder (written once; --force replaces it)")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _f(
+    name: str = option(
         "minilm",
         "encoder: 'minilm' (the embedded all-MiniLM-L6-v2), a hub id, or a local folder",
     )
-    revision: str = _f("main", "hub revision (branch, tag or commit) to pin")
-    pooling: str = _f("mean", "sentence vector: cls (first token) or mean (masked mean)")
-    dropout: float = _f(0.1, "dropout before the classification layer")
-    freeze_backbone: bool = _f(False, "train only the classification layer")
-    max_length: int = _f(128, "tokens per phrase at most (SST phrases: p95 22, max ~70)")
+    revision: str = option("main", "hub revision (branch, tag or commit) to pin")
+    pooling: Pooling = option("mean", "sentence vector: cls (first token) or mean (masked mean)")
+    dropout: float = option(0.1, "dropout before the classification layer")
+    freeze_backbone: bool = option(False, "train only the classification layer")
+    max_length: int = option(128, "tokens per phrase at most (SST phrases: p95 22, max ~70)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    split: str = _f("splits/ptb", "split folder written by `sst split` (verified on read)")
-    sampling: str = _f(
+    split: str = option("splits/ptb", "split folder written by `sst split` (verified on read)")
+    sampling: str = option(
         "stratified:4,alternate:4",
         "per-epoch class balance: random|stratified|alternate|alpha=A with :epochs, comma-joined",
     )
-    epoch_size: int = _f(0, "draws per epoch (0: the number of training phrases)")
-    batch_size: int = _f(32, "training batch size")
-    eval_batch_size: int = _f(128, "evaluation batch size")
-    lr: float = _f(5e-5, "peak learning rate (AdamW)")
-    weight_decay: float = _f(0.01, "AdamW weight decay (never on bias and LayerNorm)")
-    scheduler: str = _f("linear", "linear | cosine (both with warmup) | constant | one_cycle")
-    warmup_ratio: float = _f(0.06, "share of steps spent warming up (linear, cosine)")
-    grad_clip: float = _f(1.0, "gradient-norm clipping (0: off)")
-    precision: str = _f("auto", "auto (bf16/16-mixed on a GPU, 32 on CPU) or a Lightning value")
-    seed: int = _f(0, "seed of everything: sampler, dropout, head init")
-    threads: int = _f(2, "torch CPU threads (part of the result: recorded in the fingerprint)")
-    num_workers: int = _f(0, "DataLoader worker processes (seeded)")
-    val_sentences: int = _f(0, "validate on this many val sentences (seeded subset; 0: all)")
-    test_sentences: int = _f(
+    epoch_size: int = option(0, "draws per epoch (0: the number of training phrases)")
+    batch_size: int = option(32, "training batch size")
+    eval_batch_size: int = option(128, "evaluation batch size")
+    lr: float = option(5e-5, "peak learning rate (AdamW)")
+    weight_decay: float = option(0.01, "AdamW weight decay (never on bias and LayerNorm)")
+    scheduler: Scheduler = option("linear", "learning-rate schedule (linear, cosine: warmup first)")
+    warmup_ratio: float = option(0.06, "share of steps spent warming up (linear, cosine)")
+    grad_clip: float = option(1.0, "gradient-norm clipping (0: off)")
+    precision: Precision = option("auto", "auto: bf16/16-mixed on a GPU, 32-true on CPU")
+    seed: int = option(0, "seed of everything: sampler, dropout, head init")
+    threads: int = option(2, "torch CPU threads (part of the result: recorded in the fingerprint)")
+    num_workers: int = option(0, "DataLoader worker processes (seeded)")
+    val_sentences: int = option(0, "validate on this many val sentences (seeded subset; 0: all)")
+    test_sentences: int = option(
         0, "score on this many test sentences (one fixed subset for every run; 0: all)"
     )
-    checkpoint_every: int = _f(0, "save checkpoints/last.ckpt every N steps (0: every epoch)")
-    runs_dir: str = _f("runs", "where run folders are written")
+    checkpoint_every: int = option(0, "save checkpoints/last.ckpt every N steps (0: every epoch)")
+    runs_dir: str = option("runs", "where run folders are written")
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    project: str = _f("sst", "ClearML project")
-    enabled: bool = _f(True, "record the command as a ClearML task (offline without a server)")
-    monitor_resources: bool = _f(True, "let ClearML sample CPU/GPU/memory during training")
+    project: str = option("sst", "ClearML project")
+    enabled: bool = option(True, "record the command as a ClearML task (offline without a server)")
+    monitor_resources: bool = option(True, "let ClearML sample CPU/GPU/memory during training")
 
 
 @dataclass(frozen=True)
 class Config:
-    name: str = _f("sst", "experiment name (ClearML task name)")
+    name: str = option("sst", "experiment name (ClearML task name)")
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data source"})
     split: SplitConfig = field(default_factory=SplitConfig, metadata={"help": "splits"})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the encoder"})
@@ -186,8 +200,16 @@ def _coerce(tp: Any, value: Any, key: str, where: tuple[str | None, int | None])
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
         raise bad()
-    if isinstance(tp, types.UnionType):
-        return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed:
+            return value
+        raise SstError(
+            f"{key}={value!r} is not one of {', '.join(allowed)}",
+            path=where[0],
+            line=where[1],
+            fix=f"set {key} to one of {', '.join(allowed)}",
+        )
     raise bad()
 
 
@@ -282,6 +304,10 @@ def describe(cls: type = Config, prefix: str = "") -> list[str]:
             continue
         factory: Any = f.default_factory
         default = f.default if f.default is not dataclasses.MISSING else factory()
-        name = getattr(tp, "__name__", str(tp))
+        name = (
+            "|".join(typing.get_args(tp))
+            if typing.get_origin(tp) is Literal
+            else getattr(tp, "__name__", str(tp))
+        )
         out.append(f"{prefix}{f.name} ({name}, default {default!r}): {f.metadata.get('help', '')}")
     return out

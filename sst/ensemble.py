@@ -14,38 +14,28 @@ members, their models and weight sha256 — so ``sst report`` ranks it beside si
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from sst import runs
+from sst.data.stats import save_png
 from sst.errors import SstError
-
-PROBS = [f"p{c}" for c in range(5)]
+from sst.figures import plot_test_confusion
+from sst.model.metrics import confusion, summarize
+from sst.ranking import rank, run_row
 
 
 def select(runs_dir: Path, top: int, by: str) -> list[Path]:
-    """The ``top`` completed single runs in ``runs_dir`` by ``by`` on the validation set."""
-    from sst.report import _row_from_run, rank
-
-    folders = (
-        sorted(
-            p
-            for p in runs_dir.iterdir()
-            if (p / "metrics.json").is_file() and (p / "weights.safetensors").is_file()
-        )
-        if runs_dir.is_dir()
-        else []
-    )
-    rows = []
-    for folder in folders:
-        if "val" not in json.loads((folder / "metrics.json").read_text()):
-            continue
-        rows.append(_row_from_run(folder, stage="val"))
+    """The ``top`` finished single runs in ``runs_dir`` by ``by`` on the validation set."""
+    rows = [
+        run_row(run, stage="val")
+        for run in runs.finished_runs(runs_dir)
+        if run.weights.is_file() and "val" in run.metrics
+    ]
     if len(rows) < max(top, 2):
         raise SstError(
             f"{len(rows)} runs with validation scores, need {max(top, 2)}",
@@ -55,94 +45,61 @@ def select(runs_dir: Path, top: int, by: str) -> list[Path]:
     return [Path(r.path) for r in rank(rows, by)[:top]]
 
 
-def _read(run: Path) -> tuple[Any, dict[str, Any]]:
-    import pandas as pd
-
-    pred, fp_file = run / "predictions.tsv", run / "fingerprint.json"
-    if not pred.is_file() or not fp_file.is_file():
-        raise SstError(
-            "not a completed run (no predictions.tsv / fingerprint.json)",
-            path=run,
-            fix="pass finished runs/<id> folders",
-        )
-    return pd.read_csv(pred, sep="\t"), json.loads(fp_file.read_text())
-
-
-def ensemble(runs: list[Path], out_root: Path, *, by: str = "given") -> Path:
+def ensemble(folders: list[Path], out_root: Path, *, by: str = "given") -> Path:
     """Average the members' test probabilities; write and return the ensemble's run folder."""
-    import pandas as pd
-
-    from sst.data.versioning import dumps
-    from sst.model.metrics import confusion, summarize
-
-    if len(runs) < 2:
+    if len(folders) < 2:
         raise SstError("an ensemble needs at least two runs", fix="pass two or more runs/<id>")
-    frames, prints = zip(*(_read(r) for r in runs), strict=True)
-    first = frames[0]
-    for run, frame, fp in zip(runs[1:], frames[1:], prints[1:], strict=True):
-        if fp["split_manifest_sha256"] != prints[0]["split_manifest_sha256"]:
+    members = [runs.Run.open(f, need=(runs.PREDICTIONS, runs.FINGERPRINT)) for f in folders]
+    first = members[0]
+    split = first.fingerprint["split_manifest_sha256"]
+    for run in members[1:]:
+        if run.fingerprint["split_manifest_sha256"] != split:
             raise SstError(
-                f"trained on another split than {runs[0]}",
-                path=run / "fingerprint.json",
+                f"trained on another split than {first.path}",
+                path=run.path / runs.FINGERPRINT,
                 fix="ensemble runs of the same split only",
             )
-        if not frame["phrase_id"].equals(first["phrase_id"]):
+        if not run.predictions["phrase_id"].equals(first.predictions["phrase_id"]):
             raise SstError(
-                f"predicted other test phrases than {runs[0]}",
-                path=run / "predictions.tsv",
+                f"predicted other test phrases than {first.path}",
+                path=run.path / runs.PREDICTIONS,
                 fix="ensemble runs scored on the same test set",
             )
-    probs = np.mean([f[PROBS].to_numpy(dtype=np.float64) for f in frames], axis=0)
+    probs = np.mean(
+        [run.predictions[list(runs.PROBS)].to_numpy(dtype=np.float64) for run in members], axis=0
+    )
     pred = probs.argmax(axis=1)
-    labels = first["label"].to_numpy()
-    roots = first["is_root"].to_numpy().astype(bool)
+    labels = first.predictions["label"].to_numpy()
+    roots = first.predictions["is_root"].to_numpy().astype(bool)
     test = {
         "phrase": summarize(confusion(labels, pred)),
         "root": summarize(confusion(labels[roots], pred[roots])),
     }
-    for level in test:
-        test[level]["n"] = int(test[level]["n"])
-    weights = [fp["weights_sha256"] for fp in prints]
+    weights = [run.fingerprint["weights_sha256"] for run in members]
     ident = hashlib.sha256("\n".join(weights).encode()).hexdigest()
-    name = f"ensemble-{len(runs)}-{ident[:8]}"
+    name = f"ensemble-{len(members)}-{ident[:8]}"
+    models = [run.fingerprint["model"] for run in members]
     fingerprint = {
         "config_sha256": ident,
-        "members": [r.name for r in runs],
-        "member_models": [fp["model"] for fp in prints],
+        "members": [run.name for run in members],
+        "member_models": models,
         "member_weights_sha256": weights,
         "chosen_by": by,
-        "model": f"ensemble({', '.join(fp['model'] for fp in prints)})",
-        "split_manifest_sha256": prints[0]["split_manifest_sha256"],
+        "model": f"ensemble({', '.join(models)})",
+        "split_manifest_sha256": split,
     }
-    frame = pd.DataFrame(
-        {
-            **{c: first[c] for c in ("phrase_id", "sentence_id", "is_root", "label")},
-            "pred": pred,
-            **{p: np.round(probs[:, i], 6) for i, p in enumerate(PROBS)},
-        }
-    )
     final = out_root / name
     if final.exists():
         raise SstError("this ensemble exists already", path=final, fix="delete it to redo it")
     out_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{name}.", suffix=".partial", dir=out_root))
+    work = Path(tempfile.mkdtemp(prefix=f"{name}.", suffix=runs.PARTIAL, dir=out_root))
     try:
-        (work / "metrics.json").write_text(dumps({"test": test, "weights_sha256": None}))
-        (work / "fingerprint.json").write_text(dumps(fingerprint))
-        frame.to_csv(work / "predictions.tsv", sep="\t", index=False)
-        _plot(test, name, work / "confusion_matrix.png")
+        runs.write_json(work / runs.METRICS, {"test": test, "weights_sha256": None})
+        runs.write_json(work / runs.FINGERPRINT, fingerprint)
+        runs.write_predictions(work / runs.PREDICTIONS, first.predictions, probs)
+        save_png(plot_test_confusion(test, name), work / runs.CONFUSION_PNG)
         os.replace(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return final
-
-
-def _plot(test: dict[str, Any], name: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from sst.figures import plot_test_confusion
-
-    fig = plot_test_confusion(test, name)
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)

@@ -1,6 +1,8 @@
 """Figures of a run: the confusion matrix (counts annotated, colour = row share).
 
-python -c "from sst.figures import plot_confusion"
+    python -c "from sst.figures import plot_confusion"   # drawn by train, ensemble and report
+
+Saved with :func:`sst.data.stats.save_png` (no version metadata: equal figures, equal bytes).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sst.data.formats import LABELS
+from sst.data import LABELS
+from sst.model.metrics import LEVELS
 
 SHORT = ("neg", "s.neg", "neu", "s.pos", "pos")
 
@@ -58,7 +61,7 @@ def plot_test_confusion(test: dict[str, Any], name: str) -> Any:
     return plot_confusion(
         {
             f"test {level} (n={test[level]['n']})": test[level]["confusion_matrix"]
-            for level in ("phrase", "root")
+            for level in LEVELS
         },
         f"{name}: test accuracy root {test['root']['accuracy']:.3f}, "
         f"phrase {test['phrase']['accuracy']:.3f}",

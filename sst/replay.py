@@ -24,9 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sst import runs, server
 from sst.config import Config, load_config
+from sst.data.sources import sha256_file
+from sst.data.versioning import MANIFEST, verify
 from sst.errors import SstError
-from sst.tracking import REDACTED
+from sst.model.metrics import HEADLINE, LEVELS
+from sst.prepare import ensure_split
+from sst.tracking import REDACTED, parameters_to_overrides
 
 # Fingerprint fields (flattened with "/") and why a difference in them matters.
 INPUTS = {
@@ -39,8 +44,6 @@ INPUTS = {
 }
 EXPECTED = {
     "threads": "CPU thread count changes the order of floating-point reductions",
-    "determinism/threads": "CPU thread count changes the order of floating-point reductions",
-    "environment/threads": "CPU thread count changes the order of floating-point reductions",
     "environment/cuda_available": "CPU vs GPU kernels",
     "environment/devices": "another GPU model (architecture) runs other kernels",
     "environment/torch": "another torch build",
@@ -54,7 +57,7 @@ EXPECTED = {
     "environment/lock_sha256": "another locked environment",
     "environment/lock_drift": "installed packages differ from the lock",
 }
-MAY = {  # differences that change results only if the code that changed is on the run's path
+MAY_BREAK = {  # differences that change results only if the code that changed is on the run's path
     "git/commit": "another version of the kit's code",
     "git/diff_sha256": "uncommitted changes to the kit's code",
 }
@@ -75,6 +78,11 @@ class Recorded:
     config: Config
     fingerprint: dict[str, str]  # flattened, values as text
     metrics: dict[str, float] = field(default_factory=dict)  # "test/root/accuracy" → value
+
+    def __post_init__(self) -> None:
+        self.fingerprint = {
+            k: v for k, v in self.fingerprint.items() if k not in runs.LEGACY_DUPLICATES
+        }
 
     @property
     def weights(self) -> str:
@@ -103,39 +111,24 @@ def _normal(value: str) -> str:
 
 
 def _metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    from sst.model.metrics import HEADLINE
-
     return {
         f"{stage}/{level}/{key}": float(metrics[stage][level][key])
         for stage in ("val", "test")
         if stage in metrics
-        for level in ("phrase", "root")
+        for level in LEVELS
         if level in metrics[stage]
         for key in HEADLINE
+        if key in metrics[stage][level]
     }
 
 
 def from_run(folder: Path) -> Recorded:
-    for name in ("config.yaml", "fingerprint.json"):
-        if not (folder / name).is_file():
-            hint = "finish it with sst train --resume" if folder.name.endswith(".partial") else ""
-            raise SstError(
-                f"not a finished run (no {name})", path=folder, fix=hint or "pass runs/<id>"
-            )
-    metrics_file = folder / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    return Recorded(
-        str(folder),
-        load_config(folder / "config.yaml"),
-        flatten(json.loads((folder / "fingerprint.json").read_text())),
-        _metrics(metrics),
-    )
+    run = runs.Run.open(folder, need=(runs.CONFIG, runs.FINGERPRINT))
+    return Recorded(str(folder), run.config, flatten(run.fingerprint), _metrics(run.metrics))
 
 
 def from_parameters(source: str, params: dict[str, str], single: dict[str, float]) -> Recorded:
     """From a task's flat parameters (``config/…``, ``fingerprint/…``) and its single values."""
-    from sst.tracking import parameters_to_overrides
-
     cfg = load_config(None, parameters_to_overrides(params))
     fingerprint = {
         k.removeprefix("fingerprint/"): str(v)
@@ -247,14 +240,14 @@ def compare(a: Recorded, b: Recorded) -> Verdict:
             why = f"input: {INPUTS[key]}"
         elif key in EXPECTED:
             why = f"expected to break bit-identity: {EXPECTED[key]}"
-        elif key in MAY:
-            why = f"may break bit-identity: {MAY[key]}"
+        elif key in MAY_BREAK:
+            why = f"may break bit-identity: {MAY_BREAK[key]}"
         elif key.startswith("determinism/"):
             why = "determinism setting"
         else:
             why = "recorded, not known to matter"
         diffs.append((key, va, vb, why))
-    order = {k: i for i, k in enumerate([*INPUTS, *EXPECTED, *MAY])}
+    order = {k: i for i, k in enumerate([*INPUTS, *EXPECTED, *MAY_BREAK])}
     diffs.sort(key=lambda d: (order.get(d[0], len(order)), d[0]))
     deltas = {k: b.metrics[k] - a.metrics[k] for k in sorted(set(a.metrics) & set(b.metrics))}
     identical = bool(a.weights) and a.weights == b.weights
@@ -266,14 +259,14 @@ def replay(
 ) -> tuple[Recorded, Recorded, Verdict]:
     """Re-run a recorded run here (its config, plus ``overrides`` when testing what breaks
     identity) into ``<runs_dir>/replays/``, then compare. The split must be the recorded one."""
-    from sst.train import train
+    from sst.train import train  # torch and Lightning: only when something trains
 
     rec = load(source)
     cfg = rec.config
     if overrides:
         cfg = load_config(None, [*_as_overrides(cfg), *overrides])
     check_split(cfg, rec.fingerprint.get("split_manifest_sha256", ""))
-    result = train(cfg, runs_dir=out_root or Path(cfg.train.runs_dir) / "replays")
+    result = train(cfg, runs_dir=out_root or Path(cfg.train.runs_dir) / runs.REPLAYS)
     new = from_run(result.run_dir)
     return rec, new, compare(rec, new)
 
@@ -285,13 +278,9 @@ def _as_overrides(cfg: Config) -> list[str]:
 def check_split(cfg: Config, recorded_sha: str) -> None:
     """The split the run used, byte for byte: its manifest sha256 and every file in it. Made
     from the recorded sources (sha256-checked) when the folder is missing."""
-    from sst.data.pipeline import ensure_split
-    from sst.data.sources import sha256_file
-    from sst.data.versioning import verify
-
     folder = Path(cfg.train.split)
     ensure_split(cfg)
-    manifest = folder / "manifest.json"
+    manifest = folder / MANIFEST
     if not manifest.is_file():
         raise SstError(
             "the run's split is not here",
@@ -310,12 +299,10 @@ def check_split(cfg: Config, recorded_sha: str) -> None:
 
 def replay_online(task_id: str, queue: str) -> tuple[Recorded, Recorded, Verdict]:
     """Server: clone the task (same image, same parameters), enqueue it, wait, compare."""
-    from sst.tracking import clone_task, task_record, wait_for
-
-    original = from_parameters(task_id, *task_record(task_id))
-    clone_id = clone_task(task_id, queue)
-    status = wait_for([clone_id])[clone_id]
+    original = from_parameters(task_id, *server.task_record(task_id))
+    clone_id = server.clone_task(task_id, queue)
+    status = server.wait_for([clone_id])[clone_id]
     if status not in ("completed", "closed", "published"):
         raise SstError(f"the replay task {clone_id} ended {status}", fix="see its log in ClearML")
-    new = from_parameters(clone_id, *task_record(clone_id))
+    new = from_parameters(clone_id, *server.task_record(clone_id))
     return original, new, compare(original, new)

@@ -17,6 +17,8 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,7 +187,6 @@ def environment() -> dict[str, Any]:
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         if cuda
         else [],
-        "threads": torch.get_num_threads(),
         "executable": sys.executable,
         "lock": str(lock) if lock else None,
         "lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock else None,
@@ -217,10 +218,13 @@ def _cpu_model() -> str:
 
 def doctor(out: Any = None) -> int:
     """Print the fingerprint and the drift against the lock; 0 when clean, 1 on drift."""
+    import torch
+
     out = out or sys.stdout
     info = environment()
     for key, value in info.items():
         print(f"{key:24} {value}", file=out)
+    print(f"{'threads':24} {torch.get_num_threads()}", file=out)
     if info["lock"] is None:
         print("drift                    no environment.lock found (set SST_LOCK)", file=out)
         return 1
@@ -243,13 +247,14 @@ DETERMINISM_ENV = {
 }
 
 
-def configure_determinism(seed: int, threads: int) -> dict[str, Any]:
-    """The one place that makes a run repeatable; call it first. Returns what it set.
+def configure_determinism(threads: int) -> dict[str, Any]:
+    """The one place that makes a run repeatable; call it first. Returns the flags it set (the
+    fingerprint's ``determinism`` section; the thread count and seed are recorded beside it).
 
     PYTHONHASHSEED only takes effect for a new interpreter (Make and the image set it); the
     others are honoured when set before CUDA or tokenizers start, which is why this runs first.
+    Seeding is separate (:func:`seed_everything`): it must come after the ClearML task starts.
     """
-    import lightning as L
     import torch
 
     for key, value in DETERMINISM_ENV.items():
@@ -259,12 +264,27 @@ def configure_determinism(seed: int, threads: int) -> dict[str, Any]:
     torch.use_deterministic_algorithms(True, warn_only=False)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    L.seed_everything(seed, workers=True, verbose=False)
     return {
-        "seed": seed,
-        "threads": torch.get_num_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED"),
     }
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, torch and DataLoader workers: once, right before fitting, after the
+    ClearML task started (``Task.init`` reseeds every RNG unless told not to)."""
+    import lightning as L
+
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
+@contextmanager
+def seeded_torch(seed: int) -> Iterator[None]:
+    """torch's global RNG seeded with ``seed`` inside, restored after: what is built inside (a
+    model's fresh head) depends on the seed only, not on what ran before."""
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield

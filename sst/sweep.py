@@ -4,11 +4,8 @@
     sst sweep --models models.local.txt --local --resume    # skip completed runs, continue partial
     sst sweep --models models.txt --queue gpu [--wait]      # clone the template task per line
 
-``models.txt``: one model per line — a hub id, a local folder or ``minilm`` — then optional
-``key=value`` overrides (``sampling=stratified:4,alternate:4 lr=3e-5 pooling=mean``; a bare key is
-found in the model or train section, or write ``train.lr=…``), ``#`` comments, blank lines. Every
-line is resolved into a full config (keys, types, values) before anything starts; a bad line is an
-error naming it.
+Every line of ``models.txt`` (see :mod:`sst.zoo`) is resolved into a full config before anything
+starts; a bad line is an error naming it.
 
 Locally each model trains in its own ``sst train`` process (a crash or an out-of-memory kill in one
 does not end the sweep), with its own offline ClearML task tagged with the sweep id; the outcome of
@@ -23,45 +20,20 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from sst.config import Config, ModelConfig, TrainConfig, load_config
+import pandas as pd
+
+from sst import repro, runs, server, tracking
+from sst.config import Config, load_config
 from sst.errors import SstError
-
-# a bare key in models.txt → its section (keys that exist in both sections must be written dotted)
-_FIELDS = {
-    section: [f.name for f in dataclasses.fields(cls)]
-    for section, cls in (("model", ModelConfig), ("train", TrainConfig))
-}
-_SEEN = Counter(name for names in _FIELDS.values() for name in names)
-SHORT_KEYS = {
-    n: f"{section}.{n}" for section, names in _FIELDS.items() for n in names if _SEEN[n] == 1
-}
-SWEEP_ENV = "SST_SWEEP_ID"  # `sst train` tags its ClearML task with it
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One line of models.txt, resolved."""
-
-    line: int
-    model: str
-    overrides: tuple[str, ...]  # dotted key=value, as given
-    name: str
-    cfg: Config
-
-    @property
-    def arguments(self) -> list[str]:
-        """The ``sst train`` overrides that turn the base config into this entry's."""
-        return [f"model.name={self.model}", f"name={self.name}", *self.overrides]
+from sst.zoo import Entry, read_models
 
 
 @dataclass
@@ -78,99 +50,10 @@ class Outcome:
     overrides: list[str] = field(default_factory=list)
 
 
-def entry_name(base: str, model: str, overrides: list[str]) -> str:
-    """``<base>-<model>[-<overrides hash>]``: stable, so --resume finds the same config again."""
-    local = Path(model).expanduser()
-    short = local.name if local.exists() else model
-    name = f"{base}-{re.sub(r'[^A-Za-z0-9]+', '-', short).strip('-').lower()}"
-    if overrides:
-        name += "-" + hashlib.sha256(" ".join(overrides).encode()).hexdigest()[:6]
-    return name
-
-
-def read_models(path: Path, base: Path | None, extra: list[str]) -> list[Entry]:
-    """Every line of ``path`` resolved against the base config (plus ``extra`` overrides)."""
-    if not path.is_file():
-        raise SstError("models file not found", path=path, fix="see models.txt / models.local.txt")
-    base_cfg = load_config(base, extra)
-    entries: list[Entry] = []
-    seen: dict[str, int] = {}
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            tokens = shlex.split(raw, comments=True)
-        except ValueError as e:
-            raise SstError(
-                f"cannot read the line: {e}", path=path, line=lineno, fix="close the quote"
-            ) from None
-        if not tokens:
-            continue
-        model, rest = tokens[0], tokens[1:]
-        if "=" in model:
-            raise SstError(
-                f"the line starts with {model!r}, not a model",
-                path=path,
-                line=lineno,
-                fix="write the model first, then key=value overrides",
-            )
-        overrides = []
-        for item in rest:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise SstError(
-                    f"{item!r} is not key=value",
-                    path=path,
-                    line=lineno,
-                    fix="write e.g. lr=3e-5 or train.sampling=stratified:4",
-                )
-            dotted = key if "." in key else SHORT_KEYS.get(key)
-            if dotted is None:
-                raise SstError(
-                    f"unknown key {key!r}",
-                    path=path,
-                    line=lineno,
-                    fix=f"use one of {', '.join(sorted(SHORT_KEYS))} or section.key",
-                )
-            overrides.append(f"{dotted}={value}")
-        name = entry_name(base_cfg.name, model, overrides)
-        try:
-            cfg = load_config(base, [*extra, f"model.name={model}", f"name={name}", *overrides])
-        except SstError as e:
-            raise SstError(e.what, path=path, line=lineno, fix=e.fix) from None
-        if name in seen:
-            raise SstError(
-                f"the same model and overrides as line {seen[name]}",
-                path=path,
-                line=lineno,
-                fix="delete one of the two lines",
-            )
-        seen[name] = lineno
-        entries.append(Entry(lineno, model, tuple(overrides), name, cfg))
-    if not entries:
-        raise SstError("no models listed", path=path, line=1, fix="add one model per line")
-    return entries
-
-
 def new_sweep_id(models: Path, base: Config) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     digest = hashlib.sha256(models.read_bytes() + base.hash().encode()).hexdigest()[:6]
     return f"sweep-{stamp}-{digest}"
-
-
-def find_run(cfg: Config) -> tuple[Path | None, Path | None]:
-    """(completed run, partial run) in ``cfg.train.runs_dir`` made from exactly this config."""
-    runs = Path(cfg.train.runs_dir)
-    want = cfg.hash()
-    done = partial = None
-    for folder in sorted(runs.glob(f"*-{want[:8]}*"), key=lambda p: p.stat().st_mtime):
-        if folder.name.endswith(".partial"):
-            cfg_file = folder / "config.yaml"
-            if cfg_file.is_file() and load_config(cfg_file).hash() == want:
-                partial = folder
-        elif (folder / "fingerprint.json").is_file() and (
-            json.loads((folder / "fingerprint.json").read_text())["config_sha256"] == want
-        ):
-            done = folder
-    return done, partial
 
 
 def _last_error(log: Path) -> str:
@@ -201,7 +84,7 @@ def run_local(
     n = len(entries)
     for i, e in enumerate(entries, start=1):
         prefix = f"[{i}/{n}] {e.name}"
-        done, partial = find_run(e.cfg)
+        done, partial = runs.find_by_config(e.cfg)
         if resume and done is not None:
             outcomes.append(_outcome(e, "skipped", run_dir=str(done)))
             print(f"{prefix}: already completed in {done} (skipped)", file=out, flush=True)
@@ -228,17 +111,11 @@ def run_local(
                 env=_child_env(sweep_dir),
             )
         seconds = time.perf_counter() - t0
-        done, _ = find_run(e.cfg)
+        done, _ = runs.find_by_config(e.cfg)
         if code == 0 and done is not None:
-            fp = json.loads((done / "fingerprint.json").read_text())
+            task_id = runs.Run(done).fingerprint.get("clearml_task_id")
             outcomes.append(
-                _outcome(
-                    e,
-                    "completed",
-                    run_dir=str(done),
-                    seconds=seconds,
-                    task_id=fp.get("clearml_task_id"),
-                )
+                _outcome(e, "completed", run_dir=str(done), seconds=seconds, task_id=task_id)
             )
             print(f"{prefix}: completed in {seconds:.0f} s → {done}", file=out, flush=True)
         else:
@@ -254,12 +131,12 @@ def _child_env(sweep_dir: Path) -> dict[str, str]:
     that inherits it gets a stub instead of its own task), plus the sweep id for the tags."""
     inherited = ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID", "CLEARML_TASK_ID")
     env = {k: v for k, v in os.environ.items() if k not in inherited}
-    return {**env, SWEEP_ENV: sweep_dir.name}
+    return {**env, tracking.SWEEP_ENV: sweep_dir.name}
 
 
 def write_manifest(sweep_dir: Path, outcomes: list[Outcome], **extra: Any) -> Path:
     """sweep.json, rewritten whole (temp file + rename) after every line."""
-    path = sweep_dir / "sweep.json"
+    path = sweep_dir / runs.SWEEP_RECORD
     old = json.loads(path.read_text()) if path.is_file() else {}
     data = {
         **old,
@@ -275,11 +152,7 @@ def write_manifest(sweep_dir: Path, outcomes: list[Outcome], **extra: Any) -> Pa
 
 def task_parameters(e: Entry) -> dict[str, str]:
     """The clone's parameter overrides: ``config/<section>/<key>`` as `sst train` connects them."""
-    params = {}
-    for item in e.arguments:
-        key, _, value = item.partition("=")
-        params["config/" + key.replace(".", "/")] = value
-    return params
+    return tracking.overrides_to_parameters(e.arguments)
 
 
 def run_online(
@@ -293,11 +166,7 @@ def run_online(
 ) -> list[Outcome]:
     """Clone the template training task once per entry with its overrides, tag, enqueue."""
     out = out or sys.stdout
-    from sst.repro import git_state
-    from sst.tracking import enqueue_sweep, wait_for
-    from sst.train import container_arguments, container_image
-
-    git = git_state()
+    git = repro.git_state()
     if not git.get("remote") or not git.get("commit"):
         raise SstError(
             "an online sweep needs the kit's git remote and commit (agents clone it)",
@@ -305,7 +174,7 @@ def run_online(
         )
     project = entries[0].cfg.tracking.project
     children = [(e.name, task_parameters(e)) for e in entries]
-    ids = enqueue_sweep(
+    ids = server.enqueue_sweep(
         project,
         sweep_id,
         children,
@@ -313,14 +182,12 @@ def run_online(
         repo=git["remote"],
         commit=git["commit"],
         base_config=str(base),
-        image=container_image(),
-        docker_args=container_arguments(),
     )
     outcomes = [_outcome(e, "queued", task_id=i) for e, i in zip(entries, ids, strict=True)]
     for o in outcomes:
         print(f"{o.name}: queued on {queue!r} as task {o.task_id}", file=out, flush=True)
     if wait:
-        final = wait_for(ids, out=out)
+        final = server.wait_for(ids, out=out)
         for o in outcomes:
             o.status = final[o.task_id or ""]
     return outcomes
@@ -342,7 +209,7 @@ def sweep(
     entries = read_models(models, base, extra)
     base_cfg = load_config(base, extra)
     sweep_id = new_sweep_id(models, base_cfg)
-    sweep_dir = Path(base_cfg.train.runs_dir) / "sweeps" / sweep_id
+    sweep_dir = Path(base_cfg.train.runs_dir) / runs.SWEEPS / sweep_id
     sweep_dir.mkdir(parents=True)
     write_manifest(
         sweep_dir,
@@ -364,40 +231,37 @@ def sweep(
             entries, base=base, sweep_id=sweep_id, queue=queue, wait=wait, out=out
         )
     write_manifest(sweep_dir, outcomes)
-    if local and base_cfg.tracking.enabled:
-        _record_sweep_task(base_cfg, sweep_id, models, outcomes)
+    if local:  # online, enqueue_sweep made the controller task
+        with tracking.task(
+            base_cfg.tracking.project,
+            f"sweep {sweep_id}",
+            "controller",
+            {
+                "models": str(models),
+                "models_sha256": hashlib.sha256(models.read_bytes()).hexdigest(),
+            },
+            enabled=base_cfg.tracking.enabled,
+            tags=[sweep_id],
+        ) as tracker:
+            if tracker is not None:
+                _report_sweep(tracker, outcomes)
     return sweep_dir, outcomes
 
 
-def _record_sweep_task(cfg: Config, sweep_id: str, models: Path, outcomes: list[Outcome]) -> None:
-    """The sweep as its own (offline) ClearML task listing its children."""
-    import pandas as pd
-
-    from sst.tracking import start_task
-
-    tracker = start_task(
-        cfg.tracking.project,
-        f"sweep {sweep_id}",
-        "controller",
-        {"models": str(models), "models_sha256": hashlib.sha256(models.read_bytes()).hexdigest()},
-        tags=[sweep_id],
-        quiet=True,
+def _report_sweep(tracker: tracking.Tracker, outcomes: list[Outcome]) -> None:
+    """The local sweep's controller task: its children and their outcomes."""
+    tracker.connect("children", {o.name: o.task_id or o.status for o in outcomes})
+    table = pd.DataFrame(
+        [
+            {
+                "line": o.line,
+                "model": o.model,
+                "status": o.status,
+                "task": o.task_id or "",
+                "error": o.error or "",
+            }
+            for o in outcomes
+        ],
+        index=[o.name for o in outcomes],
     )
-    try:
-        tracker.connect("children", {o.name: o.task_id or o.status for o in outcomes})
-        table = pd.DataFrame(
-            [
-                {
-                    "line": o.line,
-                    "model": o.model,
-                    "status": o.status,
-                    "task": o.task_id or "",
-                    "error": o.error or "",
-                }
-                for o in outcomes
-            ],
-            index=[o.name for o in outcomes],
-        )
-        tracker.report_table("sweep", "outcomes", table)
-    finally:
-        tracker.close()
+    tracker.report_table("sweep", "outcomes", table)

@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sst.repro import DETERMINISM_ENV
 
 SECRET_KEY = re.compile(
     r"(secret|password|passwd|token(?!izer)|credential|access_key|api_key)", re.I
@@ -72,9 +75,10 @@ class Tracker:
     def report_single_value(self, name: str, value: float) -> None:
         self.task.get_logger().report_single_value(name, float(value))
 
-    def report_figure(self, title: str, series: str, figure: Any, iteration: int = 0) -> None:
-        self.task.get_logger().report_matplotlib_figure(
-            title=title, series=series, figure=figure, iteration=iteration, report_image=True
+    def report_image(self, title: str, series: str, path: Path, iteration: int = 0) -> None:
+        """A PNG the run wrote (figures are files first; ClearML gets the same bytes)."""
+        self.task.get_logger().report_image(
+            title=title, series=series, iteration=iteration, local_path=str(path)
         )
 
     def report_histogram(
@@ -103,13 +107,11 @@ class Tracker:
             ylabels=labels,
         )
 
-    def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
-        self.task.get_logger().report_scalar(title, series, float(value), iteration)
-
-    def record_container(self, image: str, arguments: str) -> None:
-        """Make a clone run in ``image``: ``set_base_docker`` for agents, and a ``Container``
-        section (offline sessions pin API 2.9, where set_base_docker keeps only a legacy
-        ``docker_cmd`` string)."""
+    def record_container(self) -> None:
+        """Make a clone run in this run's image: ``set_base_docker`` for agents, and a
+        ``Container`` section (offline sessions pin API 2.9, where set_base_docker keeps only a
+        legacy ``docker_cmd`` string)."""
+        image, arguments = container_image(), container_arguments()
         self.task.set_base_docker(docker_image=image, docker_arguments=arguments)
         self.connect("Container", {"image": image, "arguments": arguments})
 
@@ -202,158 +204,77 @@ def start_task(
     return tracker
 
 
-# -- online sweeps (need a server; tests/test_sweep.py holds the contract) ---------------------
-
-TEMPLATE_NAME = "sst train (sweep template)"
-TERMINAL = {"completed", "failed", "stopped", "closed", "published"}
-
-
-def sweep_template(
-    project: str, *, repo: str, commit: str, base_config: str, image: str, docker_args: str
-) -> Any:
-    """The training task every sweep line is cloned from: ``python -m sst.cli train --config
-    <base_config>`` at ``commit`` of ``repo`` in ``image``. Reused when one exists for that
-    commit and config (tags), created otherwise (never executed itself)."""
-    Task = clearml_task()
-    tags = ["sst-template", f"rev-{commit[:12]}", f"config-{Path(base_config).stem}"]
-    found = Task.get_tasks(
-        project_name=project, task_name=re.escape(TEMPLATE_NAME), tags=tags, allow_archived=False
-    )
-    if found:
-        return found[0]
-    template = Task.create(
-        project_name=project,
-        task_name=TEMPLATE_NAME,
-        task_type="training",
-        repo=repo,
-        commit=commit,
-        module=f"sst.cli train --config {base_config}",
-        docker=image,
-        docker_args=docker_args,
-        add_task_init_call=False,
-    )
-    template.add_tags(tags)
-    return template
-
-
-def enqueue_sweep(
+@contextmanager
+def task(
     project: str,
-    sweep_id: str,
-    children: list[tuple[str, dict[str, str]]],
+    name: str,
+    task_type: str,
+    config: Mapping[str, Any] | None = None,
     *,
-    queue: str,
-    repo: str,
-    commit: str,
-    base_config: str,
-    image: str,
-    docker_args: str,
-) -> list[str]:
-    """One clone of the template per child (name, ``config/…`` parameter overrides), tagged with
-    the sweep id, carrying the image, enqueued on ``queue``; the sweep itself is a controller task
-    listing its children. Returns the child task ids in order."""
-    Task = clearml_task()
-    template = sweep_template(
+    enabled: bool = True,
+    tags: list[str] | None = None,
+    monitor_resources: bool = False,
+) -> Iterator[Tracker | None]:
+    """A ClearML task for the block (None when tracking is disabled), closed when it ends."""
+    if not enabled:
+        yield None
+        return
+    tracker = start_task(
         project,
-        repo=repo,
-        commit=commit,
-        base_config=base_config,
-        image=image,
-        docker_args=docker_args,
+        name,
+        task_type,
+        config,
+        tags=tags,
+        monitor_resources=monitor_resources,
+        quiet=True,
     )
-    controller = start_task(
-        project,
-        f"sweep {sweep_id}",
-        "controller",
-        {"queue": queue, "template": str(template.id)},
-        tags=[sweep_id],
-    )
-    ids: list[str] = []
     try:
-        for name, params in children:
-            child = Task.clone(source_task=template, name=name, parent=controller.id)
-            child.set_parameters(params)
-            child.add_tags([sweep_id])
-            child.set_base_docker(docker_image=image, docker_arguments=docker_args)
-            Task.enqueue(child, queue_name=queue)
-            ids.append(str(child.id))
-        controller.connect("children", dict(zip([n for n, _ in children], ids, strict=True)))
+        yield tracker
     finally:
-        controller.close()
-    return ids
+        tracker.close()
 
 
-def wait_for(task_ids: list[str], *, poll: float = 30.0, out: Any = None) -> dict[str, str]:
-    """Poll the tasks until each is finished; print every status change. Returns id → status."""
-    import time
+# -- what a task carries to an agent -------------------------------------------------------
 
-    Task = clearml_task()
-    out = out or sys.stdout
-    status: dict[str, str] = {}
-    while True:
-        for task_id in task_ids:
-            now = str(Task.get_task(task_id=task_id).get_status())
-            if status.get(task_id) != now:
-                print(f"task {task_id}: {now}", file=out, flush=True)
-                status[task_id] = now
-        if all(s in TERMINAL for s in status.values()):
-            return status
-        time.sleep(poll)
+SWEEP_ENV = "SST_SWEEP_ID"  # a local sweep's children tag their tasks with it
 
 
-def remote_overrides() -> list[str]:
-    """Under a clearml-agent: the running task's ``config/…`` parameters (a sweep's overrides) as
-    ``section.key=value`` for ``sst train``; nothing when run by hand."""
-    task_id = os.environ.get("CLEARML_TASK_ID")
-    if not task_id or not server_configured():
-        return []
-    Task = clearml_task()
-    if Task.running_locally():
-        return []
-    return parameters_to_overrides(Task.get_task(task_id=task_id).get_parameters())
+def sweep_tags() -> list[str]:
+    """The sweep id when this process is a local sweep's child, else nothing."""
+    return [os.environ[SWEEP_ENV]] if os.environ.get(SWEEP_ENV) else []
+
+
+def container_image() -> str:
+    """The image a clone of this run should execute in: ``$SST_IMAGE`` (set it to the pinned
+    ``repo@sha256:…`` reference when running in or publishing the image), else the local tag."""
+    return os.environ.get("SST_IMAGE") or "sst:cpu"
+
+
+def container_arguments() -> str:
+    """What a docker-mode agent passes to the task's container: use the locked venv as it is,
+    the determinism variables, and ``SST_IMAGE`` so the run's fingerprint names its image."""
+    env = {
+        "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
+        **DETERMINISM_ENV,
+        "SST_IMAGE": container_image(),
+    }
+    return " ".join(f"-e {k}={v}" for k, v in env.items())
+
+
+def overrides_to_parameters(overrides: list[str]) -> dict[str, str]:
+    """``section.key=value`` overrides → the task parameters ``config/<section>/<key>`` that
+    `sst train` connects (how a clone receives them)."""
+    params = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        params["config/" + key.replace(".", "/")] = value
+    return params
 
 
 def parameters_to_overrides(params: Mapping[str, Any]) -> list[str]:
+    """The inverse: a task's ``config/…`` parameters → ``section.key=value`` overrides."""
     return [
         f"{key.removeprefix('config/').replace('/', '.')}={value}"
         for key, value in sorted(params.items())
         if key.startswith("config/") and value not in (None, "")
     ]
-
-
-def clone_task(task_id: str, queue: str) -> str:
-    """A clone of ``task_id`` (same parameters, same image), enqueued; returns its id."""
-    Task = clearml_task()
-    source = Task.get_task(task_id=task_id)
-    clone = Task.clone(source_task=source, name=f"replay of {task_id}", parent=task_id)
-    clone.add_tags(["replay"])
-    Task.enqueue(clone, queue_name=queue)
-    return str(clone.id)
-
-
-def task_record(task_id: str) -> tuple[dict[str, str], dict[str, float]]:
-    """A task's flat parameters (``section/key``) and its single values (``Summary``)."""
-    task = clearml_task().get_task(task_id=task_id)
-    single = task.get_reported_single_values() or {}
-    return dict(task.get_parameters() or {}), {k: float(v) for k, v in single.items()}
-
-
-def project_results(project: str, tag: str) -> list[dict[str, Any]]:
-    """The training tasks of ``project`` tagged ``tag``: id, name, status, model, single values."""
-    Task = clearml_task()
-    results = []
-    for task in Task.get_tasks(
-        project_name=project, tags=[tag], task_filter={"type": ["training"]}
-    ):
-        params = task.get_parameters() or {}
-        results.append(
-            {
-                "id": str(task.id),
-                "name": str(task.name),
-                "status": str(task.get_status()),
-                "model": str(params.get("config/model/name", "?")),
-                "values": {
-                    k: float(v) for k, v in (task.get_reported_single_values() or {}).items()
-                },
-            }
-        )
-    return results

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 # No hub here: read before huggingface_hub is imported, so an unknown id fails at once
@@ -178,3 +182,66 @@ def train_overrides(tiny_model: Path, tiny_split: Path, runs: Path, *extra: str)
         "model.max_length=32",
         *extra,
     ]
+
+
+def sweep_base(tmp_path: Path, tiny_model: Path, tiny_split: Path) -> Path:
+    """A base preset for the tiny model (the sweep lines override the model)."""
+    from sst.config import load_config
+
+    cfg = load_config(
+        None,
+        train_overrides(
+            tiny_model, tiny_split, tmp_path / "runs", "name=tiny", "train.val_sentences=0"
+        ),
+    )
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_sweep(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_split: Path
+) -> dict[str, Any]:
+    """A real local sweep of three lines: two tiny-model variants and a model folder whose
+    config is broken (shared by the sweep, report and ensemble tests)."""
+    from sst.cli import main
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    base = sweep_base(tmp, tiny_model, tiny_split)
+    broken = tmp / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ not json")
+    models = tmp / "models.txt"
+    models.write_text(
+        f"{tiny_model}\n"
+        f"{tiny_model}  sampling=random:2 pooling=cls lr=3e-3\n"
+        f"{broken}      # fails when it loads\n"
+    )
+    report = tmp / "report"
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        clearml = isolate(mp, tmp)
+        code = main(
+            [
+                "sweep",
+                "--config",
+                str(base),
+                "--models",
+                str(models),
+                "--local",
+                "--by",
+                "macro_f1",
+                "--report",
+                str(report),
+            ]
+        )
+    return {
+        "code": code,
+        "out": out.getvalue(),
+        "base": base,
+        "models": models,
+        "runs": tmp / "runs",
+        "report": report,
+        "clearml": clearml,
+    }

@@ -55,3 +55,37 @@ def test_every_key_has_help() -> None:
     lines = describe()
     assert any(line.startswith("split.n_seeds (int, default 10000): ") for line in lines)
     assert all(line.split("): ", 1)[1] for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        ("model.pooling=foo", "model.pooling", "cls, mean"),
+        ("train.scheduler=bar", "train.scheduler", "linear, cosine, constant, one_cycle"),
+        ("split.mode=zzz", "split.mode", "search, canonical"),
+        ("data.dedup=all", "data.dedup", "none, sentence, global"),
+        ("data.format=csv", "data.format", "kaggle, ptb"),
+        ("train.precision=fp16", "train.precision", "auto, 32-true"),
+    ],
+)
+def test_a_choice_outside_its_values_is_one_line_naming_key_and_values(
+    override: str, key: str, allowed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sst.cli import main
+
+    assert main(["config", override]) == 2
+    captured = capsys.readouterr()
+    value = override.split("=")[1]
+    assert captured.out == ""
+    assert captured.err.startswith(f"sst config: error: {key}='{value}' is not one of {allowed}")
+    assert captured.err.count("\n") == 1
+
+
+def test_a_choice_in_a_file_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nmodel:\n  pooling: max\n")
+    with pytest.raises(SstError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}:3: model.pooling='max' is not one of cls, mean")
+    assert load_config(None, ["model.pooling=cls"]).model.pooling == "cls"
+    assert any(line.startswith("model.pooling (cls|mean, default 'mean'): ") for line in describe())

@@ -1,46 +1,24 @@
-"""`sst sweep`, `sst report`, `sst ensemble`: models.txt checks, a real local sweep (one process per
-model, a failure recorded, --resume), the online path's ClearML contract, contamination flags,
-ensembles against hand-computed averages."""
+"""`sst sweep`: models.txt checks, a real local sweep (one process per model, a failure recorded,
+--resume) and the online path's ClearML contract."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
 
 from sst import tracking
 from sst.cli import main
 from sst.config import load_config
-from sst.ensemble import ensemble
 from sst.errors import SstError
-from sst.model.metrics import confusion, summarize
-from sst.report import collect, contamination, from_project, rank, write_report
-from sst.sweep import read_models, run_online, task_parameters
-from tests.conftest import isolate, train_overrides
+from sst.ranking import contamination
+from sst.sweep import run_online, task_parameters
+from sst.zoo import read_models
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _base(tmp_path: Path, tiny_model: Path, tiny_split: Path) -> Path:
-    """A base preset for the tiny model (the sweep lines override the model)."""
-    cfg = load_config(
-        None,
-        train_overrides(
-            tiny_model, tiny_split, tmp_path / "runs", "name=tiny", "train.val_sentences=0"
-        ),
-    )
-    path = tmp_path / "base.yaml"
-    path.write_text(yaml.safe_dump(cfg.to_dict()))
-    return path
 
 
 # -- models.txt ---------------------------------------------------------------------------
@@ -112,52 +90,7 @@ def test_a_bad_line_is_named_before_anything_starts(
     assert not runs.exists()  # nothing started
 
 
-# -- a real local sweep ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def local_sweep(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_split: Path
-) -> dict[str, Any]:
-    """Three lines: two tiny-model variants and a model folder whose config is broken."""
-    tmp = tmp_path_factory.mktemp("sweep")
-    base = _base(tmp, tiny_model, tiny_split)
-    broken = tmp / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text("{ not json")
-    models = tmp / "models.txt"
-    models.write_text(
-        f"{tiny_model}\n"
-        f"{tiny_model}  sampling=random:2 pooling=cls lr=3e-3\n"
-        f"{broken}      # fails when it loads\n"
-    )
-    report = tmp / "report"
-    out = io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
-        clearml = isolate(mp, tmp)
-        code = main(
-            [
-                "sweep",
-                "--config",
-                str(base),
-                "--models",
-                str(models),
-                "--local",
-                "--by",
-                "macro_f1",
-                "--report",
-                str(report),
-            ]
-        )
-    return {
-        "code": code,
-        "out": out.getvalue(),
-        "base": base,
-        "models": models,
-        "runs": tmp / "runs",
-        "report": report,
-        "clearml": clearml,
-    }
+# -- a real local sweep (the session fixture `local_sweep` in conftest) ---------------------
 
 
 def test_local_sweep_runs_each_model_and_records_the_failure(local_sweep) -> None:
@@ -178,50 +111,6 @@ def test_local_sweep_runs_each_model_and_records_the_failure(local_sweep) -> Non
         sessions = local_sweep["clearml"].glob("offline/*/task.json")
         tags = [json.loads(s.read_text()).get("tags", []) for s in sessions]
         assert any(manifest.parent.name in t for t in tags)
-
-
-def test_leaderboard_ranks_by_the_chosen_metric_and_lists_the_failure(local_sweep) -> None:
-    report = local_sweep["report"]
-    board = json.loads((report / "leaderboard.json").read_text())
-    rows = board["rows"]
-    assert board["by"] == "macro_f1" and [r["status"] for r in rows][-1] == "failed"
-    f1 = [r["metrics"]["root"]["macro_f1"] for r in rows if r["status"] == "completed"]
-    assert len(f1) == 2 and f1 == sorted(f1, reverse=True)
-    md = (report / "leaderboard.md").read_text()
-    assert "failed: exit 2" in md and "| root macro_f1 |" in md
-    assert (report / "confusion_grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-    class Cells(HTMLParser):
-        def __init__(self) -> None:
-            super().__init__()
-            self.rows: list[list[str]] = []
-            self.cell: list[str] | None = None
-
-        def handle_starttag(self, tag: str, attrs: Any) -> None:
-            if tag == "tr":
-                self.rows.append([])
-            elif tag in ("td", "th"):
-                self.cell = []
-
-        def handle_endtag(self, tag: str) -> None:
-            if tag in ("td", "th") and self.cell is not None:
-                self.rows[-1].append("".join(self.cell))
-                self.cell = None
-
-        def handle_data(self, data: str) -> None:
-            if self.cell is not None:
-                self.cell.append(data)
-
-    parser = Cells()
-    parser.feed((report / "leaderboard.html").read_text())
-    header, *body = parser.rows
-    assert header[:3] == ["#", "run", "model"] and len(body) == 3
-    assert body[0][1] == rows[0]["name"] and body[2][3].startswith("failed")
-
-    # any other metric re-ranks the same rows; lower-is-better metrics ascend
-    ranked = rank(collect([local_sweep["runs"]]), "mae")
-    maes = [r.value("mae", "root") for r in ranked if r.status == "completed"]
-    assert maes == sorted(maes)
 
 
 def test_resume_skips_completed_runs(local_sweep, capsys: pytest.CaptureFixture[str]) -> None:
@@ -245,119 +134,6 @@ def test_resume_skips_completed_runs(local_sweep, capsys: pytest.CaptureFixture[
     assert out.count("(skipped)") == 2 and "[3/3]" in out and "FAILED" in out
     after = sorted(p.name for p in runs.iterdir())
     assert after == before  # no new run folder (the failed line left none either)
-
-
-def test_ensemble_of_the_sweep_appears_in_the_leaderboard(
-    local_sweep, tmp_path: Path, capsys
-) -> None:
-    runs = local_sweep["runs"]
-    assert main(["ensemble", "--top", "2", "--by", "macro_f1", "--runs-dir", str(runs)]) == 0
-    assert "ensemble of" in capsys.readouterr().out
-    rows = collect([runs])
-    (ens,) = [r for r in rows if r.status == "ensemble"]
-    assert ens.model == "ensemble of 2" and ens.metrics["root"]["accuracy"] >= 0
-    assert main(["report", str(runs), "--out", str(tmp_path / "r"), "--no-clearml"]) == 0
-
-
-# -- ensembles, by hand ---------------------------------------------------------------------
-
-
-def _fake_run(
-    folder: Path,
-    probs: np.ndarray,
-    labels: np.ndarray,
-    roots: np.ndarray,
-    split: str = "s" * 64,
-    model: str = "m",
-) -> Path:
-    folder.mkdir(parents=True)
-    pd.DataFrame(
-        {
-            "phrase_id": np.arange(len(labels)),
-            "sentence_id": np.arange(len(labels)) // 2,
-            "is_root": roots.astype(int),
-            "label": labels,
-            "pred": probs.argmax(1),
-            **{f"p{c}": probs[:, c] for c in range(5)},
-        }
-    ).to_csv(folder / "predictions.tsv", sep="\t", index=False)
-    (folder / "fingerprint.json").write_text(
-        json.dumps(
-            {"split_manifest_sha256": split, "model": model, "weights_sha256": folder.name * 4}
-        )
-    )
-    (folder / "metrics.json").write_text("{}")
-    return folder
-
-
-def test_ensemble_averages_probabilities_and_is_scored_like_a_run(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    n = 40
-    labels = rng.integers(0, 5, n)
-    roots = np.arange(n) % 2 == 0
-    a = rng.dirichlet(np.ones(5), n)
-    b = rng.dirichlet(np.ones(5), n)
-    ra = _fake_run(tmp_path / "a", a, labels, roots, model="bert-base-uncased")
-    rb = _fake_run(tmp_path / "b", b, labels, roots, model="textattack/roberta-base-SST-2")
-    folder = ensemble([ra, rb], tmp_path / "runs")
-    avg = (a + b) / 2  # by hand
-    pred = avg.argmax(1)
-    got = pd.read_csv(folder / "predictions.tsv", sep="\t")
-    np.testing.assert_allclose(got[[f"p{c}" for c in range(5)]].to_numpy(), avg, atol=1e-6)
-    assert (got["pred"].to_numpy() == pred).all()
-    metrics = json.loads((folder / "metrics.json").read_text())["test"]
-    assert metrics["root"] == summarize(confusion(labels[roots], pred[roots]))
-    assert metrics["phrase"]["accuracy"] == pytest.approx((pred == labels).mean())
-    assert {p.name for p in folder.iterdir()} == {
-        "metrics.json",
-        "predictions.tsv",
-        "fingerprint.json",
-        "confusion_matrix.png",
-    }
-    (row,) = collect([folder])
-    assert row.status == "ensemble" and "textattack/roberta-base-SST-2" in row.contamination
-
-
-def test_ensemble_refuses_runs_of_another_split(tmp_path: Path) -> None:
-    labels, roots = np.zeros(4, int), np.ones(4, bool)
-    p = np.full((4, 5), 0.2)
-    ra = _fake_run(tmp_path / "a", p, labels, roots)
-    rb = _fake_run(tmp_path / "b", p, labels, roots, split="t" * 64)
-    with pytest.raises(SstError, match="another split"):
-        ensemble([ra, rb], tmp_path / "runs")
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
-
-
-# -- contamination --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("model", "risky"),
-    [
-        ("echarlaix/bert-base-uncased-sst2-acc91.1-d37-hybrid", True),
-        ("distilbert-base-uncased-finetuned-sst-2-english", True),
-        ("textattack/roberta-base-SST-2", True),
-        ("howey/electra-base-sst2", True),
-        ("someone/deberta-v3-base-glue-mnli", True),
-        ("siebert/sentiment-roberta-large-english", True),
-        ("bert-base-uncased", False),
-        ("roberta-base", False),
-        ("minilm", False),
-        ("microsoft/deberta-v3-base", False),
-        ("google/electra-small-discriminator", False),
-    ],
-)
-def test_contamination_flag(model: str, risky: bool) -> None:
-    assert (contamination(model) is not None) == risky
-
-
-def test_contamination_of_a_local_folder_reads_its_finetuning_task(tmp_path: Path) -> None:
-    folder = tmp_path / "my-encoder"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"finetuning_task": "sst-2"}))
-    assert "finetuning_task=sst-2" in contamination(str(folder))
-    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    assert contamination(str(folder)) is None
 
 
 def test_models_txt_ships_the_zoo_and_flags_its_sst2_lines(shared_data: Path) -> None:
@@ -483,7 +259,7 @@ def test_online_sweep_contract(
     outcomes = run_online(entries, base=base, sweep_id="sweep-x", queue="gpu", wait=True)
 
     image = "registry.example/sst@sha256:" + "b" * 64
-    from sst.train import container_arguments
+    from sst.tracking import container_arguments
 
     args = container_arguments()
     calls = [c for c in FakeTask.calls if c[0] != "set_random_seed"]
@@ -552,60 +328,3 @@ def test_online_sweep_contract(
         FakeTask.existing_template = None
     assert not [c for c in FakeTask.calls if c[0] == "create"]
     assert ("clone", "task-5", names[0], "task-6") in FakeTask.calls
-
-
-def test_online_report_ranks_the_sweeps_tasks(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """The online leaderboard source (a ClearML project's tasks tagged with the sweep id), with
-    only the Task class replaced at the tracking boundary: no server can run here."""
-    from sst.report import METRICS
-
-    def values(f1: float) -> dict[str, float]:
-        v = {f"test/{lv}/{m}": 0.5 for lv in ("root", "phrase") for m in METRICS if m != "micro_f1"}
-        v["test/root/macro_f1"] = f1
-        return v
-
-    class T:
-        def __init__(self, i: str, status: str, model: str, single: dict[str, float]) -> None:
-            self.id, self.name, self.status, self.model, self.single = (
-                i,
-                f"run-{i}",
-                status,
-                model,
-                single,
-            )
-
-        def get_parameters(self) -> dict[str, str]:
-            return {"config/model/name": self.model}
-
-        def get_status(self) -> str:
-            return self.status
-
-        def get_reported_single_values(self) -> dict[str, float]:
-            return self.single
-
-    asked: list[tuple] = []
-
-    class Tasks:
-        @classmethod
-        def get_tasks(cls, project_name: str, tags: list[str], task_filter: dict) -> list[T]:
-            asked.append((project_name, tags, task_filter))
-            return [
-                T("1", "completed", "bert-base-uncased", values(0.41)),
-                T("2", "completed", "howey/electra-base-sst2", values(0.52)),
-                T("3", "failed", "roberta-base", {}),
-            ]
-
-    monkeypatch.setattr(tracking, "clearml_task", lambda: Tasks)
-    rows = rank(from_project("sst", "sweep-x"), "macro_f1")
-    assert asked == [("sst", ["sweep-x"], {"type": ["training"]})]
-    assert [(r.name, r.status) for r in rows] == [
-        ("run-2", "completed"),
-        ("run-1", "completed"),
-        ("run-3", "failed"),
-    ]
-    assert rows[0].contamination and rows[0].value("micro_f1", "root") == 0.5
-    assert rows[2].error == "task failed"
-    paths = write_report(rows, "macro_f1", tmp_path / "r", track=False)
-    assert all(p.is_file() for p in paths)

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from sst.cli import main
 from sst.config import load_config
-from sst.train import container_image, train
+from sst.tracking import container_image
+from sst.train import train
 from tests.conftest import train_overrides
 
 CONTRACT = {

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sst.config import Dedup
+from sst.data import N_CLASSES
 from sst.data.sources import GZIP_ERRORS, truncated_gzip
 from sst.errors import SstError
 
-LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
-N_CLASSES = len(LABELS)
 COLUMNS = ("sentence_id", "phrase_id", "label", "n_tokens", "is_root", "split", "text")
-DEDUP_MODES = ("none", "sentence", "global")
+DEDUP_MODES = typing.get_args(Dedup)
 FORMATS = ("kaggle", "ptb")
 
 KAGGLE_HEADER = ("PhraseId", "SentenceId", "Phrase", "Sentiment")

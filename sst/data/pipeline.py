@@ -1,4 +1,4 @@
-"""source → phrase table → split → versioned folder + plots + ClearML task.
+"""source → phrase table → split → versioned folder + plots (`sst split` also tracks it).
 
     sst split --config configs/kaggle.yaml      # `make split`
     sst split --config configs/ptb.yaml         # `make split-ptb` (canonical train/dev/test)
@@ -20,9 +20,9 @@ import pandas as pd
 
 import sst
 from sst.config import Config
-from sst.data import split as S
+from sst.data import split as tree_split
 from sst.data import stats
-from sst.data.formats import COLUMNS, LABELS, PhraseTable, load_phrases
+from sst.data.formats import COLUMNS, PhraseTable, load_phrases
 from sst.data.sources import Fetched, fetch
 from sst.data.versioning import verify, write_once
 from sst.errors import SstError
@@ -36,7 +36,7 @@ class SplitResult:
     status: str  # written | unchanged | replaced
     manifest: dict[str, Any]
     plots: dict[str, Path]
-    tracking: str | None  # one line: where the ClearML task/session is
+    raw_files: list[Path]  # the fetched sources, as read
 
 
 def fetch_sources(cfg: Config) -> list[Fetched]:
@@ -60,7 +60,7 @@ def make_parts(cfg: Config, table: PhraseTable) -> tuple[dict[str, pd.DataFrame]
     """Split the table into named parts; returns the parts and what the manifest records."""
     frame = table.frame
     sc = cfg.split
-    index = S.SentenceIndex.of(frame)
+    index = tree_split.SentenceIndex.of(frame)
     record: dict[str, Any] = {"mode": sc.mode}
     if sc.mode == "canonical":
         names = set(frame["split"].unique())
@@ -78,14 +78,14 @@ def make_parts(cfg: Config, table: PhraseTable) -> tuple[dict[str, pd.DataFrame]
         }
         train_dev = ~test_mask
         record["test_distance"] = float(
-            S.wasserstein_from_counts(
+            tree_split.wasserstein_from_counts(
                 index.counts[train_dev].sum(axis=0), index.counts[test_mask].sum(axis=0)
             )
         )
-        record["scipy_test_distance"] = S.scipy_wasserstein(index, test_mask)
+        record["scipy_test_distance"] = tree_split.scipy_wasserstein(index, test_mask)
         record["note"] = "official SST train/dev/test kept unchanged; dev is the validation set"
     elif sc.mode == "search":
-        found = S.search_test_seed(index, sc.test_fraction, sc.n_seeds, sc.first_seed)
+        found = tree_split.search_test_seed(index, sc.test_fraction, sc.n_seeds, sc.first_seed)
         record.update(
             test_fraction=sc.test_fraction,
             candidate_seeds=[sc.first_seed, sc.first_seed + sc.n_seeds - 1],
@@ -104,17 +104,17 @@ def make_parts(cfg: Config, table: PhraseTable) -> tuple[dict[str, pd.DataFrame]
     else:
         raise SstError(f"unknown split mode {sc.mode!r}", fix="use search or canonical")
     parts = {k: v.reset_index(drop=True) for k, v in parts.items()}
-    record["overlap"] = S.overlap_report(parts)
+    record["overlap"] = tree_split.overlap_report(parts)
     return parts, record
 
 
 def _train_val(cfg: Config, rest: pd.DataFrame, record: dict[str, Any]) -> dict[str, pd.DataFrame]:
     sc = cfg.split
-    index = S.SentenceIndex.of(rest)
+    index = tree_split.SentenceIndex.of(rest)
     if sc.folds:
         if not 0 <= sc.fold < sc.folds:
             raise SstError(f"fold {sc.fold} of {sc.folds}", fix=f"use 0..{sc.folds - 1}")
-        val_mask = S.assign_folds(index, sc.folds, sc.seed, sc.stratify) == sc.fold
+        val_mask = tree_split.assign_folds(index, sc.folds, sc.seed, sc.stratify) == sc.fold
         record["val"] = {
             "folds": sc.folds,
             "fold": sc.fold,
@@ -122,7 +122,7 @@ def _train_val(cfg: Config, rest: pd.DataFrame, record: dict[str, Any]) -> dict[
             "stratify": sc.stratify,
         }
     elif sc.val_fraction > 0:
-        val_mask = S.holdout_mask(index, sc.val_fraction, sc.seed, sc.stratify)
+        val_mask = tree_split.holdout_mask(index, sc.val_fraction, sc.seed, sc.stratify)
         record["val"] = {"fraction": sc.val_fraction, "seed": sc.seed, "stratify": sc.stratify}
     else:
         return {"train": rest}
@@ -171,24 +171,14 @@ def read_split(folder: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, A
     return parts, manifest
 
 
-def ensure_split(cfg: Config) -> SplitResult | None:
-    """Make ``train.split`` when it is missing and this config is the one that writes it
-    (``split.out``): an agent's fresh clone or a replay on a new machine. The sources are
-    checked against their sha256 exactly as `sst split` does. None when nothing was made."""
-    folder = Path(cfg.train.split)
-    if folder.is_dir() or Path(cfg.split.out) != folder:
-        return None
-    return run_split(cfg)
-
-
 def run_split(cfg: Config, *, force: bool = False) -> SplitResult:
-    """Fetch, parse, split and write ``cfg.split.out`` once; report it to ClearML."""
+    """Fetch, parse, split and write ``cfg.split.out`` once."""
     fetched = fetch_sources(cfg)
     table = load_table(cfg, fetched)
     parts, record = make_parts(cfg, table)
     counts = stats.split_stats(parts)
     title = _comparison_title(record)
-    plots: dict[str, tuple[Path, Any]] = {}
+    plots: dict[str, Path] = {}
 
     def build(tmp: Path) -> dict[str, Any]:
         for name, frame in parts.items():
@@ -208,9 +198,8 @@ def run_split(cfg: Config, *, force: bool = False) -> SplitResult:
 
     out = Path(cfg.split.out)
     status, manifest = write_once(out, build, force=force)
-    plot_paths = {name: out / "plots" / f"{name}.png" for name in plots}
-    tracking = _track(cfg, out, status, manifest, plots, [f.path for f in fetched])
-    return SplitResult(out, status, manifest, plot_paths, tracking)
+    plot_paths = {name: out / "plots" / path.name for name, path in plots.items()}
+    return SplitResult(out, status, manifest, plot_paths, [f.path for f in fetched])
 
 
 def _comparison_title(record: dict[str, Any]) -> str:
@@ -220,47 +209,3 @@ def _comparison_title(record: dict[str, Any]) -> str:
             f"(seed {record['original_seed']}: {record['original_distance']:.5f})"
         )
     return f"Canonical SST split: train+dev vs test Wasserstein {record['test_distance']:.5f}"
-
-
-def _track(
-    cfg: Config,
-    out: Path,
-    status: str,
-    manifest: dict[str, Any],
-    plots: dict[str, tuple[Path, Any]],
-    raw_files: list[Path],
-) -> str | None:
-    import matplotlib.pyplot as plt
-
-    if not cfg.tracking.enabled:
-        plt.close("all")
-        return None
-    from sst.tracking import start_task
-
-    tracker = start_task(
-        cfg.tracking.project, f"split {cfg.name}", "data_processing", cfg.to_dict(), quiet=True
-    )
-    try:
-        rec = manifest["split"]
-        tracker.connect("split_result", {k: v for k, v in rec.items() if k != "overlap"})
-        tracker.connect("manifest", {"files": manifest["files"], "sources": manifest["sources"]})
-        for key in ("seed", "distance", "original_distance", "test_distance"):
-            if key in rec:
-                tracker.report_single_value(key, rec[key])
-        for name, c in manifest["counts"].items():
-            tracker.report_histogram("class counts", name, c["class_counts"], list(LABELS))
-            tracker.report_single_value(f"{name}_sentences", c["sentences"])
-        for name, (_, fig) in plots.items():
-            tracker.report_figure(name, "split", fig)
-        if status != "unchanged":
-            files = sorted(p for p in out.rglob("*") if p.is_file())
-            dataset_id = tracker.create_split_dataset(
-                cfg.tracking.project, cfg.name, files, raw_files
-            )
-            if dataset_id:
-                (out / ".clearml_dataset_id").write_text(dataset_id + "\n")
-                tracker.connect("dataset", {"id": dataset_id})
-        return tracker.describe()
-    finally:
-        tracker.close()
-        plt.close("all")

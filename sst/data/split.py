@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import wasserstein_distance
 
-from sst.data.formats import N_CLASSES
+from sst.data import N_CLASSES
 from sst.errors import SstError
 
 ORIGINAL_SEED = 26894  # the original project's fixed test-split seed, reported for comparison

@@ -1,7 +1,7 @@
 """Class statistics and plots of a split: class distribution, distribution by n-gram length
 (the original project's ``n_gram_dist``), and train vs test (vs val) comparison.
 
-    sst split ...   # writes plots/*.png next to the split and reports them to ClearML
+    sst split ...   # writes plots/*.png next to the split (`sst split` reports them to ClearML)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sst.data.formats import LABELS, N_CLASSES
+from sst.data import LABELS, N_CLASSES
 
 COLORS = ("#b2182b", "#ef8a62", "#bababa", "#67a9cf", "#2166ac")  # diverging: neg → pos
 MAX_NGRAM = 30  # phrases longer than this share the last bucket ("30+")
@@ -41,8 +41,10 @@ def split_stats(parts: dict[str, pd.DataFrame]) -> dict[str, Any]:
     }
 
 
-def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=100, metadata=PNG_META)
+def save_png(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` without the matplotlib version (equal figures are equal bytes); close it."""
+    fig.savefig(path, dpi=dpi, metadata=PNG_META)
+    plt.close(fig)
     return path
 
 
@@ -107,8 +109,8 @@ def plot_split_comparison(parts: dict[str, pd.DataFrame], title: str) -> Any:
 
 def write_plots(
     parts: dict[str, pd.DataFrame], folder: Path, comparison_title: str
-) -> dict[str, tuple[Path, Any]]:
-    """Write the three PNGs into ``folder``; returns name -> (path, figure) for reporting."""
+) -> dict[str, Path]:
+    """Write the three PNGs into ``folder``; returns name -> path."""
     folder.mkdir(parents=True, exist_ok=True)
     everything = pd.concat(parts.values(), ignore_index=True)
     figures = {
@@ -116,4 +118,4 @@ def write_plots(
         "ngram_distribution": plot_ngram_distribution(everything),
         "split_comparison": plot_split_comparison(parts, comparison_title),
     }
-    return {name: (_save(fig, folder / f"{name}.png"), fig) for name, fig in figures.items()}
+    return {name: save_png(fig, folder / f"{name}.png") for name, fig in figures.items()}

@@ -1,4 +1,4 @@
-"""Write-once, checksummed output folders (splits now, runs later).
+"""Write-once, checksummed output folders: a split is written once and verified on every read.
 
     python -c "from sst.data.versioning import verify; verify('splits/kaggle')"
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from sst.config import Config
 from sst.data.pipeline import read_split
 from sst.data.sources import default_cache_dir
 from sst.errors import SstError
@@ -158,6 +159,26 @@ class SstDataModule(L.LightningDataModule):
         self.manifest: dict[str, Any] = {}
         self.sampler: BucketBatchSampler | None = None
         self.collate = Collate(pad_id(tokenizer))
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SstDataModule:
+        """The split ``cfg`` trains on, tokenized by its model's tokenizer (pinned revision)."""
+        from sst.model.module import load_pretrained
+
+        m, t = cfg.model, cfg.train
+        return cls(
+            t.split,
+            load_pretrained("tokenizer", m.name, m.revision),
+            batch_size=t.batch_size,
+            eval_batch_size=t.eval_batch_size,
+            sampling=t.sampling,
+            epoch_size=t.epoch_size,
+            max_length=m.max_length,
+            seed=t.seed,
+            num_workers=t.num_workers,
+            val_sentences=t.val_sentences,
+            test_sentences=t.test_sentences,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.parts:

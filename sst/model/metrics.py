@@ -20,18 +20,24 @@ from typing import Any
 
 import numpy as np
 
-N = 5
+from sst.data import N_CLASSES
+
 NEGATIVE, POSITIVE = (0, 1), (3, 4)
-# the single numbers logged per evaluation and reported for the final test
+# The single numbers logged per evaluation, reported for the final test and ranked by `sst report`
 HEADLINE = (
     "accuracy",
     "macro_f1",
+    "micro_f1",
     "min_class_precision",
     "within_one",
     "mae",
     "qwk",
     "polarity_flip_rate",
 )
+LOWER_IS_BETTER = frozenset({"mae", "polarity_flip_rate"})
+# Evaluation levels, the headline first: roots are whole sentences (comparable with published
+# SST-5 results), phrases are every node of the trees.
+LEVELS = ("root", "phrase")
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -49,7 +55,7 @@ def summarize(cm: np.ndarray) -> dict[str, Any]:
     recall = _safe_div(tp, actual)
     f1 = _safe_div(2 * precision * recall, precision + recall)
     present = actual > 0  # macro averages over the classes present in the truth
-    idx = np.arange(N)
+    idx = np.arange(N_CLASSES)
     dist = np.abs(idx[:, None] - idx[None, :])
     flips = cm[np.ix_(NEGATIVE, POSITIVE)].sum() + cm[np.ix_(POSITIVE, NEGATIVE)].sum()
     accuracy = float(tp.sum() / total) if total else 0.0
@@ -87,6 +93,6 @@ def quadratic_weighted_kappa(cm: np.ndarray) -> float:
 
 
 def confusion(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    cm = np.zeros((N, N), dtype=np.int64)
+    cm = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)
     np.add.at(cm, (np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
     return cm

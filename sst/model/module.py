@@ -21,12 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from sst.config import Config
+from sst.data import N_CLASSES
 from sst.errors import SstError
-from sst.model.metrics import HEADLINE, summarize
-
-SCHEDULERS = ("linear", "cosine", "constant", "one_cycle")
-POOLINGS = ("cls", "mean")
-LEVELS = ("phrase", "root")
+from sst.model.metrics import HEADLINE, LEVELS, summarize
+from sst.repro import seeded_torch
 
 
 def resolve_model(name: str) -> str:
@@ -74,29 +73,41 @@ class SstClassifier(L.LightningModule):
         scheduler: str = "linear",
         warmup_ratio: float = 0.06,
     ) -> None:
-        super().__init__()
-        if pooling not in POOLINGS:
-            raise SstError(f"model.pooling={pooling!r}", fix=f"use one of {', '.join(POOLINGS)}")
-        if scheduler not in SCHEDULERS:
-            raise SstError(
-                f"train.scheduler={scheduler!r}", fix=f"use one of {', '.join(SCHEDULERS)}"
-            )
+        super().__init__()  # choices (pooling, scheduler) are checked when the config is built
         self.save_hyperparameters()
         self.backbone = load_pretrained("model", model_name, revision)
         self.backbone.train()  # from_pretrained returns eval mode: dropout would be silently off
         if freeze_backbone:
             self.backbone.requires_grad_(False)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.backbone.config.hidden_size, 5)
+        self.head = nn.Linear(self.backbone.config.hidden_size, N_CLASSES)
         self.cms = nn.ModuleDict(
             {
-                f"{stage}_{level}": MulticlassConfusionMatrix(num_classes=5)
+                f"{stage}_{level}": MulticlassConfusionMatrix(num_classes=N_CLASSES)
                 for stage in ("val", "test")
                 for level in LEVELS
             }
         )
         self.results: dict[str, dict[str, dict[str, Any]]] = {}
         self.test_probs: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SstClassifier:
+        """The classifier ``cfg`` describes. Its fresh head is drawn from torch's RNG seeded with
+        ``train.seed`` (and the global RNG restored): the same whatever ran before."""
+        m, t = cfg.model, cfg.train
+        with seeded_torch(t.seed):
+            return cls(
+                model_name=m.name,
+                revision=m.revision,
+                pooling=m.pooling,
+                dropout=m.dropout,
+                freeze_backbone=m.freeze_backbone,
+                lr=t.lr,
+                weight_decay=t.weight_decay,
+                scheduler=t.scheduler,
+                warmup_ratio=t.warmup_ratio,
+            )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

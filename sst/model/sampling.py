@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sst.data import N_CLASSES
 from sst.errors import SstError
 
 MODES = {"random": 1.0, "stratified": 0.0}
@@ -134,7 +135,7 @@ class BucketBatchSampler:
         self.seed = seed
         self.epoch_size = epoch_size or len(self.labels)
         self.pool = pool_batches * batch_size
-        self.by_class = [np.flatnonzero(self.labels == c) for c in range(5)]
+        self.by_class = [np.flatnonzero(self.labels == c) for c in range(N_CLASSES)]
         self.epoch = 0
         self.batches_done = 0  # batches of the current epoch already consumed (resume point)
         self.sampler = _EpochHook(self)

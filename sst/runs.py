@@ -1,0 +1,264 @@
+"""The run-folder contract: file names, run ids, atomic creation, the fingerprint, and the one
+reader of a finished run (used by predict, replay, report, ensemble and sweep).
+
+    python -c "from sst.runs import Run; print(Run.open('runs/<id>').fingerprint['weights_sha256'])"
+
+``sst train`` builds ``<runs_dir>/<id>.partial/`` and renames it to ``<runs_dir>/<id>/`` when
+complete: ``config.yaml`` (resolved), ``fingerprint.json``, ``metrics.json``,
+``weights.safetensors``, ``confusion_matrix.png``, ``predictions.tsv`` (test set), ``tb/``
+(TensorBoard), ``checkpoints/`` (``best.ckpt`` by validation, ``last.ckpt`` the resume point) and
+``confusion/`` (one figure per evaluation). An ensemble folder holds the same metrics,
+predictions, figure and a fingerprint listing its members. No other module spells these names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from sst.config import Config, load_config
+from sst.data import N_CLASSES
+from sst.data.sources import sha256_file
+from sst.data.versioning import MANIFEST, dumps
+from sst.errors import SstError
+from sst.repro import environment, git_state
+
+CONFIG = "config.yaml"
+FINGERPRINT = "fingerprint.json"
+METRICS = "metrics.json"
+WEIGHTS = "weights.safetensors"
+CONFUSION_PNG = "confusion_matrix.png"
+PREDICTIONS = "predictions.tsv"
+TENSORBOARD = "tb"
+CHECKPOINTS = "checkpoints"
+BEST, LAST = "best", "last"  # checkpoint names (Lightning adds .ckpt)
+CONFUSION_DIR = "confusion"
+PARTIAL = ".partial"
+REPLAYS = "replays"  # <runs_dir>/replays/: where `sst replay` trains
+SWEEPS = "sweeps"  # <runs_dir>/sweeps/<sweep-id>/sweep.json: a sweep's outcomes
+SWEEP_RECORD = "sweep.json"
+PROBS = tuple(f"p{c}" for c in range(N_CLASSES))  # class-probability columns of predictions.tsv
+# Fields written twice by runs made before the fingerprint recorded each field once: dropped
+# when comparing, so those runs still compare equal to new ones.
+LEGACY_DUPLICATES = frozenset(
+    {"determinism/seed", "determinism/threads", "determinism/PYTHONHASHSEED", "environment/threads"}
+)
+
+
+# -- making a run folder -------------------------------------------------------------------
+
+
+def new_run_id(cfg: Config) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{cfg.name}-{stamp}-{cfg.hash()[:8]}"
+
+
+def run_id(work: Path) -> str:
+    return work.name.removesuffix(PARTIAL)
+
+
+def create(runs_dir: Path, cfg: Config) -> Path:
+    """A new ``<runs_dir>/<id>.partial/`` holding the resolved config."""
+    rid = new_run_id(cfg)
+    work = runs_dir / f"{rid}{PARTIAL}"
+    if (runs_dir / rid).exists() or work.exists():
+        raise SstError("run folder exists", path=runs_dir / rid, fix="wait a second and retry")
+    work.mkdir(parents=True)
+    (work / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+    return work
+
+
+def partial_folder(run: Path) -> Path:
+    """What ``--resume`` names: ``runs/<id>`` or ``runs/<id>.partial`` → the partial folder."""
+    if not run.name.endswith(PARTIAL) and Path(f"{run}{PARTIAL}").is_dir():
+        return Path(f"{run}{PARTIAL}")
+    return run
+
+
+def resume_point(work: Path) -> Path:
+    last = work / CHECKPOINTS / f"{LAST}.ckpt"
+    if not last.is_file():
+        raise SstError(
+            f"no {CHECKPOINTS}/{LAST}.ckpt to resume from",
+            path=work,
+            fix="start the run again without --resume",
+        )
+    return last
+
+
+def finish(work: Path) -> Path:
+    """Rename the partial folder to the run id, beside it wherever it was resumed from."""
+    final = work.parent / run_id(work)
+    os.replace(work, final)
+    return final
+
+
+def load_run_config(run: Path) -> Config:
+    path = run / CONFIG
+    if not path.is_file():
+        raise SstError(f"not a run folder (no {CONFIG})", path=run, fix="pass runs/<id>")
+    return load_config(path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(dumps(data))
+
+
+def write_predictions(path: Path, rows: Any, probs: np.ndarray) -> None:
+    """``predictions.tsv``: one test phrase per row, its truth, prediction and probabilities.
+    ``rows[k]`` gives the ``phrase_id``, ``sentence_id``, ``is_root`` and ``label`` arrays."""
+    import pandas as pd  # here only: `sst --help` reads this module's names
+
+    frame = pd.DataFrame(
+        {
+            "phrase_id": np.asarray(rows["phrase_id"]),
+            "sentence_id": np.asarray(rows["sentence_id"]),
+            "is_root": np.asarray(rows["is_root"]).astype(int),
+            "label": np.asarray(rows["label"]),
+            "pred": probs.argmax(1),
+            **{p: np.round(probs[:, c], 6) for c, p in enumerate(PROBS)},
+        }
+    )
+    frame.to_csv(path, sep="\t", index=False)
+
+
+def fingerprint(
+    cfg: Config, *, determinism: dict[str, Any], task_id: str | None, weights_sha256: str
+) -> dict[str, Any]:
+    """What a run depended on, each field once (see README "Reproducibility")."""
+    import torch
+
+    return {
+        "config_sha256": cfg.hash(),
+        "seed": cfg.train.seed,
+        "threads": torch.get_num_threads(),
+        "determinism": determinism,
+        "split_manifest_sha256": sha256_file(Path(cfg.train.split) / MANIFEST),
+        "model": cfg.model.name,
+        "model_revision": cfg.model.revision,
+        "model_files_sha256": model_files_sha256(cfg.model.name),
+        "environment": environment(),
+        "git": git_state(),
+        "clearml_task_id": task_id,
+        "weights_sha256": weights_sha256,
+    }
+
+
+def model_files_sha256(name: str) -> str | None:
+    """sha256 over the sorted (relative path, file sha256) of a local model folder."""
+    from sst.model.module import resolve_model
+
+    folder = Path(resolve_model(name)).expanduser()
+    if not folder.is_dir():
+        return None  # a hub id: the revision identifies it
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(folder).as_posix()}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+# -- reading a finished run ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run (or ensemble) folder; each file is read on first use."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, folder: Path, *, need: tuple[str, ...] = (FINGERPRINT,)) -> Run:
+        """The run at ``folder``, refused with one line when a file in ``need`` is missing."""
+        folder = Path(folder)
+        for name in need:
+            if not (folder / name).is_file():
+                partial = folder.name.endswith(PARTIAL)
+                raise SstError(
+                    f"not a finished run (no {name})",
+                    path=folder,
+                    fix="finish it with sst train --resume" if partial else "pass runs/<id>",
+                )
+        return cls(folder)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS
+
+    @cached_property
+    def config(self) -> Config:
+        return load_run_config(self.path)
+
+    @cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        path = self.path / FINGERPRINT
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        path = self.path / METRICS
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @cached_property
+    def predictions(self) -> Any:
+        """``predictions.tsv`` as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.read_csv(self.path / PREDICTIONS, sep="\t")
+
+    def load_classifier(self) -> Any:
+        """The trained classifier: the recorded config's model with the run's weights."""
+        from safetensors.torch import load_model
+
+        from sst.model.module import SstClassifier
+
+        model = SstClassifier.from_config(self.config)
+        load_model(model, str(self.weights))
+        return model.eval()
+
+    @property
+    def members(self) -> list[str] | None:
+        """An ensemble's member runs; None for a trained run."""
+        return self.fingerprint.get("members")
+
+
+def finished_runs(runs_dir: Path) -> list[Run]:
+    """Every finished run and ensemble directly in ``runs_dir``, by name."""
+    if not runs_dir.is_dir():
+        return []
+    return [
+        Run(p)
+        for p in sorted(runs_dir.iterdir())
+        if (p / METRICS).is_file() and not p.name.endswith(PARTIAL)
+    ]
+
+
+def find_by_config(cfg: Config) -> tuple[Path | None, Path | None]:
+    """(finished run, partial run) in ``cfg.train.runs_dir`` made from exactly this config."""
+    want = cfg.hash()
+    done = partial = None
+    folders = Path(cfg.train.runs_dir).glob(f"*-{want[:8]}*")
+    for folder in sorted(folders, key=lambda p: p.stat().st_mtime):
+        if folder.name.endswith(PARTIAL):
+            if (folder / CONFIG).is_file() and load_run_config(folder).hash() == want:
+                partial = folder
+        elif Run(folder).fingerprint.get("config_sha256") == want:
+            done = folder
+    return done, partial
+
+
+def sweep_records(runs_dir: Path) -> list[Path]:
+    return sorted(runs_dir.glob(f"{SWEEPS}/*/{SWEEP_RECORD}"))

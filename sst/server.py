@@ -1,0 +1,154 @@
+"""What needs a ClearML server: template tasks, clones, queues, waiting, reading tasks back.
+
+    sst sweep --models models.txt --queue gpu    # sweep_template, enqueue_sweep, wait_for
+    sst replay <task-id> --queue gpu             # clone_task, task_record
+    sst report --tag <sweep-id>                  # project_results
+
+Every call goes through ``sst.tracking.clearml_task()`` (the one door to ClearML), which is also
+where the contract tests replace ClearML's ``Task`` class: no server can run here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sst import tracking
+
+TEMPLATE_NAME = "sst train (sweep template)"
+TERMINAL = {"completed", "failed", "stopped", "closed", "published"}
+
+
+def sweep_template(project: str, *, repo: str, commit: str, base_config: str) -> Any:
+    """The training task every sweep line is cloned from: ``python -m sst.cli train --config
+    <base_config>`` at ``commit`` of ``repo`` in this run's image. Reused when one exists for
+    that commit and config (tags), created otherwise (never executed itself)."""
+    Task = tracking.clearml_task()
+    tags = ["sst-template", f"rev-{commit[:12]}", f"config-{Path(base_config).stem}"]
+    found = Task.get_tasks(
+        project_name=project, task_name=re.escape(TEMPLATE_NAME), tags=tags, allow_archived=False
+    )
+    if found:
+        return found[0]
+    template = Task.create(
+        project_name=project,
+        task_name=TEMPLATE_NAME,
+        task_type="training",
+        repo=repo,
+        commit=commit,
+        module=f"sst.cli train --config {base_config}",
+        docker=tracking.container_image(),
+        docker_args=tracking.container_arguments(),
+        add_task_init_call=False,
+    )
+    template.add_tags(tags)
+    return template
+
+
+def enqueue_sweep(
+    project: str,
+    sweep_id: str,
+    children: list[tuple[str, dict[str, str]]],
+    *,
+    queue: str,
+    repo: str,
+    commit: str,
+    base_config: str,
+) -> list[str]:
+    """One clone of the template per child (name, ``config/…`` parameter overrides), tagged with
+    the sweep id, carrying the image, enqueued on ``queue``; the sweep itself is a controller task
+    listing its children. Returns the child task ids in order."""
+    Task = tracking.clearml_task()
+    image, docker_args = tracking.container_image(), tracking.container_arguments()
+    template = sweep_template(project, repo=repo, commit=commit, base_config=base_config)
+    controller = tracking.start_task(
+        project,
+        f"sweep {sweep_id}",
+        "controller",
+        {"queue": queue, "template": str(template.id)},
+        tags=[sweep_id],
+    )
+    ids: list[str] = []
+    try:
+        for name, params in children:
+            child = Task.clone(source_task=template, name=name, parent=controller.id)
+            child.set_parameters(params)
+            child.add_tags([sweep_id])
+            child.set_base_docker(docker_image=image, docker_arguments=docker_args)
+            Task.enqueue(child, queue_name=queue)
+            ids.append(str(child.id))
+        controller.connect("children", dict(zip([n for n, _ in children], ids, strict=True)))
+    finally:
+        controller.close()
+    return ids
+
+
+def wait_for(task_ids: list[str], *, poll: float = 30.0, out: Any = None) -> dict[str, str]:
+    """Poll the tasks until each is finished; print every status change. Returns id → status."""
+    Task = tracking.clearml_task()
+    out = out or sys.stdout
+    status: dict[str, str] = {}
+    while True:
+        for task_id in task_ids:
+            now = str(Task.get_task(task_id=task_id).get_status())
+            if status.get(task_id) != now:
+                print(f"task {task_id}: {now}", file=out, flush=True)
+                status[task_id] = now
+        if all(s in TERMINAL for s in status.values()):
+            return status
+        time.sleep(poll)
+
+
+def remote_overrides() -> list[str]:
+    """Under a clearml-agent: the running task's ``config/…`` parameters (a sweep's overrides) as
+    ``section.key=value`` for ``sst train``; nothing when run by hand."""
+    task_id = os.environ.get("CLEARML_TASK_ID")
+    if not task_id or not tracking.server_configured():
+        return []
+    Task = tracking.clearml_task()
+    if Task.running_locally():
+        return []
+    return tracking.parameters_to_overrides(Task.get_task(task_id=task_id).get_parameters())
+
+
+def clone_task(task_id: str, queue: str) -> str:
+    """A clone of ``task_id`` (same parameters, same image), enqueued; returns its id."""
+    Task = tracking.clearml_task()
+    source = Task.get_task(task_id=task_id)
+    clone = Task.clone(source_task=source, name=f"replay of {task_id}", parent=task_id)
+    clone.add_tags(["replay"])
+    Task.enqueue(clone, queue_name=queue)
+    return str(clone.id)
+
+
+def task_record(task_id: str) -> tuple[dict[str, str], dict[str, float]]:
+    """A task's flat parameters (``section/key``) and its single values (``Summary``)."""
+    task = tracking.clearml_task().get_task(task_id=task_id)
+    single = task.get_reported_single_values() or {}
+    return dict(task.get_parameters() or {}), {k: float(v) for k, v in single.items()}
+
+
+def project_results(project: str, tag: str) -> list[dict[str, Any]]:
+    """The training tasks of ``project`` tagged ``tag``: id, name, status, model, single values."""
+    Task = tracking.clearml_task()
+    results = []
+    for task in Task.get_tasks(
+        project_name=project, tags=[tag], task_filter={"type": ["training"]}
+    ):
+        params = task.get_parameters() or {}
+        results.append(
+            {
+                "id": str(task.id),
+                "name": str(task.name),
+                "status": str(task.get_status()),
+                "model": str(params.get("config/model/name", "?")),
+                "values": {
+                    k: float(v) for k, v in (task.get_reported_single_values() or {}).items()
+                },
+            }
+        )
+    return results
