@@ -5,8 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 SST := $(VENV)/bin/sst
-# The real SST data (../shared/data here; see README "Data" for downloads and s3:// sources)
-SST_DATA ?= $(abspath ../shared/data)
+# The real SST data when a folder holds it (../shared/data here); without it the PTB presets
+# download the official release once (README "Data")
+SST_DATA ?= $(wildcard $(abspath ../shared/data))
 export SST_DATA
 # Determinism variables that must be set before Python/CUDA start (also in the image ENV)
 export PYTHONHASHSEED := 0

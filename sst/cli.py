@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sst.errors import SstError
 
@@ -20,19 +20,24 @@ if TYPE_CHECKING:
     from sst.config import Config
 
 CONFIG_HELP = "YAML preset (see configs/); key=value arguments override it"
+SOURCE_HELP = "runs/<id>, an offline session .zip, or a ClearML task id or link"
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
+def _config_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", metavar="YAML", help=CONFIG_HELP)
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. split.n_seeds=100"
     )
+    return p
 
 
 def _load(args: argparse.Namespace) -> Config:
+    """The preset and overrides; executed by a clearml-agent, the task's parameters win (they
+    hold the task's whole config, possibly edited in the web UI)."""
     from sst.config import load_config
+    from sst.server import remote_overrides
 
-    return load_config(args.config, args.overrides)
+    return load_config(args.config, [*args.overrides, *remote_overrides()])
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -51,9 +56,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sst import runs
-    from sst.config import load_config
     from sst.prepare import ensure_split
-    from sst.server import remote_overrides
     from sst.train import print_summary, train
 
     if args.resume:
@@ -65,8 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = runs.partial_folder(Path(args.resume))
         result = train(runs.load_run_config(run), resume=run)
     else:
-        # executed by a clearml-agent (a sweep's clone): the task's parameters win
-        cfg = load_config(args.config, [*args.overrides, *remote_overrides()])
+        cfg = _load(args)
         ensure_split(cfg)  # an agent's fresh clone or a new machine: made from the sources
         result = train(cfg)
     print_summary(result)
@@ -74,9 +76,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from sst.predict import format_one, predict_file, predict_texts
+    from sst.predict import format_one, predict_file, predict_texts, run_folder
 
-    run = Path(args.run)
+    run = run_folder(args.run, args.task)
     if args.file:
         if not args.out:
             raise SstError("--file needs --out", fix="add --out predictions.tsv")
@@ -118,7 +120,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from sst.report import print_top, sweep_rows, write_report
+    from sst.report import publish, sweep_rows
     from sst.runs import SWEEP_RECORD
     from sst.sweep import sweep
 
@@ -140,28 +142,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"{len(failed)} failed"
     )
     if args.local:
-        out = Path(args.report or f"reports/{sweep_dir.name}")
-        rows = sweep_rows(sweep_dir)
-        if rows:
-            write_report(rows, args.by, out)
-            print_top(rows, args.by)
-            print(f"leaderboard {out / 'leaderboard.md'} ({out / 'leaderboard.html'})")
+        publish(sweep_rows(sweep_dir), args.by, Path(args.report or f"reports/{sweep_dir.name}"))
     return 1 if failed and len(failed) == len(outcomes) else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sst.ranking import parse_by
-    from sst.report import collect, from_project, print_top, write_report
+    from sst.report import collect, from_project, publish
 
     parse_by(args.by)  # a bad --by fails before anything is read
-    if args.tag:
-        rows = from_project(args.project, args.tag)
-    else:
-        rows = collect([Path(p) for p in args.runs])
-    out = Path(args.out)
-    paths = write_report(rows, args.by, out, track=not args.no_clearml, project=args.project)
-    print_top(rows, args.by)
-    print("\n".join(str(p) for p in paths))
+    rows = from_project(args.project, args.tag) if args.tag else collect(map(Path, args.runs))
+    publish(rows, args.by, Path(args.out), track=not args.no_clearml, project=args.project)
     return 0
 
 
@@ -198,6 +189,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if verdict.identical else 1
 
 
+def cmd_upload(args: argparse.Namespace) -> int:
+    from sst.share import upload
+
+    task_id, link, attached = upload(Path(args.session), Path(args.run) if args.run else None)
+    print(f"task {task_id}: {link}")
+    print(f"run folder attached: {attached}" if attached else "no run folder attached (--run)")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from sst.replay import compare, load
 
@@ -205,6 +205,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     verdict = compare(a, b)
     print(verdict.render())
     return 0 if verdict.identical else 1
+
+
+def _verb(sub: Any, func: Callable[[argparse.Namespace], int], help: str) -> Any:
+    """The sub-command named after ``func`` (``cmd_<verb>``), which runs it."""
+    p = sub.add_parser(func.__name__.removeprefix("cmd_"), help=help)
+    p.set_defaults(func=func)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,52 +222,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune BERT-like encoders on SST-5; every run tracked and replayable.",
     )
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
-
-    p = sub.add_parser("data", help="fetch and parse the raw data; print what it holds")
-    _config_args(p)
-    p.set_defaults(func=cmd_data)
-
-    p = sub.add_parser(
-        "split",
-        help="tree-preserving train/val/test split, versioned, plotted and tracked",
-        description="Hold out whole sentences for test (seed chosen by the smallest Wasserstein "
-        "distance between train and test labels, or the canonical PTB split), carve a validation "
-        "set, and write the split once with a manifest. Uses data.dedup (default none).",
+    _config_args(_verb(sub, cmd_data, "fetch and parse the raw data; print what it holds"))
+    p = _verb(sub, cmd_split, "tree-preserving train/val/test split, versioned and tracked")
+    p.description = (
+        "Hold out whole sentences for test (seed chosen by the smallest Wasserstein distance "
+        "between train and test labels, or the canonical PTB split), carve a validation set, and "
+        "write the split once with a manifest."
     )
     _config_args(p)
     p.add_argument("--force", action="store_true", help="replace an existing, different split")
-    p.set_defaults(func=cmd_split)
-
-    p = sub.add_parser(
-        "train",
-        help="fine-tune an encoder on a split; writes runs/<id>/",
-        description="Fine-tune model.name on train.split with the train.sampling schedule; "
-        "writes runs/<id>/ (config, fingerprint, metrics, weights, plots, predictions).",
-    )
+    p = _verb(sub, cmd_train, "fine-tune model.name on train.split; writes runs/<id>/")
     _config_args(p)
     p.add_argument("--resume", metavar="RUN", help="continue runs/<id>.partial from its checkpoint")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("predict", help="classify phrases with a finished run")
-    p.add_argument("--run", required=True, help="runs/<id>")
+    p = _verb(sub, cmd_predict, "classify phrases with a finished run or a shared task")
+    p.add_argument("--run", help="runs/<id>")
+    p.add_argument("--task", help="a ClearML task id or link (its shared run is downloaded)")
     p.add_argument("texts", nargs="*", help="phrases to classify")
     p.add_argument("--file", help="TSV with a text (or Phrase) column, or one phrase per line")
     p.add_argument("--out", help="where to write the predictions TSV (with --file)")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("doctor", help="print the environment fingerprint; exit 1 on lock drift")
-    p.set_defaults(func=cmd_doctor)
-
-    p = sub.add_parser("config", help="list every config key, or print a resolved config")
-    _config_args(p)
-    p.set_defaults(func=cmd_config)
-
-    p = sub.add_parser(
-        "bench",
-        help="benchmarks, as ratios against a peer measured in the same run",
-        description="split: vectorised seed search vs the per-seed pandas+scipy loop. "
-        "train: our training loop (random, stratified) vs HF Trainer (dynamic padding, "
-        "group_by_length) and inference vs a length-sorted HF pipeline.",
+    _verb(sub, cmd_doctor, "print the environment fingerprint; exit 1 on lock drift")
+    _config_args(_verb(sub, cmd_config, "list every config key, or print a resolved config"))
+    p = _verb(sub, cmd_bench, "benchmarks, as ratios against a peer measured in the same run")
+    p.description = (
+        "split: vectorised seed search vs the per-seed pandas+scipy loop. train: our training "
+        "loop (random, stratified) vs HF Trainer (dynamic padding, group_by_length) and inference "
+        "vs a length-sorted HF pipeline."
     )
     p.add_argument("what", choices=["split", "train"], help="which benchmark")
     _config_args(p)
@@ -268,76 +254,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="update this Markdown file's section (BENCHMARKS.md)")
     p.add_argument("--seeds", type=int, default=10000, help="seeds for the vectorised search")
     p.add_argument("--peer-seeds", type=int, default=300, help="seeds for the per-seed scipy peer")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser(
-        "sweep",
-        help="train every model of a models.txt, here (--local) or on a ClearML queue",
-        description="Each line of --models (a model, then key=value overrides) becomes a "
-        "training run of the --config preset. --local: one `sst train` process per line, "
-        "failures recorded, then a leaderboard. --queue: clone the template task per line, "
-        "tag it with the sweep id and enqueue it (needs a ClearML server).",
+    p = _verb(sub, cmd_sweep, "train every model of a models.txt, here or on a ClearML queue")
+    p.description = (
+        "Each line of --models (a model, then key=value overrides) becomes a training run of the "
+        "--config preset. --local: one `sst train` process per line, failures recorded, then a "
+        "leaderboard. --queue: clone the template task per line, tag it with the sweep id and "
+        "enqueue it (needs a ClearML server)."
     )
     _config_args(p)
     p.add_argument("--models", default="models.local.txt", help="the model list")
     p.add_argument("--local", action="store_true", help="run here, one process per model")
     p.add_argument("--queue", help="ClearML queue to enqueue the clones on")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip lines whose run completed with the same config; continue partial",
-    )
+    p.add_argument("--resume", action="store_true", help="skip completed lines; continue partial")
     p.add_argument("--wait", action="store_true", help="(--queue) wait and print task status")
     p.add_argument("--by", default="balanced", help="leaderboard ranking (see sst report)")
     p.add_argument("--report", help="leaderboard folder (default reports/<sweep-id>)")
-    p.set_defaults(func=cmd_sweep)
-
-    p = sub.add_parser(
-        "report",
-        help="leaderboard of run folders: Markdown, HTML, JSON, confusion-matrix grid",
-        description=f"Rank runs by --by: {BY_HELP}. {BALANCED_RULE}, qualifying runs first by "
-        "macro-F1. Flags checkpoints fine-tuned on SST/GLUE (contamination risk).",
+    p = _verb(sub, cmd_report, "leaderboard of run folders: Markdown, HTML, JSON, confusion grid")
+    p.description = (
+        f"Rank runs by --by: {BY_HELP}. {BALANCED_RULE}, qualifying runs first by macro-F1. "
+        "Flags checkpoints fine-tuned on SST/GLUE (contamination risk)."
     )
     p.add_argument("runs", nargs="*", default=["runs"], help="runs/ folders or runs/<id>")
     p.add_argument("--by", default="balanced", help="ranking criterion (default balanced)")
     p.add_argument("--out", default="reports/latest", help="output folder")
     p.add_argument("--no-clearml", action="store_true", help="do not report the table to ClearML")
-    p.add_argument(
-        "--tag", help="online: rank the project's training tasks with this tag (sweep id)"
-    )
+    p.add_argument("--tag", help="online: rank the project's training tasks with this tag")
     p.add_argument("--project", default="sst", help="online: the ClearML project (with --tag)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser(
-        "ensemble",
-        help="average the probabilities of the best runs into a scored run folder",
-        description="Members: the given runs, or the --top K in --runs-dir by validation --by. "
-        "Same split required. Writes runs/ensemble-<k>-<hash>/ like a run.",
-    )
+    p = _verb(sub, cmd_ensemble, "average the best runs' probabilities into a scored run folder")
     p.add_argument("runs", nargs="*", help="runs/<id> members (default: --top by --by)")
     p.add_argument("--top", type=int, default=3, help="how many runs (without explicit runs)")
     p.add_argument("--by", default="macro_f1", help="selection metric on the validation set")
     p.add_argument("--runs-dir", default="runs", help="where runs are read and written")
-    p.set_defaults(func=cmd_ensemble)
-
-    p = sub.add_parser(
-        "replay",
-        help="re-run a recorded run (folder, offline session, task id) and compare bit for bit",
-        description="Re-executes from the recorded config, split (manifest sha256 checked first) "
-        "and seed only, into <runs_dir>/replays/; the last line is BIT-IDENTICAL or DIFFERENT with "
-        "the fingerprint fields and metrics that differ. Exit 0 only when identical. key=value "
-        "arguments change the recorded config on purpose (what breaks identity?).",
+    p = _verb(sub, cmd_replay, "re-run a recorded run (folder, session, task) and compare bits")
+    p.description = (
+        "Re-executes from the recorded config, split (manifest sha256 checked first) and seed "
+        "only, into <runs_dir>/replays/; the last line is BIT-IDENTICAL or DIFFERENT with the "
+        "fingerprint fields and metrics that differ. Exit 0 only when identical. key=value "
+        "arguments change the recorded config on purpose (what breaks identity?)."
     )
-    p.add_argument("source", help="runs/<id>, an offline session .zip, or a task id (--queue)")
+    p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="deliberate changes")
-    p.add_argument("--queue", help="server: clone the task and enqueue it here, then compare")
+    p.add_argument("--queue", help="server: clone the task onto this queue instead of running here")
     p.add_argument("--out", help="where the replay's run folder goes (default <runs>/replays)")
-    p.set_defaults(func=cmd_replay)
-
-    p = sub.add_parser("verify", help="compare two runs: BIT-IDENTICAL or what differs")
-    p.add_argument("a", help="runs/<id> or an offline session .zip")
-    p.add_argument("b", help="runs/<id> or an offline session .zip")
-    p.set_defaults(func=cmd_verify)
+    p = _verb(sub, cmd_verify, "compare two runs: BIT-IDENTICAL or what differs")
+    p.add_argument("a", help=SOURCE_HELP)
+    p.add_argument("b", help=SOURCE_HELP)
+    p = _verb(sub, cmd_upload, "import an offline session into ClearML; print the task link")
+    p.description = (
+        "Imports the session (Task.import_offline_session) and attaches the run folder's config, "
+        "fingerprint, metrics, predictions, weights and figure as artifacts, so the link is "
+        "enough to replay, verify and predict elsewhere."
+    )
+    p.add_argument("session", help="the offline session .zip that sst train printed")
+    p.add_argument("--run", help="the run folder to attach (default: found in runs/ by task id)")
     return parser
 
 

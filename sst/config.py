@@ -2,9 +2,11 @@
 
     sst split --config configs/kaggle.yaml split.n_seeds=2000 data.dedup=global
 
-Every field has help text (``sst config`` lists them). ``${VAR}`` in a string is expanded from the
-environment (``${SST_DATA}`` names the data folder); an unknown key, a wrong type or an unset
-variable is an error naming the file and line.
+Every field has help text (``sst config`` lists them). ``${VAR}`` (or ``${VAR:-default}``) in a
+string is expanded from the environment when the config is read, except in the data sources:
+they are kept as written (``${SST_DATA}/sst_ptb/train.txt``) and expanded only when the files are
+read, so a config, its hash and a split manifest do not depend on where the data sits. An
+unknown key, a wrong type or an unset variable is an error naming the file and line.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ Scheduler = Literal["linear", "cosine", "constant", "one_cycle"]
 Precision = Literal["auto", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
 
 
-def option(default: Any, help: str) -> Any:
-    """A config field: its default and the help text `sst config` prints."""
+def option(default: Any, help: str, *, as_written: bool = False, identity: bool = True) -> Any:
+    """A config field: its default and the help text `sst config` prints. ``as_written``: its
+    ``${VAR}`` stay unexpanded (expanded when used: see :func:`expand`). ``identity=False``: a
+    location, not content, so it is left out of :meth:`Config.hash`."""
+    meta = {"help": help, "as_written": as_written, "identity": identity}
     if isinstance(default, list | tuple):
-        return field(default_factory=lambda: tuple(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,17 @@ class DataConfig:
         "kaggle", "source format: kaggle (the phrase TSV), ptb (the SST trees)"
     )
     sources: tuple[str, ...] = option(
-        (), "files to read: local paths, http(s):// URLs or s3://bucket/key (zip: uri#member)"
+        (),
+        "files to read: local paths, http(s):// URLs or s3://bucket/key (zip: uri#member); "
+        "${VAR} expands when read",
+        as_written=True,
+    )
+    fallback: tuple[str, ...] = option(
+        (),
+        "per source, where to download it when it cannot be read here (variable unset, file "
+        "missing): used only for sources pinned by sha256; '' for none",
+        as_written=True,
+        identity=False,
     )
     sha256: tuple[str, ...] = option(
         (), "expected sha256 per source (of the file, or of a gzip's content); '' = unchecked"
@@ -133,8 +148,16 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
     def hash(self) -> str:
-        """sha256 of the resolved config (canonical JSON): same config, same hash."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """sha256 of the resolved config (canonical JSON) without the fields that only say where
+        something is fetched from (``data.fallback``): same config, same hash."""
+        values = self.to_dict()
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if dataclasses.is_dataclass(section):
+                for g in dataclasses.fields(section):
+                    if not g.metadata.get("identity", True):
+                        del values[f.name][g.name]
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -146,25 +169,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand(text: str, where: tuple[str | None, int | None]) -> str:
+def unset_variables(text: str) -> list[str]:
+    """The ``${VAR}`` in ``text`` that are unset (or empty) and have no ``:-default``."""
+    return [
+        m.group(1)
+        for m in _VAR.finditer(text)
+        if not os.environ.get(m.group(1)) and m.group(2) is None
+    ]
+
+
+def expand(text: str, where: tuple[str | None, int | None] = (None, None)) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` from the environment; an unset one is an error."""
+
     def sub(m: re.Match[str]) -> str:
         value = os.environ.get(m.group(1))
-        if value is None:
-            raise SstError(
-                f"${{{m.group(1)}}} is not set",
-                path=where[0],
-                line=where[1],
-                fix=f"export {m.group(1)}=... (make sets SST_DATA=../shared/data)",
-            )
-        return value
+        if value:
+            return value
+        if m.group(2) is not None:
+            return m.group(2)
+        raise SstError(
+            f"${{{m.group(1)}}} is not set",
+            path=where[0],
+            line=where[1],
+            fix=f"export {m.group(1)}=... (make sets SST_DATA=../shared/data when it exists)",
+        )
 
     return _VAR.sub(sub, text)
 
 
-def _coerce(tp: Any, value: Any, key: str, where: tuple[str | None, int | None]) -> Any:
+def _coerce(
+    tp: Any, value: Any, key: str, where: tuple[str | None, int | None], as_written: bool = False
+) -> Any:
     def bad() -> SstError:
         return SstError(
             f"{key}={value!r} is not a valid {getattr(tp, '__name__', tp)}",
@@ -176,7 +214,7 @@ def _coerce(tp: Any, value: Any, key: str, where: tuple[str | None, int | None])
     origin = typing.get_origin(tp)
     if origin is tuple:
         items = value if isinstance(value, list | tuple) else [value]
-        return tuple(_coerce(typing.get_args(tp)[0], v, key, where) for v in items)
+        return tuple(_coerce(typing.get_args(tp)[0], v, key, where, as_written) for v in items)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -196,7 +234,7 @@ def _coerce(tp: Any, value: Any, key: str, where: tuple[str | None, int | None])
         raise bad()
     if tp is str:
         if isinstance(value, str):
-            return _expand(value, where)
+            return value if as_written else expand(value, where)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
         raise bad()
@@ -215,7 +253,8 @@ def _coerce(tp: Any, value: Any, key: str, where: tuple[str | None, int | None])
 
 def _build(cls: type, values: dict[str, Any], lines: dict[str, int], path: str | None, prefix=""):
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    known = set(fields)
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         full = f"{prefix}{key}"
@@ -235,7 +274,8 @@ def _build(cls: type, values: dict[str, Any], lines: dict[str, int], path: str |
                 )
             kwargs[key] = _build(tp, value, lines, path, prefix=f"{full}.")  # type: ignore[arg-type]
         else:
-            kwargs[key] = _coerce(tp, value, full, where)
+            as_written = fields[key].metadata.get("as_written", False)
+            kwargs[key] = _coerce(tp, value, full, where, as_written)
     return cls(**kwargs)
 
 

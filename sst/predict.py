@@ -19,10 +19,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sst import server
 from sst.data import LABELS, N_CLASSES
 from sst.errors import SstError
 from sst.model.inference import Predictor
 from sst.runs import CONFIG, WEIGHTS, Run
+
+
+def run_folder(run: str | None, task: str | None) -> Path:
+    """``--run`` as given, or for ``--task`` the run the shared task carries, downloaded."""
+    if bool(run) == bool(task):
+        raise SstError("name the model once", fix="pass --run runs/<id> or --task <task link>")
+    if task:
+        return server.fetch_run(server.require_task_id(task))
+    return Path(str(run))
 
 
 def load_predictor(folder: Path) -> Predictor:

@@ -33,6 +33,7 @@ def make_split(cfg: Config, *, force: bool = False) -> tuple[SplitResult, str | 
         f"split {cfg.name}",
         "data_processing",
         cfg.to_dict(),
+        args=["split"],  # the connected config is the whole input
         enabled=cfg.tracking.enabled,
     ) as tracker:
         if tracker is None:
@@ -80,8 +81,9 @@ def print_data(cfg: Config, out: TextIO | None = None) -> None:
     """What `sst data` prints: each source with its sha256, then what the table holds."""
     out = out or sys.stdout
     fetched = fetch_sources(cfg)
-    for f in fetched:
-        print(f"source   {f.uri}\n  path   {f.path}\n  sha256 {f.sha256}", file=out)
+    for source, f in zip(cfg.data.sources, fetched, strict=True):
+        print(f"source   {source}\n  read   {f.uri}\n  path   {f.path}", file=out)
+        print(f"  sha256 {f.sha256}", file=out)
         if f.content_sha256 != f.sha256:
             print(f"  content sha256 {f.content_sha256}", file=out)
     table = load_table(cfg, fetched)

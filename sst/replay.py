@@ -19,19 +19,19 @@ for identical weights.
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sst import runs, server
+from sst.agent import parameters_to_overrides
 from sst.config import Config, load_config
 from sst.data.sources import sha256_file
 from sst.data.versioning import MANIFEST, verify
 from sst.errors import SstError
 from sst.model.metrics import HEADLINE, LEVELS
 from sst.prepare import ensure_split
-from sst.tracking import REDACTED, parameters_to_overrides
+from sst.tracking import REDACTED, read_session
 
 # Fingerprint fields (flattened with "/") and why a difference in them matters.
 INPUTS = {
@@ -152,47 +152,23 @@ def from_parameters(source: str, params: dict[str, str], single: dict[str, float
 
 def from_session(path: Path) -> Recorded:
     """An offline ClearML session (the zip, or its folder)."""
-    try:
-        if path.is_dir():
-            task = json.loads((path / "task.json").read_text())
-            lines = (path / "metrics.jsonl").read_text().splitlines()
-        else:
-            with zipfile.ZipFile(path) as z:
-                task = json.loads(z.read("task.json"))
-                lines = z.read("metrics.jsonl").decode().splitlines()
-    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as e:
-        raise SstError(
-            f"not an offline ClearML session: {e}",
-            path=path,
-            fix="pass the .zip that `sst train` printed",
-        ) from None
-    params = {
-        f"{section}/{name}": item.get("value", "")
-        for section, values in task.get("hyperparams", {}).items()
-        for name, item in values.items()
-    }
-    single = {
-        ev["variant"]: float(ev["value"])
-        for line in lines
-        if line.strip()
-        for ev in json.loads(line)
-        if ev.get("type") == "training_stats_scalar" and ev.get("metric") == "Summary"
-    }
-    return from_parameters(str(path), params, single)
+    session = read_session(path)
+    return from_parameters(str(path), session.parameters, session.single_values)
 
 
 def load(source: str) -> Recorded:
+    """A run folder, an offline session (zip or folder), or a task on the server (id or link)."""
     path = Path(source).expanduser()
-    if path.is_dir() and (path / "task.json").is_file():
-        return from_session(path)
-    if path.is_dir():
+    if path.is_dir() and not (path / "task.json").is_file():
         return from_run(path)
-    if path.is_file():
+    if path.exists():
         return from_session(path)
+    if task_id := server.task_id_from(source):
+        return from_parameters(task_id, *server.task_record(task_id))
     raise SstError(
-        "no such run folder or session",
+        "no such run folder, session or task",
         path=source,
-        fix="pass runs/<id>, an offline session .zip, or a task id with --queue",
+        fix="pass runs/<id>, an offline session .zip, or a ClearML task id or link",
     )
 
 
@@ -297,8 +273,9 @@ def check_split(cfg: Config, recorded_sha: str) -> None:
     verify(folder)  # every file against the manifest: a tampered file is refused here
 
 
-def replay_online(task_id: str, queue: str) -> tuple[Recorded, Recorded, Verdict]:
+def replay_online(source: str, queue: str) -> tuple[Recorded, Recorded, Verdict]:
     """Server: clone the task (same image, same parameters), enqueue it, wait, compare."""
+    task_id = server.require_task_id(source)
     original = from_parameters(task_id, *server.task_record(task_id))
     clone_id = server.clone_task(task_id, queue)
     status = server.wait_for([clone_id])[clone_id]

@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
@@ -29,7 +30,7 @@ from typing import TextIO
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from sst import runs, server, tracking
+from sst import agent, runs, server, tracking
 from sst.data.stats import save_png
 from sst.errors import SstError
 from sst.figures import draw_confusion
@@ -93,9 +94,10 @@ def sweep_rows(sweep_dir: Path) -> list[Row]:
     return done + _failed(record)
 
 
-def collect(paths: list[Path]) -> list[Row]:
+def collect(paths: Iterable[Path]) -> list[Row]:
     """Rows for run folders, folders of runs, and the failed lines of their sweeps."""
     rows: list[Row] = []
+    paths = list(paths)
     for path in paths:
         if not path.exists():
             raise SstError("not found", path=path, fix="pass runs/ or runs/<id>")
@@ -204,11 +206,23 @@ def write_report(
             os.replace(f, out_dir / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    with tracking.task(project, f"report {out_dir.name}", "qc", {"by": by}, enabled=track) as t:
+    args = ["report", "--by", by, "--out", agent.repo_relative(out_dir)]
+    with tracking.task(
+        project, f"report {out_dir.name}", "qc", {"by": by}, args=args, enabled=track
+    ) as t:
         if t is not None:
             header, body = leaderboard_cells(ranked)
             t.report_table("leaderboard", by, pd.DataFrame(body, columns=header).set_index("#"))
     return [out_dir / name for name in FILES]
+
+
+def publish(
+    rows: list[Row], by: str, out_dir: Path, track: bool = True, project: str = "sst"
+) -> None:
+    """Write the report, then print the best rows and where the files are."""
+    paths = write_report(rows, by, out_dir, track=track, project=project)
+    print_top(rows, by)
+    print("\n".join(str(p) for p in paths))
 
 
 def print_top(rows: list[Row], by: str, out: TextIO | None = None, n: int = 10) -> None:

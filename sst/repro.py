@@ -25,6 +25,7 @@ from typing import Any
 
 from sst.errors import SstError
 
+KIT_ROOT = Path(__file__).resolve().parent.parent  # the checkout (or site-packages) holding sst
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
 IGNORED_EXTRAS = {"pip", "sst"}
 
@@ -37,7 +38,7 @@ def find_lock(start: Path | None = None) -> Path | None:
     """``$SST_LOCK``, else ``environment.lock`` in the current folder or the package's checkout."""
     if os.environ.get("SST_LOCK"):
         return Path(os.environ["SST_LOCK"])
-    for folder in (start or Path.cwd(), Path(__file__).resolve().parent.parent):
+    for folder in (start or Path.cwd(), KIT_ROOT):
         if (folder / "environment.lock").is_file():
             return folder / "environment.lock"
     return None
@@ -139,33 +140,51 @@ def drift(lock: dict[str, str], have: dict[str, str]) -> Drift:
     return d
 
 
+def _git(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> bytes | None:
+    try:
+        res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout if res.returncode in ok else None
+
+
+def _untracked(root: Path) -> list[str]:
+    names = (_git(root, "ls-files", "--others", "--exclude-standard", "-z") or b"").split(b"\0")
+    return sorted(n.decode() for n in names if n)
+
+
 def git_state(root: Path | None = None) -> dict[str, Any]:
     """The kit's source: commit, sha256 of the uncommitted changes (tracked diff + untracked
     files; None when clean), remote. Outside a checkout (an installed image) the commit comes
     from ``$SST_GIT_REVISION`` (the image's build argument)."""
-    root = root or Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> bytes | None:
-        try:
-            res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return res.stdout if res.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD") if (root / ".git").exists() else None
+    root = root or KIT_ROOT
+    commit = _git(root, "rev-parse", "HEAD") if (root / ".git").exists() else None
     if commit is None:
         return {"commit": os.environ.get("SST_GIT_REVISION"), "diff_sha256": None, "remote": None}
-    h = hashlib.sha256(git("diff", "HEAD", "--binary") or b"")
-    untracked = (git("ls-files", "--others", "--exclude-standard", "-z") or b"").split(b"\0")
-    for name in sorted(n for n in untracked if n):
-        h.update(name + b"\0" + hashlib.sha256((root / name.decode()).read_bytes()).digest())
+    h = hashlib.sha256(_git(root, "diff", "HEAD", "--binary") or b"")
+    for name in _untracked(root):
+        h.update(name.encode() + b"\0" + hashlib.sha256((root / name).read_bytes()).digest())
     dirty = h.hexdigest() != hashlib.sha256(b"").hexdigest()
-    remote = git("config", "--get", "remote.origin.url")
+    remote = _git(root, "config", "--get", "remote.origin.url")
     return {
         "commit": commit.decode().strip(),
         "diff_sha256": h.hexdigest() if dirty else None,
         "remote": remote.decode().strip() if remote else None,
     }
+
+
+def git_patch(root: Path | None = None) -> str:
+    """The uncommitted changes as one patch that ``git apply`` puts on the commit (what an agent
+    does with a task's diff): the tracked changes and every untracked, not ignored file."""
+    root = root or KIT_ROOT
+    if not (root / ".git").exists():
+        return ""
+    parts = [_git(root, "diff", "HEAD", "--binary") or b""]
+    for name in _untracked(root):
+        parts.append(
+            _git(root, "diff", "--no-index", "--binary", "/dev/null", name, ok=(0, 1)) or b""
+        )
+    return b"".join(parts).decode("utf-8", errors="replace")
 
 
 def environment() -> dict[str, Any]:

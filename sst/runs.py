@@ -46,6 +46,8 @@ PARTIAL = ".partial"
 REPLAYS = "replays"  # <runs_dir>/replays/: where `sst replay` trains
 SWEEPS = "sweeps"  # <runs_dir>/sweeps/<sweep-id>/sweep.json: a sweep's outcomes
 SWEEP_RECORD = "sweep.json"
+# What a shared task carries as artifacts (`sst upload`, online training), enough to predict
+SHARED = (CONFIG, FINGERPRINT, METRICS, PREDICTIONS, WEIGHTS, CONFUSION_PNG)
 PROBS = tuple(f"p{c}" for c in range(N_CLASSES))  # class-probability columns of predictions.tsv
 # Fields written twice by runs made before the fingerprint recorded each field once: dropped
 # when comparing, so those runs still compare equal to new ones.
@@ -219,14 +221,28 @@ class Run:
 
         return pd.read_csv(self.path / PREDICTIONS, sep="\t")
 
+    def verified_weights(self) -> Path:
+        """The weights file, re-hashed: refused unless it is the one the fingerprint records."""
+        expected = self.fingerprint.get("weights_sha256")
+        actual = sha256_file(self.weights) if self.weights.is_file() else "missing"
+        if expected and actual != expected:
+            raise SstError(
+                f"{WEIGHTS} sha256 {actual[:16]}… is not the recorded {expected[:16]}…",
+                path=self.weights,
+                fix="the file was changed or truncated: copy the run again or re-train it "
+                "(sst replay)",
+            )
+        return self.weights
+
     def load_classifier(self) -> Any:
-        """The trained classifier: the recorded config's model with the run's weights."""
+        """The trained classifier: the recorded config's model with the run's (verified)
+        weights."""
         from safetensors.torch import load_model
 
         from sst.model.module import SstClassifier
 
         model = SstClassifier.from_config(self.config)
-        load_model(model, str(self.weights))
+        load_model(model, str(self.verified_weights()))
         return model.eval()
 
     @property

@@ -3,6 +3,9 @@
     sst sweep --models models.txt --queue gpu    # sweep_template, enqueue_sweep, wait_for
     sst replay <task-id> --queue gpu             # clone_task, task_record
     sst report --tag <sweep-id>                  # project_results
+    sst replay <task link>  /  sst verify <task link> runs/<id>   # task_record
+    sst upload <session.zip> --run runs/<id>     # upload_session, attach_run
+    sst predict --task <task link> "…"           # fetch_run
 
 Every call goes through ``sst.tracking.clearml_task()`` (the one door to ClearML), which is also
 where the contract tests replace ClearML's ``Task`` class: no server can run here.
@@ -12,12 +15,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from sst import tracking
+from sst import agent, runs, tracking
+from sst.data.sources import default_cache_dir
+from sst.errors import SstError
 
 TEMPLATE_NAME = "sst train (sweep template)"
 TERMINAL = {"completed", "failed", "stopped", "closed", "published"}
@@ -29,11 +35,15 @@ def sweep_template(project: str, *, repo: str, commit: str, base_config: str) ->
     that commit and config (tags), created otherwise (never executed itself)."""
     Task = tracking.clearml_task()
     tags = ["sst-template", f"rev-{commit[:12]}", f"config-{Path(base_config).stem}"]
-    found = Task.get_tasks(
-        project_name=project, task_name=re.escape(TEMPLATE_NAME), tags=tags, allow_archived=False
+    found = Task.get_tasks(  # "__$all": ClearML joins a tag list with OR by default
+        project_name=project,
+        task_name=f"^{re.escape(TEMPLATE_NAME)}$",
+        tags=["__$all", *tags],
+        allow_archived=False,
     )
-    if found:
-        return found[0]
+    for task in found:  # the commit checked too: a 12-digit prefix is what the tag holds
+        if task.data.script.version_num == commit:
+            return task
     template = Task.create(
         project_name=project,
         task_name=TEMPLATE_NAME,
@@ -41,8 +51,8 @@ def sweep_template(project: str, *, repo: str, commit: str, base_config: str) ->
         repo=repo,
         commit=commit,
         module=f"sst.cli train --config {base_config}",
-        docker=tracking.container_image(),
-        docker_args=tracking.container_arguments(),
+        docker=agent.container_image(),
+        docker_args=agent.container_arguments(),
         add_task_init_call=False,
     )
     template.add_tags(tags)
@@ -58,12 +68,13 @@ def enqueue_sweep(
     repo: str,
     commit: str,
     base_config: str,
+    args: list[str],
 ) -> list[str]:
     """One clone of the template per child (name, ``config/…`` parameter overrides), tagged with
     the sweep id, carrying the image, enqueued on ``queue``; the sweep itself is a controller task
     listing its children. Returns the child task ids in order."""
     Task = tracking.clearml_task()
-    image, docker_args = tracking.container_image(), tracking.container_arguments()
+    image, docker_args = agent.container_image(), agent.container_arguments()
     template = sweep_template(project, repo=repo, commit=commit, base_config=base_config)
     controller = tracking.start_task(
         project,
@@ -74,6 +85,7 @@ def enqueue_sweep(
     )
     ids: list[str] = []
     try:
+        controller.record_script(args)
         for name, params in children:
             child = Task.clone(source_task=template, name=name, parent=controller.id)
             child.set_parameters(params)
@@ -112,7 +124,7 @@ def remote_overrides() -> list[str]:
     Task = tracking.clearml_task()
     if Task.running_locally():
         return []
-    return tracking.parameters_to_overrides(Task.get_task(task_id=task_id).get_parameters())
+    return agent.parameters_to_overrides(Task.get_task(task_id=task_id).get_parameters())
 
 
 def clone_task(task_id: str, queue: str) -> str:
@@ -152,3 +164,69 @@ def project_results(project: str, tag: str) -> list[dict[str, Any]]:
             }
         )
     return results
+
+
+# -- sharing a task: links, uploads, results ------------------------------------------------
+
+TASK_LINK = re.compile(r"/(?:experiments|tasks)/([0-9a-f]{32})(?:[/?#]|$)")
+TASK_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def task_id_from(text: str) -> str | None:
+    """The task id in ``text``: a bare id or a web-UI link (``…/experiments/<id>/output/log``);
+    None when it is neither."""
+    if TASK_ID.fullmatch(text):
+        return text
+    m = TASK_LINK.search(text)
+    return m.group(1) if m else None
+
+
+def require_task_id(text: str) -> str:
+    if (task_id := task_id_from(text)) is None:
+        raise SstError(
+            "not a ClearML task id or link", path=text, fix="copy the link from the web UI"
+        )
+    return task_id
+
+
+def link(task_id: str) -> str:
+    return str(tracking.clearml_task().get_task(task_id=task_id).get_output_log_web_page())
+
+
+def upload_session(session: Path) -> str:
+    """Import an offline session (zip or folder) into the configured server; the new task id."""
+    if not tracking.server_configured():
+        raise SstError(
+            "no ClearML server is configured",
+            path=session,
+            fix="run `clearml-init` or set CLEARML_API_HOST and the CLEARML_API_* keys",
+        )
+    task_id = tracking.clearml_task().import_offline_session(str(session))
+    if not task_id:
+        raise SstError("ClearML did not import the session", path=session, fix="see its log above")
+    return str(task_id)
+
+
+def attach_run(task_id: str, folder: Path) -> None:
+    """A finished run folder's shared files as the task's artifacts (digests kept by ClearML)."""
+    task = tracking.clearml_task().get_task(task_id=task_id)
+    tracking.Tracker(task=task, offline=False).upload_run(folder, runs.SHARED)
+
+
+def fetch_run(task_id: str, dest: Path | None = None) -> Path:
+    """The run folder a task shared, downloaded from its artifacts into ``dest`` (default the sst
+    cache); the weights are checked against the recorded fingerprint before it is returned."""
+    task = tracking.clearml_task().get_task(task_id=task_id)
+    folder = dest or default_cache_dir() / "tasks" / task_id
+    missing = [name for name in runs.SHARED if name not in task.artifacts]
+    if missing:
+        raise SstError(
+            f"task {task_id} has no {', '.join(missing)} artifact",
+            fix="share the run: sst upload <session.zip> --run runs/<id> (or train with a server)",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in runs.SHARED:
+        local = task.artifacts[name].get_local_copy(raise_on_error=True)
+        shutil.copyfile(local, folder / name)
+    runs.Run.open(folder, need=runs.SHARED).verified_weights()
+    return folder

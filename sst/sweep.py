@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from sst import repro, runs, server, tracking
+from sst import agent, repro, runs, server, tracking
 from sst.config import Config, load_config
 from sst.errors import SstError
 from sst.zoo import Entry, read_models
@@ -127,11 +127,8 @@ def run_local(
 
 
 def _child_env(sweep_dir: Path) -> dict[str, str]:
-    """This environment, minus ClearML's mark of a process that already has a task (a child
-    that inherits it gets a stub instead of its own task), plus the sweep id for the tags."""
-    inherited = ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID", "CLEARML_TASK_ID")
-    env = {k: v for k, v in os.environ.items() if k not in inherited}
-    return {**env, tracking.SWEEP_ENV: sweep_dir.name}
+    """A child's environment (its own ClearML task) with the sweep id for the tags."""
+    return {**agent.child_environment(), agent.SWEEP_ENV: sweep_dir.name}
 
 
 def write_manifest(sweep_dir: Path, outcomes: list[Outcome], **extra: Any) -> Path:
@@ -152,7 +149,7 @@ def write_manifest(sweep_dir: Path, outcomes: list[Outcome], **extra: Any) -> Pa
 
 def task_parameters(e: Entry) -> dict[str, str]:
     """The clone's parameter overrides: ``config/<section>/<key>`` as `sst train` connects them."""
-    return tracking.overrides_to_parameters(e.arguments)
+    return agent.overrides_to_parameters(e.arguments)
 
 
 def run_online(
@@ -163,8 +160,10 @@ def run_online(
     queue: str,
     wait: bool = False,
     out: TextIO | None = None,
+    args: list[str] | None = None,
 ) -> list[Outcome]:
-    """Clone the template training task once per entry with its overrides, tag, enqueue."""
+    """Clone the template training task once per entry with its overrides, tag, enqueue;
+    ``args`` is the `sst sweep` command line the controller task records."""
     out = out or sys.stdout
     git = repro.git_state()
     if not git.get("remote") or not git.get("commit"):
@@ -181,7 +180,8 @@ def run_online(
         queue=queue,
         repo=git["remote"],
         commit=git["commit"],
-        base_config=str(base),
+        base_config=agent.repo_relative(base),
+        args=args or ["sweep", "--config", agent.repo_relative(base), "--queue", queue],
     )
     outcomes = [_outcome(e, "queued", task_id=i) for e, i in zip(entries, ids, strict=True)]
     for o in outcomes:
@@ -220,6 +220,9 @@ def sweep(
         mode="local" if local else f"queue {queue}",
     )
     print(f"sweep {sweep_id}: {len(entries)} models from {models}", file=out, flush=True)
+    args = ["sweep", "--models", agent.repo_relative(models)]
+    args += ["--config", agent.repo_relative(base)] if base else []
+    args += [*extra, "--local"] if local else [*extra, "--queue", str(queue)]
     if local:
         outcomes = run_local(
             entries, base=base, extra=extra, sweep_dir=sweep_dir, resume=resume, out=out
@@ -228,7 +231,7 @@ def sweep(
         if base is None or queue is None:
             raise SstError("an online sweep needs --config and --queue", fix="add both")
         outcomes = run_online(
-            entries, base=base, sweep_id=sweep_id, queue=queue, wait=wait, out=out
+            entries, base=base, sweep_id=sweep_id, queue=queue, wait=wait, out=out, args=args
         )
     write_manifest(sweep_dir, outcomes)
     if local:  # online, enqueue_sweep made the controller task
@@ -240,6 +243,7 @@ def sweep(
                 "models": str(models),
                 "models_sha256": hashlib.sha256(models.read_bytes()).hexdigest(),
             },
+            args=args,
             enabled=base_cfg.tracking.enabled,
             tags=[sweep_id],
         ) as tracker:

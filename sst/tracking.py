@@ -10,16 +10,21 @@ a machine with a server uploads it later. No other module imports clearml.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import sys
-from collections.abc import Iterator, Mapping
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sst.repro import DETERMINISM_ENV
+from sst.agent import container_arguments, container_image, remote_problem
+from sst.errors import SstError
+from sst.repro import git_patch, git_state
 
 SECRET_KEY = re.compile(
     r"(secret|password|passwd|token(?!izer)|credential|access_key|api_key)", re.I
@@ -53,6 +58,51 @@ def scrub(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [scrub(v) for v in value]
     return value
+
+
+@dataclass
+class Session:
+    """What an offline session recorded: the task (``task.json``) and its reported events."""
+
+    task: dict[str, Any]
+    events: list[dict[str, Any]]
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        """Flat ``section/key`` → value, as a server task's ``get_parameters()``."""
+        return {
+            f"{section}/{name}": item.get("value", "")
+            for section, values in self.task.get("hyperparams", {}).items()
+            for name, item in values.items()
+        }
+
+    @property
+    def single_values(self) -> dict[str, float]:
+        return {
+            ev["variant"]: float(ev["value"])
+            for ev in self.events
+            if ev.get("type") == "training_stats_scalar" and ev.get("metric") == "Summary"
+        }
+
+
+def read_session(path: Path) -> Session:
+    """An offline session, zipped or as its folder (``task.json``, ``metrics.jsonl``)."""
+    try:
+        if path.is_dir():
+            task = json.loads((path / "task.json").read_text())
+            lines = (path / "metrics.jsonl").read_text().splitlines()
+        else:
+            with zipfile.ZipFile(path) as z:
+                task = json.loads(z.read("task.json"))
+                lines = z.read("metrics.jsonl").decode().splitlines()
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as e:
+        raise SstError(
+            f"not an offline ClearML session: {e}",
+            path=path,
+            fix="pass the .zip that `sst train` printed",
+        ) from None
+    events = [ev for line in lines if line.strip() for ev in json.loads(line)]
+    return Session(task, events)
 
 
 @dataclass
@@ -115,6 +165,29 @@ class Tracker:
         self.task.set_base_docker(docker_image=image, docker_arguments=arguments)
         self.connect("Container", {"image": image, "arguments": arguments})
 
+    def record_script(self, args: list[str]) -> None:
+        """What an agent runs to re-execute this task: ``python -m sst.cli <args>`` in a fresh
+        clone of the kit's git remote at the recorded commit, with the uncommitted changes
+        applied as a patch (the task's parameters then supply the config). A remote others
+        cannot clone is said in one line when the task is shared: here on a server, offline
+        by `sst upload`."""
+        from clearml.backend_api.services import tasks as api
+
+        git = git_state()
+        if not self.offline and (problem := remote_problem(git["remote"])):
+            print(f"sst: warning: {problem}", file=sys.stderr)
+        # ClearML detects the script in a thread after Task.init: let it finish, then replace
+        self.task._wait_for_repo_detection(timeout=60)
+        if self.task.data.script is None:  # nothing detected (an interactive session)
+            self.task._update_script(script=api.Script(binary="python3"))
+        self.task.set_script(
+            repository=git["remote"] or "",
+            commit=git["commit"] or "",
+            diff=git_patch(),
+            working_dir=".",
+            entry_point=" ".join(["-m", "sst.cli", *(shlex.quote(a) for a in args)]),
+        )
+
     def set_tags(self, tags: list[str]) -> None:
         self.task.add_tags(tags)
 
@@ -150,13 +223,21 @@ class Tracker:
             return zipped if zipped.is_file() else self.session_dir
         return None
 
-    def describe(self) -> str:
+    def upload_run(self, folder: Path, names: Sequence[str]) -> None:
+        """Online: ``names`` in ``folder`` as task artifacts, on the files server (or the
+        ``sdk.development.default_output_uri`` of clearml.conf, e.g. ``s3://bucket/sst``).
+        Offline sessions stay small: ``sst upload <zip> --run <folder>`` attaches them later."""
+        if self.offline:
+            return
+        for name in names:
+            self.task.upload_artifact(name, artifact_object=str(folder / name), wait_on_upload=True)
+
+    def describe(self, run: Path | None = None) -> str:
+        """One line: the task's link, or offline the session and how to share it."""
         if self.offline and self.session_dir is not None:
             zipped = self.session_dir.with_suffix(".zip")
-            return (
-                f"ClearML offline session {self.session_dir} (upload it later with: python -c "
-                f"\"from clearml import Task; Task.import_offline_session('{zipped}')\")"
-            )
+            share = f"sst upload {zipped}" + (f" --run {run}" if run is not None else "")
+            return f"ClearML offline session {self.session_dir} (share it: {share})"
         return f"ClearML task {self.id}: {self.task.get_output_log_web_page()}"
 
 
@@ -211,11 +292,13 @@ def task(
     task_type: str,
     config: Mapping[str, Any] | None = None,
     *,
+    args: list[str],
     enabled: bool = True,
     tags: list[str] | None = None,
     monitor_resources: bool = False,
 ) -> Iterator[Tracker | None]:
-    """A ClearML task for the block (None when tracking is disabled), closed when it ends."""
+    """A ClearML task for the block (None when tracking is disabled), closed when it ends.
+    ``args`` is the `sst` command line that re-executes it (see :meth:`Tracker.record_script`)."""
     if not enabled:
         yield None
         return
@@ -229,52 +312,7 @@ def task(
         quiet=True,
     )
     try:
+        tracker.record_script(args)
         yield tracker
     finally:
         tracker.close()
-
-
-# -- what a task carries to an agent -------------------------------------------------------
-
-SWEEP_ENV = "SST_SWEEP_ID"  # a local sweep's children tag their tasks with it
-
-
-def sweep_tags() -> list[str]:
-    """The sweep id when this process is a local sweep's child, else nothing."""
-    return [os.environ[SWEEP_ENV]] if os.environ.get(SWEEP_ENV) else []
-
-
-def container_image() -> str:
-    """The image a clone of this run should execute in: ``$SST_IMAGE`` (set it to the pinned
-    ``repo@sha256:…`` reference when running in or publishing the image), else the local tag."""
-    return os.environ.get("SST_IMAGE") or "sst:cpu"
-
-
-def container_arguments() -> str:
-    """What a docker-mode agent passes to the task's container: use the locked venv as it is,
-    the determinism variables, and ``SST_IMAGE`` so the run's fingerprint names its image."""
-    env = {
-        "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
-        **DETERMINISM_ENV,
-        "SST_IMAGE": container_image(),
-    }
-    return " ".join(f"-e {k}={v}" for k, v in env.items())
-
-
-def overrides_to_parameters(overrides: list[str]) -> dict[str, str]:
-    """``section.key=value`` overrides → the task parameters ``config/<section>/<key>`` that
-    `sst train` connects (how a clone receives them)."""
-    params = {}
-    for item in overrides:
-        key, _, value = item.partition("=")
-        params["config/" + key.replace(".", "/")] = value
-    return params
-
-
-def parameters_to_overrides(params: Mapping[str, Any]) -> list[str]:
-    """The inverse: a task's ``config/…`` parameters → ``section.key=value`` overrides."""
-    return [
-        f"{key.removeprefix('config/').replace('/', '.')}={value}"
-        for key, value in sorted(params.items())
-        if key.startswith("config/") and value not in (None, "")
-    ]

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import TensorBoardLogger
 from safetensors.torch import save_model
 
-from sst import runs, tracking
+from sst import agent, runs, tracking
 from sst.config import Config
 from sst.data import LABELS
 from sst.data.sources import sha256_file
@@ -69,8 +69,9 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
         f"train {cfg.name}",
         "training",
         cfg.to_dict(),
+        args=["train"],  # the connected config is the whole input
         enabled=cfg.tracking.enabled,
-        tags=[runs.run_id(work), *tracking.sweep_tags()],
+        tags=[runs.run_id(work), *agent.sweep_tags()],
         monitor_resources=cfg.tracking.monitor_resources,
     ) as tracker:
         if tracker is not None:
@@ -86,7 +87,8 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
         where = None
         if tracker is not None:  # after the rename: ClearML reads the figure when it uploads
             _report_run(tracker, fingerprint, metrics["test"], final / runs.CONFUSION_PNG)
-            where = tracker.describe()
+            tracker.upload_run(final, runs.SHARED)
+            where = tracker.describe(run=final)
     seconds = time.perf_counter() - t0
     return RunResult(final, metrics, fingerprint["weights_sha256"], where, seconds)
 

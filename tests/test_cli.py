@@ -26,6 +26,7 @@ VERBS = [
     "ensemble",
     "replay",
     "verify",
+    "upload",
 ]
 
 

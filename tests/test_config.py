@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sst.config import describe, load_config
+from sst.config import describe, expand, load_config, unset_variables
 from sst.errors import SstError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -16,7 +16,9 @@ def test_presets_load_and_overrides_apply(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("SST_DATA", "/data")
     cfg = load_config(REPO / "configs" / "kaggle.yaml", ["split.n_seeds=12", "data.dedup=global"])
     assert cfg.split.n_seeds == 12 and cfg.data.dedup == "global"
-    assert cfg.data.sources == ("/data/kaggle_movie_reviews/train.tsv.gz",)
+    # sources are kept as written (identity is content, not where it sits) and expand when read
+    assert cfg.data.sources == ("${SST_DATA}/kaggle_movie_reviews/train.tsv.gz",)
+    assert expand(cfg.data.sources[0]) == "/data/kaggle_movie_reviews/train.tsv.gz"
     assert load_config(REPO / "configs" / "ptb.yaml").split.mode == "canonical"
     with pytest.raises(AttributeError):
         cfg.split.n_seeds = 3  # type: ignore[misc]
@@ -47,8 +49,18 @@ def test_wrong_type_and_bad_yaml(tmp_path: Path) -> None:
 
 def test_unset_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SST_DATA", raising=False)
-    with pytest.raises(SstError, match=r"kaggle\.yaml:6: \$\{SST_DATA\} is not set"):
-        load_config(REPO / "configs" / "kaggle.yaml")
+    monkeypatch.delenv("SST_RUNS", raising=False)
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntrain:\n  runs_dir: ${SST_RUNS}/runs\n")
+    with pytest.raises(SstError, match=r"c\.yaml:3: \$\{SST_RUNS\} is not set"):
+        load_config(path)
+    path.write_text("name: x\ntrain:\n  runs_dir: ${SST_RUNS:-/tmp}/runs\n")
+    assert load_config(path).train.runs_dir == "/tmp/runs"
+    # a source's variable is not needed to read the config: only to read the file
+    cfg = load_config(REPO / "configs" / "kaggle.yaml")
+    assert unset_variables(cfg.data.sources[0]) == ["SST_DATA"]
+    with pytest.raises(SstError, match=r"\$\{SST_DATA\} is not set"):
+        expand(cfg.data.sources[0])
 
 
 def test_every_key_has_help() -> None:

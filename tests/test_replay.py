@@ -22,6 +22,7 @@ from sst.config import load_config
 from sst.data.sources import sha256_file
 from sst.replay import Recorded, compare, from_run, from_session, replay_online
 from sst.train import train
+from tests.clearml_fake import FakeTask, tid
 from tests.conftest import isolate, train_overrides
 
 
@@ -184,53 +185,24 @@ def test_compare_explains_each_kind_of_difference() -> None:
     assert harmless.render().startswith("recorded differences that did not change a bit:")
 
 
-def test_online_replay_clones_enqueues_and_compares(recorded, monkeypatch) -> None:
-    """The server path (clone, enqueue, wait, read back) with ClearML's Task class replaced at the
-    tracking boundary: no server can run here. The 'clone' reports the recorded parameters of
-    the real offline session, so the comparison is the real one."""
-    import zipfile
-
-    task = json.loads(zipfile.ZipFile(recorded["session"]).read("task.json"))
-    params = {
-        f"{s}/{k}": v["value"] for s, vs in task["hyperparams"].items() for k, v in vs.items()
-    }
-    calls: list[tuple] = []
-
-    class Fake:
-        id = "clone-1"
-
-        @classmethod
-        def get_task(cls, task_id: str) -> Any:
-            return type(
-                "T",
-                (),
-                {
-                    "id": task_id,
-                    "get_parameters": lambda self: params,
-                    "get_reported_single_values": lambda self: {"test/root/accuracy": 0.5},
-                    "get_status": lambda self: "completed",
-                },
-            )()
-
-        @classmethod
-        def clone(cls, source_task: Any, name: str, parent: str) -> Fake:
-            calls.append(("clone", source_task.id, parent))
-            return cls()
-
-        def add_tags(self, tags: list[str]) -> None:
-            calls.append(("add_tags", tags))
-
-        @classmethod
-        def enqueue(cls, task: Any, queue_name: str) -> None:
-            calls.append(("enqueue", task.id, queue_name))
-
-    monkeypatch.setattr(tracking, "clearml_task", lambda: Fake)
-    original, new, verdict = replay_online("task-0", "gpu")
-    assert new.source == "clone-1"
-    assert calls == [
-        ("clone", "task-0", "task-0"),
-        ("add_tags", ["replay"]),
-        ("enqueue", "clone-1", "gpu"),
+def test_online_replay_clones_enqueues_and_compares(recorded, monkeypatch, tmp_path) -> None:
+    """The server path (clone, enqueue, wait, read back) against the ClearML Task fake holding
+    the real offline session as imported: no server can run here."""
+    monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
+    monkeypatch.delenv("CLEARML_OFFLINE_MODE")
+    monkeypatch.setenv("CLEARML_API_HOST", "https://api.example")
+    monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "key")
+    FakeTask.reset(tmp_path)
+    task_id = FakeTask.import_offline_session(str(recorded["session"]))
+    FakeTask.calls = []
+    link = FakeTask.get_task(task_id).get_output_log_web_page()
+    original, new, verdict = replay_online(link, "gpu")
+    clone = tid(2)
+    assert new.source == clone
+    assert [c for c in FakeTask.calls if c[0] in ("clone", "add_tags", "enqueue")] == [
+        ("clone", task_id, f"replay of {task_id}", task_id),
+        ("add_tags", clone, ["replay"]),
+        ("enqueue", clone, "gpu"),
     ]
     assert verdict.identical and original.weights == recorded["weights"]
 

@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, ClassVar
 
 import pytest
 
-from sst import tracking
+from sst import agent, server, tracking
 from sst.cli import main
 from sst.config import load_config
 from sst.errors import SstError
 from sst.ranking import contamination
 from sst.sweep import run_online, task_parameters
 from sst.zoo import read_models
+from tests.clearml_fake import FakeTask, tags_match, tid
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ def test_models_file_lines_resolve_to_configs(tmp_path: Path) -> None:
     }
     # ... and `sst train` under an agent turns them back into the same config
     back = load_config(
-        None, ["train.threads=1", *tracking.parameters_to_overrides(task_parameters(rob))]
+        None, ["train.threads=1", *agent.parameters_to_overrides(task_parameters(rob))]
     )
     assert back.hash() == rob.cfg.hash()
 
@@ -149,93 +149,6 @@ def test_models_txt_ships_the_zoo_and_flags_its_sst2_lines(shared_data: Path) ->
 # -- the online path: ClearML's Task class replaced at the tracking boundary ----------------
 
 
-class FakeTask:
-    """Stands in for ``clearml.Task`` and records every call the kit makes.
-
-    Why a replacement: an online sweep needs a ClearML server (apiserver + MongoDB +
-    Elasticsearch), which cannot run here, and ClearML's offline mode refuses ``clone``,
-    ``enqueue`` and ``get_tasks``. So this contract test swaps only the ``Task`` class at
-    ``sst.tracking.clearml_task`` (the kit's one door to it) and asserts the exact calls: template
-    reused or created, one clone per line with its parameter overrides, the sweep tag, the
-    pinned image and the enqueue on the queue. Everything above that boundary is the real code.
-    """
-
-    calls: ClassVar[list[tuple]] = []
-    existing_template: ClassVar[FakeTask | None] = None
-    TaskTypes = type("TaskTypes", (), {"controller": "controller", "training": "training"})
-    _n = 0
-
-    def __init__(self, name: str) -> None:
-        FakeTask._n += 1
-        self.id = f"task-{FakeTask._n}"
-        self.name = name
-        self.parent = None
-
-    # class-level API
-    @classmethod
-    def set_random_seed(cls, seed: Any) -> None:
-        cls.calls.append(("set_random_seed", seed))
-
-    @classmethod
-    def init(cls, **kw: Any) -> FakeTask:
-        cls.calls.append(("init", kw["project_name"], kw["task_name"], kw["task_type"]))
-        return cls(kw["task_name"])
-
-    @classmethod
-    def get_tasks(cls, **kw: Any) -> list[FakeTask]:
-        cls.calls.append(("get_tasks", kw["project_name"], tuple(kw["tags"])))
-        return [cls.existing_template] if cls.existing_template else []
-
-    @classmethod
-    def create(cls, **kw: Any) -> FakeTask:
-        cls.calls.append(
-            (
-                "create",
-                kw["module"],
-                kw["repo"],
-                kw["commit"],
-                kw["docker"],
-                kw["docker_args"],
-                kw["add_task_init_call"],
-            )
-        )
-        return cls(kw["task_name"])
-
-    @classmethod
-    def clone(cls, source_task: FakeTask, name: str, parent: str) -> FakeTask:
-        cls.calls.append(("clone", source_task.id, name, parent))
-        return cls(name)
-
-    @classmethod
-    def enqueue(cls, task: FakeTask, queue_name: str) -> dict:
-        cls.calls.append(("enqueue", task.id, queue_name))
-        return {"queued": 1}
-
-    @classmethod
-    def get_task(cls, task_id: str) -> Any:
-        return type("T", (), {"get_status": lambda self: "completed"})()
-
-    # instance API
-    def connect(self, values: dict, name: str) -> dict:
-        self.calls.append(("connect", self.id, name, dict(values)))
-        return values
-
-    def add_tags(self, tags: list[str]) -> None:
-        self.calls.append(("add_tags", self.id, list(tags)))
-
-    def set_parameters(self, params: dict) -> None:
-        self.calls.append(("set_parameters", self.id, dict(params)))
-
-    def set_base_docker(self, docker_image: str, docker_arguments: str) -> None:
-        self.calls.append(("set_base_docker", self.id, docker_image, docker_arguments))
-
-    def get_output_log_web_page(self) -> str:
-        return f"https://app.example/{self.id}"
-
-    def close(self) -> None:
-        self.calls.append(("close", self.id))
-
-
 def test_online_sweep_contract(
     shared_data: Path,
     tmp_path: Path,
@@ -251,7 +164,7 @@ def test_online_sweep_contract(
         "sst.repro.git_state",
         lambda: {"commit": "c" * 40, "remote": "https://git.example/sst.git", "diff_sha256": None},
     )
-    FakeTask.calls = []
+    FakeTask.reset(tmp_path / "files")
     models = tmp_path / "models.txt"
     models.write_text("bert-base-uncased\nroberta-base lr=2e-5 sampling=stratified:4,alternate:4\n")
     base = REPO / "configs" / "demo.yaml"
@@ -259,25 +172,25 @@ def test_online_sweep_contract(
     outcomes = run_online(entries, base=base, sweep_id="sweep-x", queue="gpu", wait=True)
 
     image = "registry.example/sst@sha256:" + "b" * 64
-    from sst.tracking import container_arguments
+    from sst.agent import container_arguments
 
     args = container_arguments()
     calls = [c for c in FakeTask.calls if c[0] != "set_random_seed"]
     template_tags = ("sst-template", "rev-cccccccccccc", "config-demo")
-    assert calls[0] == ("get_tasks", "sst", template_tags)
+    assert calls[0] == ("get_tasks", "sst", ("__$all", *template_tags))
     assert calls[1] == (
         "create",
-        f"sst.cli train --config {base}",
+        "sst.cli train --config configs/demo.yaml",  # repo-relative: a fresh clone has it
         "https://git.example/sst.git",
         "c" * 40,
         image,
         args,
         False,
     )
-    template = "task-1"
+    template = tid(1)
     assert calls[2] == ("add_tags", template, list(template_tags))
     assert calls[3] == ("init", "sst", "sweep sweep-x", "controller")
-    controller = "task-2"
+    controller = tid(2)
     per_child = [
         c
         for c in calls
@@ -287,14 +200,14 @@ def test_online_sweep_contract(
     names = [e.name for e in entries]
     assert per_child == [
         ("clone", template, names[0], controller),
-        ("set_parameters", "task-3", task_parameters(entries[0])),
-        ("add_tags", "task-3", ["sweep-x"]),
-        ("set_base_docker", "task-3", image, args),
-        ("enqueue", "task-3", "gpu"),
+        ("set_parameters", tid(3), task_parameters(entries[0])),
+        ("add_tags", tid(3), ["sweep-x"]),
+        ("set_base_docker", tid(3), image, args),
+        ("enqueue", tid(3), "gpu"),
         ("clone", template, names[1], controller),
         (
             "set_parameters",
-            "task-4",
+            tid(4),
             {
                 "config/model/name": "roberta-base",
                 "config/name": names[1],
@@ -302,29 +215,70 @@ def test_online_sweep_contract(
                 "config/train/sampling": "stratified:4,alternate:4",
             },
         ),
-        ("add_tags", "task-4", ["sweep-x"]),
-        ("set_base_docker", "task-4", image, args),
-        ("enqueue", "task-4", "gpu"),
+        ("add_tags", tid(4), ["sweep-x"]),
+        ("set_base_docker", tid(4), image, args),
+        ("enqueue", tid(4), "gpu"),
     ]
     assert (
         "connect",
         controller,
         "children",
-        dict(zip(names, ["task-3", "task-4"], strict=True)),
+        dict(zip(names, [tid(3), tid(4)], strict=True)),
+    ) in calls
+    assert (
+        "set_script",
+        controller,
+        "-m sst.cli sweep --config configs/demo.yaml --queue gpu",
     ) in calls
     assert calls[-1] == ("close", controller)
     assert [(o.task_id, o.status) for o in outcomes] == [
-        ("task-3", "completed"),
-        ("task-4", "completed"),
+        (tid(3), "completed"),
+        (tid(4), "completed"),
     ]
-    assert "queued on 'gpu' as task task-3" in capsys.readouterr().out
+    assert f"queued on 'gpu' as task {tid(3)}" in capsys.readouterr().out
 
     # a second sweep at the same commit reuses the template instead of creating another
     FakeTask.calls = []
-    FakeTask.existing_template = FakeTask("existing")
-    try:
-        run_online(entries[:1], base=base, sweep_id="sweep-y", queue="gpu")
-    finally:
-        FakeTask.existing_template = None
+    run_online(entries[:1], base=base, sweep_id="sweep-y", queue="gpu")
     assert not [c for c in FakeTask.calls if c[0] == "create"]
-    assert ("clone", "task-5", names[0], "task-6") in FakeTask.calls
+    assert ("clone", template, names[0], tid(5)) in FakeTask.calls  # the new controller: 5
+
+
+def test_a_template_of_another_commit_is_not_reused(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ClearML ORs a tag list unless it starts with "__$all": an older commit's template (or one
+    for another preset) shares the "sst-template" tag and must not be cloned."""
+    monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
+    monkeypatch.delenv("CLEARML_OFFLINE_MODE")
+    monkeypatch.setenv("CLEARML_API_HOST", "https://api.example")
+    monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "key")
+    FakeTask.reset(tmp_path / "files")
+    server.sweep_template(
+        "sst", repo="https://git.example/sst.git", commit="a" * 40, base_config="configs/demo.yaml"
+    )
+    server.sweep_template(
+        "sst", repo="https://git.example/sst.git", commit="c" * 40, base_config="configs/full.yaml"
+    )
+    # the same 12-digit prefix, another commit: only the recorded commit tells them apart
+    server.sweep_template(
+        "sst",
+        repo="https://git.example/sst.git",
+        commit="c" * 12 + "d" * 28,
+        base_config="configs/demo.yaml",
+    )
+    old = set(FakeTask.store)
+    FakeTask.calls = []
+    new = server.sweep_template(
+        "sst", repo="https://git.example/sst.git", commit="c" * 40, base_config="configs/demo.yaml"
+    )
+    assert new.id not in old and [c[0] for c in FakeTask.calls].count("create") == 1
+    assert new.data.script.version_num == "c" * 40
+    again = server.sweep_template(
+        "sst", repo="https://git.example/sst.git", commit="c" * 40, base_config="configs/demo.yaml"
+    )
+    assert again.id == new.id
+    # the fake's filter is ClearML's documented one: OR by default, AND with "__$all", exclusion
+    assert tags_match(["a", "b"], {"b"}) and not tags_match(["__$all", "a", "b"], {"b"})
+    assert not tags_match(["a", "-b"], {"a", "b"}) and tags_match(["__$all", "a"], {"a", "c"})
+    assert not tags_match(["__$all", "a", "__$not", "c"], {"a", "c"})

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sst.agent import container_image
 from sst.cli import main
 from sst.config import load_config
-from sst.tracking import container_image
 from sst.train import train
 from tests.conftest import train_overrides
 

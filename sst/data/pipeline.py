@@ -11,6 +11,7 @@ parameters). Downstream code reads a split only through :func:`read_split`, whic
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 import sst
-from sst.config import Config
+from sst.config import Config, expand, unset_variables
 from sst.data import split as tree_split
 from sst.data import stats
 from sst.data.formats import COLUMNS, PhraseTable, load_phrases
@@ -40,16 +41,55 @@ class SplitResult:
 
 
 def fetch_sources(cfg: Config) -> list[Fetched]:
+    """Every ``data.sources`` entry as a local, verified file (its ``data.fallback`` when the
+    source cannot be read here). Variables in a source expand now, never when recorded."""
     d = cfg.data
     if not d.sources:
         raise SstError("no data sources configured", fix="set data.sources (see configs/)")
-    if d.sha256 and len(d.sha256) != len(d.sources):
-        raise SstError(
-            f"{len(d.sha256)} sha256 values for {len(d.sources)} sources",
-            fix="give one sha256 per source ('' to skip one)",
-        )
+    for name, values in (("sha256", d.sha256), ("fallback", d.fallback)):
+        if values and len(values) != len(d.sources):
+            raise SstError(
+                f"{len(values)} data.{name} values for {len(d.sources)} sources",
+                fix=f"give one data.{name} per source ('' to skip one)",
+            )
     pins = list(d.sha256) or [""] * len(d.sources)
-    return [fetch(uri, sha256=pin or None) for uri, pin in zip(d.sources, pins, strict=True)]
+    fallbacks = list(d.fallback) or [""] * len(d.sources)
+    return [
+        fetch_source(source, pin or None, fallback or None)
+        for source, pin, fallback in zip(d.sources, pins, fallbacks, strict=True)
+    ]
+
+
+def fetch_source(source: str, pin: str | None, fallback: str | None) -> Fetched:
+    """``source`` (as written) read here, or its ``fallback`` when it cannot be: a variable is
+    unset or the local file is missing. The fallback must hold the pinned bytes."""
+    unset = unset_variables(source)
+    if not unset:
+        path = expand(source)
+        if "://" in path or Path(path).expanduser().is_file():
+            return fetch(path, sha256=pin)
+    why = f"${{{unset[0]}}} is not set" if unset else f"{expand(source)} does not exist"
+    if not fallback:
+        raise SstError(
+            f"data file {source} not found: {why}",
+            fix=f"export {unset[0]}=<the data folder>" if unset else "check the path",
+        )
+    if not pin:
+        raise SstError(
+            f"data file {source} not found ({why}); its fallback serves pinned sources only",
+            fix="give the source its data.sha256, or make the file readable here",
+        )
+    url = expand(fallback)
+    print(f"{source}: {why}; fetching {url}", file=sys.stderr)
+    try:
+        return fetch(url, sha256=pin)
+    except SstError as e:
+        raise SstError(
+            f"data file {source} not found ({why}) and {url} failed: {e.what}"
+            + (f" [{e.fix}]" if e.fix else ""),
+            fix=f"{'export ' + unset[0] + '=<the data folder>' if unset else 'put the file there'}"
+            f", or download {url.partition('#')[0]} yourself and give its path in data.fallback",
+        ) from None
 
 
 def load_table(cfg: Config, fetched: list[Fetched]) -> PhraseTable:
@@ -187,9 +227,10 @@ def run_split(cfg: Config, *, force: bool = False) -> SplitResult:
         return {
             "kind": "split",
             "sst_version": sst.__version__,
+            # each source as written (its variables unexpanded) and by content: no machine path
             "sources": [
-                {"uri": f.uri, "sha256": f.sha256, "content_sha256": f.content_sha256}
-                for f in fetched
+                {"source": source, "sha256": f.sha256, "content_sha256": f.content_sha256}
+                for source, f in zip(cfg.data.sources, fetched, strict=True)
             ],
             "data": {"format": cfg.data.format, "dedup": cfg.data.dedup, "parsed": table.meta},
             "split": record,

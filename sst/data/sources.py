@@ -2,12 +2,15 @@
 
     python -c "from sst.data.sources import fetch; print(fetch('s3://bucket/train.tsv.gz'))"
 
-A remote file is downloaded once into ``<cache>/sha256/<digest>/<name>`` and found again through
-``<cache>/uris/<sha256(uri)>``; every cache hit is re-hashed, so a corrupt entry is detected and
-fetched again. ``uri#member`` reads one member of a zip archive (the canonical SST release is
-``trainDevTestTrees_PTB.zip#trees/train.txt``). An expected sha256 may be the digest of the file as
-fetched or, for a gzip file, of its decompressed content (the stable one: gzip settings change the
-compressed bytes).
+A remote file is downloaded once (with a progress bar on a terminal) into
+``<cache>/sha256/<digest>/<name>`` and found again through ``<cache>/uris/<sha256(uri)>``; every
+cache hit is re-hashed, so a corrupt entry is detected and fetched again. ``uri#member`` reads one
+member of a zip archive (the canonical SST release is
+``trainDevTestTrees_PTB.zip#trees/train.txt``), extracted afresh from the re-hashed archive on
+every read; when a downloaded archive does not hold the pinned member, it is downloaded once more
+before the mismatch is reported, and a bad download never stays in the cache. An expected sha256
+may be the digest of the file as fetched or, for a gzip file, of its decompressed content (the
+stable one: gzip settings change the compressed bytes).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sst.errors import SstError
 
@@ -99,12 +103,13 @@ def fetch(uri: str, *, sha256: str | None = None, cache_dir: Path | None = None)
     base, _, member = uri.partition("#")
     parsed = urllib.parse.urlparse(base)
     cache = cache_dir or default_cache_dir()
+    remote = parsed.scheme in ("http", "https", "s3")
     if parsed.scheme in ("", "file"):
         path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme else base).expanduser()
         if not path.is_file():
             raise SstError("data file not found", path=path, fix="check the path or set SST_DATA")
         fetched = Fetched(base, path, *_digests(path))
-    elif parsed.scheme in ("http", "https", "s3"):
+    elif remote:
         fetched = _fetch_remote(base, parsed, cache, None if member else sha256)
     else:
         raise SstError(
@@ -112,8 +117,15 @@ def fetch(uri: str, *, sha256: str | None = None, cache_dir: Path | None = None)
             fix="use a local path, an http(s):// URL or an s3://bucket/key URI",
         )
     if member:
-        fetched = _extract_member(fetched, member, cache)
-    if not _matches(sha256, (fetched.sha256, fetched.content_sha256)):
+        archive = fetched
+        fetched = _extract_member(archive, member, cache)
+        if remote and not _matches(sha256, _pair(fetched)):
+            _forget(archive, cache)  # a bad download (or server): fetch the archive once more
+            archive = _fetch_remote(base, parsed, cache, None)
+            fetched = _extract_member(archive, member, cache)
+            if not _matches(sha256, _pair(fetched)):
+                _forget(archive, cache)
+    if not _matches(sha256, _pair(fetched)):
         raise SstError(
             f"sha256 mismatch for {uri}: expected {sha256}, got {fetched.sha256}"
             + (
@@ -121,10 +133,26 @@ def fetch(uri: str, *, sha256: str | None = None, cache_dir: Path | None = None)
                 if fetched.content_sha256 != fetched.sha256
                 else ""
             ),
-            path=fetched.path,
-            fix="the source changed or is corrupt: fetch the right release or fix the pin",
+            path=None if remote else fetched.path,
+            fix="downloaded twice, both differ from the pin (nothing kept): the file at the URL "
+            "is not the pinned release; check the URL or the pin"
+            if remote
+            else "the file changed or is corrupt: restore it from the release or fix the pin",
         )
     return fetched
+
+
+def _pair(f: Fetched) -> tuple[str, str]:
+    return f.sha256, f.content_sha256
+
+
+def _forget(archive: Fetched, cache: Path) -> None:
+    """Drop a downloaded archive and its index entry (members are extracted afresh on every read,
+    so what was extracted from it is never read again)."""
+    if cache in archive.path.parents:
+        shutil.rmtree(archive.path.parent, ignore_errors=True)
+        index = cache / "uris" / hashlib.sha256(archive.uri.encode()).hexdigest()
+        index.unlink(missing_ok=True)
 
 
 def _fetch_remote(
@@ -178,10 +206,23 @@ def _cached(entry: Path, digest: str) -> Fetched | None:
         return None
 
 
-def _download_http(uri: str, out: object) -> None:
+def _download_http(uri: str, out: Any) -> None:
+    from tqdm.auto import tqdm
+
     try:
-        with urllib.request.urlopen(uri, timeout=60) as resp:
-            shutil.copyfileobj(resp, out)  # type: ignore[arg-type]
+        with (
+            urllib.request.urlopen(uri, timeout=60) as resp,
+            tqdm(  # on a terminal only (disable=None)
+                total=int(resp.headers.get("Content-Length") or 0) or None,
+                unit="B",
+                unit_scale=True,
+                desc=Path(urllib.parse.urlparse(uri).path).name,
+                disable=None,
+            ) as bar,
+        ):
+            while chunk := resp.read(CHUNK):
+                out.write(chunk)
+                bar.update(len(chunk))
     except urllib.error.HTTPError as e:
         raise SstError(
             f"cannot download {uri}: HTTP {e.code} {e.reason}", fix="check the URL"
@@ -216,9 +257,9 @@ def _download_s3(uri: str, parsed: urllib.parse.ParseResult, out: object) -> Non
 
 
 def _extract_member(archive: Fetched, member: str, cache: Path) -> Fetched:
+    """``member`` of the (verified) archive, extracted afresh into the cache: an edited copy of
+    an earlier extraction is never read."""
     entry = cache / "members" / archive.sha256 / member
-    if entry.is_file():
-        return Fetched(f"{archive.uri}#{member}", entry, *_digests(entry))
     try:
         with zipfile.ZipFile(archive.path) as zf, zf.open(member) as src:
             entry.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,200 @@
+"""Identity is content, never location; and the data comes to a user who has none.
+
+The same SST files in two folders give byte-identical split manifests and equal config hashes;
+with ``SST_DATA`` unset the PTB presets download the official release (here: a zip built from the
+real files, served by an HTTP server on 127.0.0.1), a corrupt download is refused and fetched
+again, and a failed one is one line naming the URL and how to provide the files."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import shutil
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sst.cli import main
+from sst.config import load_config
+from sst.data.pipeline import run_split
+
+REPO = Path(__file__).resolve().parent.parent
+ZIP_NAME = "trainDevTestTrees_PTB.zip"
+
+
+def release_zip(ptb: Path, corrupt: bool = False) -> bytes:
+    """The official release's layout (``trees/{train,dev,test}.txt``) from the real files."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in ("train", "dev", "test"):
+            data = (ptb / f"{name}.txt").read_bytes()
+            if corrupt and name == "dev":
+                data = data.replace(b"(3 ", b"(4 ", 1)  # one label flipped: same size, other bytes
+            z.writestr(f"trees/{name}.txt", data)
+    return out.getvalue()
+
+
+class Release:
+    """An HTTP server on 127.0.0.1 answering each GET with the next body (the last repeats;
+    None is a 404); ``hits`` counts the downloads."""
+
+    def __init__(self, bodies: list[bytes | None]) -> None:
+        self.bodies, self.hits = list(bodies), 0
+        release = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = release.bodies[min(release.hits, len(release.bodies) - 1)]
+                release.hits += 1
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{ZIP_NAME}"
+
+
+@pytest.fixture
+def release() -> Iterator[list[Release]]:
+    made: list[Release] = []
+    yield made
+    for r in made:
+        r.server.shutdown()
+
+
+def _split(tmp: Path, *overrides: str) -> tuple[int, Path]:
+    out = tmp / "splits" / "ptb"
+    code = main(
+        [
+            "split",
+            "-c",
+            str(REPO / "configs" / "ptb.yaml"),
+            f"split.out={out}",
+            "tracking.enabled=false",
+            *overrides,
+        ]
+    )
+    return code, out
+
+
+@pytest.fixture(scope="module")
+def local_manifest(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The canonical split made from the files in ``$SST_DATA``."""
+    out = tmp_path_factory.mktemp("local") / "out"
+    cfg = load_config(REPO / "configs" / "ptb.yaml", [f"split.out={out}", "tracking.enabled=false"])
+    return (run_split(cfg).out / "manifest.json").read_bytes()
+
+
+def test_the_same_data_in_another_folder_gives_the_same_manifest_and_config(
+    shared_data: Path, local_manifest: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "somewhere" / "else"
+    shutil.copytree(shared_data / "sst_ptb", elsewhere / "sst_ptb")
+    preset = REPO / "configs" / "ptb.yaml"
+    here = load_config(preset, ["tracking.enabled=false"])
+    monkeypatch.setenv("SST_DATA", str(elsewhere))
+    there = load_config(preset, ["tracking.enabled=false"])
+    assert there.hash() == here.hash()
+    code, out = _split(tmp_path)
+    assert code == 0
+    assert (out / "manifest.json").read_bytes() == local_manifest
+    manifest = json.loads(local_manifest)
+    assert [s["source"] for s in manifest["sources"]] == list(here.data.sources)
+    assert str(shared_data) not in local_manifest.decode()
+
+
+def test_without_the_data_folder_the_official_release_is_downloaded_once(
+    shared_data: Path,
+    local_manifest: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    release: list[Release],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = Release([release_zip(shared_data / "sst_ptb")])
+    release.append(server)
+    monkeypatch.delenv("SST_DATA")
+    monkeypatch.setenv("SST_PTB_ZIP", server.url)
+    code, out = _split(tmp_path)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "${SST_DATA} is not set; fetching " + server.url + "#trees/train.txt" in err
+    assert server.hits == 1  # one download serves the three members
+    assert (out / "manifest.json").read_bytes() == local_manifest  # the same split, byte for byte
+    assert _split(tmp_path / "again")[0] == 0 and server.hits == 1  # the cache answers now
+
+
+def test_a_corrupt_download_is_refused_and_fetched_again(
+    shared_data: Path,
+    local_manifest: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    release: list[Release],
+) -> None:
+    good, bad = release_zip(shared_data / "sst_ptb"), release_zip(shared_data / "sst_ptb", True)
+    server = Release([bad, good])
+    release.append(server)
+    monkeypatch.delenv("SST_DATA")
+    monkeypatch.setenv("SST_PTB_ZIP", server.url)
+    code, out = _split(tmp_path)
+    assert code == 0 and server.hits == 2
+    assert (out / "manifest.json").read_bytes() == local_manifest
+
+
+def test_a_download_that_stays_wrong_leaves_nothing(
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    release: list[Release],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = Release([release_zip(shared_data / "sst_ptb", corrupt=True)])
+    release.append(server)
+    monkeypatch.delenv("SST_DATA")
+    monkeypatch.setenv("SST_PTB_ZIP", server.url)
+    code, out = _split(tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and not out.exists()
+    assert "${SST_DATA}/sst_ptb/dev.txt not found" in err and server.url in err
+    assert "downloaded twice, both differ from the pin" in err
+    cache = Path(__import__("os").environ["SST_CACHE_DIR"])
+    assert not list(cache.glob("sha256/*/*.zip"))  # the bad archive was not kept
+
+
+def test_no_data_and_no_download_is_one_line_naming_the_url_and_the_fix(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    release: list[Release],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = Release([None])
+    release.append(server)
+    monkeypatch.setenv("SST_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("SST_PTB_ZIP", server.url)
+    code, out = _split(tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and not out.exists()
+    assert err.startswith("sst split: error: data file ${SST_DATA}/sst_ptb/train.txt not found")
+    assert f"{server.url}#trees/train.txt failed: cannot download" in err and "HTTP 404" in err
+    assert "(fix: put the file there, or download" in err and "data.fallback" in err
+
+
+def test_a_fallback_serves_only_a_pinned_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SST_DATA", raising=False)
+    code, _ = _split(tmp_path, 'data.sha256=["", "", ""]')
+    err = capsys.readouterr().err
+    assert code == 2 and "its fallback serves pinned sources only" in err

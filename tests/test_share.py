@@ -1,0 +1,209 @@
+"""Share a task, re-execute it elsewhere: what a task records for an agent, re-run from a fresh
+clone as an agent would; a task link uploaded, then replayed, verified and used to predict.
+
+The agent's side is done by the agent's steps with real git and a real `sst` process: clone
+the recorded repository, check out the recorded commit, apply the recorded patch, run the
+recorded entry point with the task's parameters. The server's side (import, artifacts, links)
+uses the ClearML ``Task`` fake in tests/clearml_fake.py: no server can run here."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sst import agent, tracking
+from sst.agent import parameters_to_overrides, remote_problem
+from sst.cli import main
+from sst.config import load_config
+from sst.runs import WEIGHTS, Run
+from sst.server import task_id_from
+from sst.train import train
+from tests.clearml_fake import FakeTask
+from tests.conftest import isolate, train_overrides
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def shared_run(
+    tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """One tracked tiny run: its folder and its offline session."""
+    tmp = tmp_path_factory.mktemp("shared")
+    with pytest.MonkeyPatch.context() as mp:
+        clearml = isolate(mp, tmp)
+        result = train(load_config(None, train_overrides(tiny_model, tiny_split, tmp / "runs")))
+    (session,) = clearml.glob("offline/*.zip")
+    task = json.loads(zipfile.ZipFile(session).read("task.json"))
+    return {"run": result.run_dir, "session": session, "task": task, "tmp": tmp}
+
+
+def agent_clone(script: dict[str, Any], dest: Path) -> Path:
+    """What clearml-agent does with a task's script section: clone the repository, check out
+    the commit, apply the uncommitted changes. The recorded repository when it is reachable
+    from here (a local path), else this checkout (its remote is what CI has)."""
+    repo = script["repository"] if Path(script["repository"] or "-").is_dir() else str(REPO)
+    subprocess.run(["git", "clone", "-q", repo, str(dest)], check=True)
+    subprocess.run(["git", "-C", str(dest), "checkout", "-q", script["version_num"]], check=True)
+    if script["diff"]:
+        subprocess.run(
+            ["git", "-C", str(dest), "apply", "--whitespace=nowarn", "-"],
+            input=script["diff"].encode(),
+            check=True,
+        )
+    return dest / script["working_dir"]
+
+
+def test_a_training_task_reruns_from_a_fresh_clone_as_an_agent_would(
+    shared_run: dict[str, Any], tmp_path: Path
+) -> None:
+    script = shared_run["task"]["script"]
+    assert script["entry_point"] == "-m sst.cli train"  # no path of this machine in it
+    assert (
+        script["version_num"]
+        == json.loads((shared_run["run"] / "fingerprint.json").read_text())["git"]["commit"]
+    )
+    workdir = agent_clone(script, tmp_path / "clone")
+    module = shlex.split(script["entry_point"])[1]
+    assert (workdir / (module.replace(".", "/") + ".py")).is_file()  # the entry exists there
+    params = {
+        f"config/{key}": item["value"]
+        for key, item in shared_run["task"]["hyperparams"]["config"].items()
+    }
+    env = {**agent.child_environment(), "PYTHONPATH": str(workdir), "CLEARML_OFFLINE_MODE": "1"}
+    env["CLEARML_CACHE_DIR"] = str(tmp_path / "agent-clearml")
+    done = subprocess.run(
+        [sys.executable, *shlex.split(script["entry_point"]), *parameters_to_overrides(params)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"weights sha256 {Run(shared_run['run']).fingerprint['weights_sha256']}" in done.stdout
+    # the code that ran was the clone's: its git state is the clone's (origin = where it came from)
+    rerun = Path(done.stdout.split("run      ", 1)[1].split("  (", 1)[0])
+    assert Run(rerun).fingerprint["git"]["remote"] == (
+        script["repository"] if Path(script["repository"] or "-").is_dir() else str(REPO)
+    )
+
+
+def test_every_task_names_its_entry_point(shared_run: dict[str, Any], local_sweep) -> None:
+    sessions = [
+        json.loads(p.read_text()) for p in local_sweep["clearml"].glob("offline/*/task.json")
+    ]
+    entries = {t["type"]: t["script"]["entry_point"] for t in sessions}
+    assert entries["training"] == "-m sst.cli train"
+    controller = shlex.split(entries["controller"])
+    assert controller[:3] == ["-m", "sst.cli", "sweep"] and "--local" in controller
+    assert controller[controller.index("--models") + 1] == str(local_sweep["models"])
+
+
+@pytest.mark.parametrize(
+    ("remote", "problem"),
+    [
+        (None, "has no git remote"),
+        ("/work/main", "is a local path"),
+        ("../sst", "is a local path"),
+        ("https://github.com/org/sst.git", None),
+        ("git@github.com:org/sst.git", None),
+        ("ssh://git@host/org/sst.git", None),
+    ],
+)
+def test_a_remote_others_cannot_clone_is_named(remote: str | None, problem: str | None) -> None:
+    got = remote_problem(remote)
+    assert (got is None) if problem is None else (problem in got and "(fix: git remote" in got)
+
+
+def test_task_links_and_ids() -> None:
+    tid = "0123456789abcdef0123456789abcdef"
+    assert task_id_from(tid) == tid
+    assert task_id_from(f"https://app.clear.ml/projects/p1/experiments/{tid}/output/log") == tid
+    assert task_id_from(f"https://clearml.lab:8080/projects/*/tasks/{tid}") == tid
+    assert task_id_from("runs/demo-1") is None and task_id_from(tid[:-1]) is None
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeTask]:
+    monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
+    monkeypatch.delenv("CLEARML_OFFLINE_MODE")
+    monkeypatch.setenv("CLEARML_API_HOST", "https://api.example")
+    monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "key")
+    FakeTask.reset(tmp_path / "files-server")
+    return FakeTask
+
+
+def _upload(shared_run: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["upload", str(shared_run["session"])]) == 0
+    out = capsys.readouterr().out
+    assert f"run folder attached: {shared_run['run']}" in out
+    return out.split(": ", 1)[1].splitlines()[0]  # "task <id>: <link>"
+
+
+def test_an_uploaded_session_carries_its_run(
+    shared_run: dict[str, Any], server: type[FakeTask], capsys: pytest.CaptureFixture[str]
+) -> None:
+    link = _upload(shared_run, capsys)
+    task = server.get_task(task_id_from(link) or "")
+    assert task.tags == shared_run["task"]["tags"]
+    assert set(task.artifacts) == {
+        "config.yaml",
+        "fingerprint.json",
+        "metrics.json",
+        "predictions.tsv",
+        "weights.safetensors",
+        "confusion_matrix.png",
+    }
+    # the link is enough to verify a run elsewhere against it
+    assert main(["verify", link, str(shared_run["run"])]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("BIT-IDENTICAL")
+
+
+def test_a_task_link_replays_here(
+    shared_run: dict[str, Any], server: type[FakeTask], tmp_path: Path, capsys
+) -> None:
+    link = _upload(shared_run, capsys)
+    assert main(["replay", link, "--out", str(tmp_path / "replays")]) == 0
+    out = capsys.readouterr().out
+    weights = Run(shared_run["run"]).fingerprint["weights_sha256"]
+    assert out.strip().endswith(f"BIT-IDENTICAL (weights sha256 {weights})")
+    assert f"recorded {task_id_from(link)}" in out
+
+
+def test_predict_from_a_task_link_checks_the_weights(
+    shared_run: dict[str, Any], server: type[FakeTask], capsys
+) -> None:
+    link = _upload(shared_run, capsys)
+    text = "a gorgeous , witty , seductive movie ."
+    assert main(["predict", "--run", str(shared_run["run"]), text]) == 0
+    local = capsys.readouterr().out
+    assert main(["predict", "--task", link, text]) == 0
+    assert capsys.readouterr().out == local
+    # a tampered weights artifact is refused, naming the file and both digests
+    stored = server.get_task(task_id_from(link) or "").artifacts[WEIGHTS].stored
+    data = bytearray(stored.read_bytes())
+    data[-4:] = b"\0\0\0\0" if data[-4:] != b"\0\0\0\0" else b"\1\1\1\1"
+    stored.write_bytes(bytes(data))
+    assert main(["predict", "--task", link, text]) == 2
+    err = capsys.readouterr().err
+    assert "weights.safetensors sha256" in err and "is not the recorded" in err
+    assert err.count("\n") == 1
+
+
+def test_upload_needs_a_server(shared_run: dict[str, Any], capsys) -> None:
+    assert main(["upload", str(shared_run["session"])]) == 2
+    assert "no ClearML server is configured" in capsys.readouterr().err
+
+
+def test_agent_module_names_what_travels() -> None:
+    assert agent.overrides_to_parameters(["train.lr=3e-5"]) == {"config/train/lr": "3e-5"}
+    assert agent.parameters_to_overrides({"config/train/lr": "3e-5", "Args/x": "1"}) == [
+        "train.lr=3e-5"
+    ]
