@@ -13,9 +13,10 @@ export SST_DATA
 export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 export CUBLAS_WORKSPACE_CONFIG := :4096:8
-export HF_HUB_OFFLINE ?= 1
+# SST_CPU_ISA=avx2: portable bits on any x86-64 CPU with AVX2 (README "Reproducibility")
+export SST_CPU_ISA
 
-.PHONY: help setup lock lock-check image sweep report test test-all lint data split split-ptb demo train bench bench-split doctor image-cpu test-image clean
+.PHONY: help setup lock lock-check image image-agent sweep report test test-all lint data split split-ptb demo train bench bench-split doctor image-cpu test-image clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -53,7 +54,7 @@ split-ptb: setup ## SST PTB trees → canonical train/dev/test split in splits/p
 	$(SST) split --config configs/ptb.yaml
 
 demo: setup ## the main job: SST trees → canonical split → fine-tune the embedded MiniLM → report
-	$(SST) split --config configs/demo.yaml && $(SST) train --config configs/demo.yaml
+	$(SST) split --config configs/demo.yaml $(ARGS) && $(SST) train --config configs/demo.yaml $(ARGS)
 
 train: setup ## fine-tune with CONFIG (default configs/demo.yaml) and ARGS (key=value overrides)
 	$(SST) train --config $(or $(CONFIG),configs/demo.yaml) $(ARGS)
@@ -69,8 +70,9 @@ sweep: setup ## train every line of MODELS (here, or QUEUE=name on ClearML), the
 report: setup ## leaderboard of every run in runs/ (BY=balanced|macro_f1|phrase.qwk|...)
 	$(SST) report runs --by $(or $(BY),balanced) --out reports/latest
 
-bench: setup ## training/inference samples/s: our loop vs HF Trainer (updates BENCHMARKS.md)
+bench: setup ## training/inference samples/s vs HF Trainer; the cost of portable kernels (BENCHMARKS.md)
 	$(SST) bench train --config configs/demo.yaml --phrases 3000 --out BENCHMARKS.md
+	$(SST) bench isa --config configs/demo.yaml --phrases 1500 --out BENCHMARKS.md
 
 bench-split: setup ## seed search: 10,000 seeds vectorised vs the per-seed scipy loop
 	$(SST) bench split --config configs/kaggle.yaml --seeds 10000 --peer-seeds 300 --out BENCHMARKS.md
@@ -80,6 +82,9 @@ image: ## build the GPU image sst:gpu (CUDA base, environment-gpu.lock; host nee
 
 image-cpu: ## build the CPU image sst:cpu from environment.lock (engine and base made if missing)
 	scripts/image.sh app sst:cpu
+
+image-agent: ## build sst:agent: a clearml-agent daemon with a docker client (Colab docker mode)
+	scripts/image.sh agent sst:agent
 
 test-image: ## CI's docker stage: the fast tier and a short training run inside the CPU image
 	scripts/ci-docker.sh

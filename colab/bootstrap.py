@@ -9,11 +9,15 @@ CLEARML_API_SECRET_KEY. They are handed to the agent through its environment and
 a printed command.
 
 Modes:
-- docker: a Docker engine answers. The agent itself runs inside the pinned kit image (its locked
-  venv) with the host's docker socket, in docker mode, so every task runs in that same image.
-- venv: no engine (hosted Colab). ``environment.lock`` is installed with ``--require-hashes`` into
-  a venv and the agent runs from it with CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1, so tasks run in
-  the locked environment instead of one the agent would resolve.
+- docker: a Docker engine answers. The agent daemon runs in the kit's agent image (``sst:agent``:
+  the locked venv plus a docker client) with the host's docker socket, in docker mode, so every
+  task runs in the pinned task image (``sst:cpu``/``sst:gpu``) as root (the agent's in-container
+  setup reads its root-only config and may install packages).
+- venv: no engine (hosted Colab). The lock for this machine (``environment-gpu.lock`` when
+  nvidia-smi answers, else ``environment.lock``) is installed with ``--require-hashes`` into a
+  venv of the lock's Python 3.11 (this interpreter if it is 3.11, else ``python3.11`` on PATH,
+  else one provided by uv: hosted Colab runs 3.12), and the agent runs from it with
+  CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1, so tasks run in the locked environment.
 
 Standard library only: it runs before the locked environment exists.
 """
@@ -46,8 +50,12 @@ TASK_ENV = {
     "PYTHONHASHSEED": "0",
     "TOKENIZERS_PARALLELISM": "false",
 }
+# Task containers run as root: the agent's setup inside them reads its 0600 config file
+TASK_DOCKER_ARGS = ("--user", "root")
 DEFAULT_IMAGE = os.environ.get("SST_IMAGE", "sst:cpu")
+DEFAULT_AGENT_IMAGE = os.environ.get("SST_AGENT_IMAGE", "sst:agent")
 DEFAULT_VENV = Path.home() / ".sst-agent-venv"
+UV_VERSION = "0.13.9"  # as scripts/lock.sh
 
 
 class BootstrapError(Exception):
@@ -114,17 +122,39 @@ def gpu_description() -> str:
     return f"{out} (name, driver)" if res.returncode == 0 and out else "none (nvidia-smi failed)"
 
 
+def interpreter(python: str, venv: Path) -> list[list[str]]:
+    """The commands that make ``venv`` with the lock's Python 3.11 (see the module docstring)."""
+    probe = subprocess.run(
+        [python, "-c", "import sys; print(sys.version_info[:2] == (3, 11))"],
+        capture_output=True,
+        text=True,
+    )
+    py311 = python if probe.stdout.strip() == "True" else shutil.which("python3.11")
+    if py311:
+        return [[py311, "-m", "venv", str(venv)]]
+    tools = venv.parent / f"{venv.name}-uv"
+    uv = str(tools / "bin" / "uv")
+    return [
+        [python, "-m", "venv", str(tools)],
+        [str(tools / "bin" / "pip"), "install", "--disable-pip-version-check", f"uv=={UV_VERSION}"],
+        [uv, "python", "install", "3.11"],
+        [uv, "venv", "--seed", "--python", "3.11", str(venv)],
+    ]
+
+
 def plan(
     queue: str,
     mode: str,
     *,
     image: str = DEFAULT_IMAGE,
-    lock: Path = REPO / "environment.lock",
+    agent_image: str = DEFAULT_AGENT_IMAGE,
+    lock: Path | None = None,
     venv: Path = DEFAULT_VENV,
     python: str = sys.executable,
     docker: str = "docker",
 ) -> Plan:
-    """What to run, without running it. ``mode`` is auto, docker or venv."""
+    """What to run, without running it. ``mode`` is auto, docker or venv; ``lock`` defaults to
+    the one for this machine (GPU or CPU)."""
     usable, why = docker_usable(docker) if mode in ("auto", "docker") else (False, "venv asked")
     if mode == "docker" and not usable:
         raise BootstrapError(f"docker mode asked but {why}")
@@ -134,7 +164,8 @@ def plan(
     if chosen == "docker":
         gpus = ["--gpus", "all"] if shutil.which("nvidia-smi") else []
         # SST_IMAGE: the task's fingerprint records the image it ran in
-        task_args = " ".join(f"-e {k}={v}" for k, v in {**TASK_ENV, "SST_IMAGE": image}.items())
+        task_env = " ".join(f"-e {k}={v}" for k, v in {**TASK_ENV, "SST_IMAGE": image}.items())
+        task_args = " ".join([*TASK_DOCKER_ARGS, task_env])
         p.commands.append(
             [
                 docker,
@@ -151,24 +182,30 @@ def plan(
                 *gpus,
                 # -e NAME with no value copies it from this process: the secret is never printed
                 *[a for n in CREDENTIALS for a in ("-e", n)],
+                # without a GPU the agent must not ask the engine for one (`--gpus all`)
+                *([] if gpus else ["-e", "NVIDIA_VISIBLE_DEVICES=none"]),
                 "--entrypoint",
                 "clearml-agent",
-                image,
+                agent_image,
                 "daemon",
                 "--queue",
                 queue,
                 "--create-queue",
                 "--foreground",
+                # tasks get the agent version already in the image's lock, not PyPI's newest
+                "--force-current-version",
                 "--docker",
                 f"{image} {task_args}",
             ]
         )
     else:
+        gpu = shutil.which("nvidia-smi") is not None
+        lock = lock or REPO / ("environment-gpu.lock" if gpu else "environment.lock")
         if not lock.is_file():
             raise BootstrapError(f"{lock}: lock not found (fix: run from a clone of the kit)")
         pip = str(venv / "bin" / "pip")
         p.commands += [
-            [python, "-m", "venv", str(venv)],
+            *interpreter(python, venv),
             [pip, "install", "--disable-pip-version-check", "--require-hashes", "-r", str(lock)],
             [
                 str(venv / "bin" / "clearml-agent"),
@@ -193,13 +230,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--queue", required=True, help="ClearML queue the agent serves")
     ap.add_argument("--mode", choices=("auto", "docker", "venv"), default="auto")
-    ap.add_argument("--image", default=DEFAULT_IMAGE, help="pinned kit image (with digest)")
-    ap.add_argument("--lock", type=Path, default=REPO / "environment.lock")
+    ap.add_argument("--image", default=DEFAULT_IMAGE, help="pinned task image (with digest)")
+    ap.add_argument("--agent-image", default=DEFAULT_AGENT_IMAGE, help="the daemon's image")
+    ap.add_argument("--lock", type=Path, help="default: the GPU lock with a GPU, else the CPU one")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = ap.parse_args(argv)
     try:
-        p = plan(args.queue, args.mode, image=args.image, lock=args.lock, venv=args.venv)
+        p = plan(
+            args.queue,
+            args.mode,
+            image=args.image,
+            agent_image=args.agent_image,
+            lock=args.lock,
+            venv=args.venv,
+        )
         print(p.render())
         if args.dry_run:
             return 0

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# CI's docker stage (also for developers): engine up, CPU image built from the lock, then inside
-# the image the fast test tier and a real `sst split` + `sst train` on the tiny fixture model;
-# from the host the docker tier (tests/test_image.py: labels, credential scan, the Colab docker
-# mode on this engine, docker-compose config); last the devcontainer.
+# CI's docker stage (also for developers): engine up, CPU image and agent image built from the
+# lock, then inside the image the fast test tier and a real `sst split` + `sst train` on the tiny
+# fixture model; from the host the docker tier (tests/test_image.py: labels, credential scan, the
+# Colab docker mode on this engine, docker-compose config; tests/test_agent_image.py: the task
+# container as clearml-agent builds it, an agent's re-execution from a fresh clone in a
+# container); last the devcontainer.
 # The repository is mounted read-only at /work/app and ../shared at /work/shared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,15 +18,19 @@ echo "docker stage: engine up ($($DOCKER version --format '{{.Server.Version}}')
 export CLEARML_API_SECRET_KEY=sst-ci-sentinel-clearml-secret AWS_SECRET_ACCESS_KEY=sst-ci-sentinel-aws-secret
 image=$(scripts/image.sh app sst:cpu)
 echo "docker stage: image $image, $($DOCKER image inspect "$image" --format '{{.Size}}') bytes"
+agent_image=$(scripts/image.sh agent sst:agent)
+echo "docker stage: image $agent_image, $($DOCKER image inspect "$agent_image" --format '{{.Size}}') bytes"
 shared=$(cd .. && pwd)/shared
 # The host CA bundle, read-only, for the tests that install from PyPI behind an intercepting proxy
 ca=/etc/ssl/certs/ca-certificates.crt
 ca_args=()
 [[ -s $ca ]] && ca_args=(-v "$ca":/etc/ssl/certs/host-ca.crt:ro -e PIP_CERT=/etc/ssl/certs/host-ca.crt)
+# safe.directory: git inside the image reads the mounted checkout, owned by another user
 run=("$DOCKER" run --rm --network host -v "$PWD":/work/app:ro -v "$shared":/work/shared:ro
-     -w /work/app -e HOME=/tmp/home -e CLEARML_OFFLINE_MODE=1 "${ca_args[@]}")
-"${run[@]}" --entrypoint pytest "$image" -q -p no:cacheprovider
-"${run[@]}" --entrypoint bash "$image" -c \
+     -w /work/app -e HOME=/tmp/home -e CLEARML_OFFLINE_MODE=1 "${ca_args[@]}"
+     -e GIT_CONFIG_COUNT=1 -e GIT_CONFIG_KEY_0=safe.directory -e GIT_CONFIG_VALUE_0='*')
+"${run[@]}" "$image" pytest -q -p no:cacheprovider
+"${run[@]}" "$image" bash -c \
   'python -m tests.tiny /tmp/tiny >/dev/null && sst split -c /tmp/tiny/split.yaml >/dev/null && sst train -c /tmp/tiny/train.yaml 2>/dev/null | grep -E "^(run|test|weights)"'
 echo "docker stage: container tests done at $(( $(date +%s) - t0 )) s"
 
@@ -39,7 +45,7 @@ chmod a+rwx "$rt"
 host_run=$(ls -d "$rt"/tiny/runs/*/)
 chmod -R a+rwX "$rt"
 set +e
-"${run[@]}" -v "$rt":"$rt" --entrypoint sst "$image" replay "$host_run" --out "$rt/replays" \
+"${run[@]}" -v "$rt":"$rt" "$image" replay "$host_run" --out "$rt/replays" \
   > "$rt/verdict.txt" 2>&1
 code=$?
 set -e
@@ -50,7 +56,8 @@ if (( code == 2 )) || grep -q "determinism bug" "$rt/verdict.txt" \
   echo "docker stage: the host → container replay failed"; exit 1
 fi
 rm -rf "$rt"
-SST_DOCKER=$DOCKER SST_IMAGE=$image "${VENV:-.venv}/bin/pytest" -q -p no:cacheprovider -m docker tests/test_image.py
+SST_DOCKER=$DOCKER SST_IMAGE=$image SST_AGENT_IMAGE=$agent_image "${VENV:-.venv}/bin/pytest" -q -s \
+  -p no:cacheprovider -m docker tests/test_image.py tests/test_agent_image.py
 unset CLEARML_API_SECRET_KEY AWS_SECRET_ACCESS_KEY
 echo "docker stage: image checks done at $(( $(date +%s) - t0 )) s"
 

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sst.repro import DETERMINISM_ENV, KIT_ROOT
+from sst.locks import KIT_ROOT
+from sst.repro import CPU_ISA_ENV, DETERMINISM_ENV
 
 
 def remote_problem(remote: str | None) -> str | None:
@@ -63,15 +64,22 @@ def container_image() -> str:
     return os.environ.get("SST_IMAGE") or "sst:cpu"
 
 
+# The task container runs as root: clearml-agent's setup inside it reads the agent's config,
+# mounted 0600 from the daemon (README "Containers": root vs non-root).
+TASK_USER = ("--user", "root")
+
+
 def container_arguments() -> str:
-    """What a docker-mode agent passes to the task's container: use the locked venv as it is,
-    the determinism variables, and ``SST_IMAGE`` so the run's fingerprint names its image."""
+    """What a docker-mode agent passes to the task's container: root (above), the locked venv
+    as it is, the determinism variables, and ``SST_IMAGE`` so the fingerprint names the image."""
     env = {
         "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
         **DETERMINISM_ENV,
         "SST_IMAGE": container_image(),
+        # the task runs the kernels it was recorded with (SST_CPU_ISA=avx2: portable bits)
+        **({CPU_ISA_ENV: os.environ[CPU_ISA_ENV]} if os.environ.get(CPU_ISA_ENV) else {}),
     }
-    return " ".join(f"-e {k}={v}" for k, v in env.items())
+    return " ".join([*TASK_USER, *(f"-e {k}={v}" for k, v in env.items())])
 
 
 def overrides_to_parameters(overrides: list[str]) -> dict[str, str]:

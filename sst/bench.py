@@ -1,30 +1,39 @@
-"""Benchmarks, each reported as a ratio against a peer measured in the same run.
+"""Benchmarks, each reported as a ratio against a peer measured in the same run (BENCHMARKS.md).
 
-    make bench-split      # sst bench --config configs/kaggle.yaml
+    make bench-split      # sst bench split: vectorised seed search vs the original per-seed loop
+    make bench            # sst bench train (vs HF Trainer) and sst bench isa (portable kernels)
 
 split: the vectorised Wasserstein seed search against the per-seed loop the original project ran
-(select the test sentences' rows with pandas, then ``scipy.stats.wasserstein_distance`` on the two
-label samples). Both use the same seed → split rule, so their distances must agree.
+(pandas rows, then ``scipy.stats.wasserstein_distance``); both use the same seed → split rule, so
+their distances must agree. train: our loop vs HF Trainer and an HF pipeline. isa: our loop with
+the CPU's own kernels vs pinned to AVX2, each in fresh processes.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from scipy.stats import wasserstein_distance
 
+from sst import repro
+from sst.agent import child_environment
 from sst.config import Config
 from sst.data import N_CLASSES
 from sst.data import split as tree_split
 from sst.data.pipeline import fetch_sources, load_table, read_split
-from sst.repro import configure_determinism, seed_everything
 
 
 def _best_of(fn: Callable[[], object], repeat: int = 3) -> float:
+    """The fastest of ``repeat`` timed calls, in seconds."""
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -84,16 +93,14 @@ def _subset(frame: Any, n: int, seed: int) -> Any:
     return frame.sample(n=n, random_state=seed).reset_index(drop=True)
 
 
-def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
-    """Training and inference throughput: our loop (random, stratified) vs HF Trainer (dynamic
-    padding, group_by_length) and a length-sorted HF pipeline, same model/data/threads/batch."""
-    import torch  # torch, Lightning and the model modules: only for this benchmark
-
+def _train_data(cfg: Config, n_phrases: int) -> tuple[list[str], Any, Any, Any, Any, int]:
+    """``n_phrases`` of the train split (seeded sample): texts, token ids, labels, lengths, the
+    tokenizer and its pad id; after an untimed warm-up of our loop (allocator, thread pools)."""
     from sst.model.datamodule import pad_id
     from sst.model.module import load_pretrained
 
     t = cfg.train
-    configure_determinism(t.threads)
+    repro.configure_determinism(t.threads)
     parts, _ = read_split(t.split)
     frame = _subset(parts["train"], n_phrases, t.seed)
     texts = frame["text"].tolist()
@@ -101,11 +108,19 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     tokenizer = load_pretrained("tokenizer", cfg.model.name, cfg.model.revision)
     enc = tokenizer(texts, truncation=True, max_length=cfg.model.max_length)["input_ids"]
     lengths = np.array([len(x) for x in enc])
-    pad_token = pad_id(tokenizer)
-    rows: list[tuple[str, float, float | None, str]] = []
+    warm = min(len(enc), 10 * t.batch_size)
+    _ours_train(cfg, enc[:warm], labels[:warm], lengths[:warm], "random", pad_id(tokenizer))
+    return texts, enc, labels, lengths, tokenizer, pad_id(tokenizer)
 
-    warm = min(len(enc), 10 * t.batch_size)  # untimed: allocator and thread pools warm up first
-    _ours_train(cfg, enc[:warm], labels[:warm], lengths[:warm], "random", pad_token)
+
+def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
+    """Training and inference throughput: our loop (random, stratified) vs HF Trainer (dynamic
+    padding, group_by_length) and a length-sorted HF pipeline, same model/data/threads/batch."""
+    import torch  # torch, Lightning and the model modules: only for this benchmark
+
+    t = cfg.train
+    texts, enc, labels, lengths, tokenizer, pad_token = _train_data(cfg, n_phrases)
+    rows: list[tuple[str, float, float | None, str]] = []
     for mode in ("random", "stratified"):
         rate, tokens, waste = _ours_train(cfg, enc, labels, lengths, mode, pad_token)
         rows.append((f"ours, {mode} (length-bucketed)", rate, tokens, f"padding {waste:.1%}"))
@@ -148,6 +163,62 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     return 0
 
 
+def bench_ours(cfg: Config, n_phrases: int) -> int:
+    """One line for :func:`bench_isa`: our random-batch loop under this process's kernels."""
+    import torch
+
+    _, enc, labels, lengths, _, pad_token = _train_data(cfg, n_phrases)
+    rate, _, _ = _ours_train(cfg, enc, labels, lengths, "random", pad_token)
+    print(f"kernels {torch.backends.cpu.get_cpu_capability()} samples/s {rate:.3f}")
+    return 0
+
+
+def bench_isa(cfg: Config, n_phrases: int, out_md: Path | None, rounds: int = 2) -> int:
+    """The cost of portable bits: our training loop with the CPU's own kernels vs pinned to AVX2
+    (SST_CPU_ISA), each level in fresh processes (the kernels are chosen when torch loads),
+    alternated ``rounds`` times; the best of each level counts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        preset = Path(tmp) / "bench.yaml"
+        preset.write_text(yaml.safe_dump(cfg.to_dict()))
+        best: dict[str, tuple[float, str]] = {}
+        command = [sys.executable, "-m", "sst.cli", "bench", "ours", "-c", str(preset)]
+        for _ in range(rounds):
+            for level in repro.CPU_ISA_LEVELS:
+                env = {k: v for k, v in child_environment().items() if k not in repro.PINNING_VARS}
+                done = subprocess.run(
+                    [*command, "--phrases", str(n_phrases)],
+                    env={**env, repro.CPU_ISA_ENV: level},
+                    capture_output=True,
+                    text=True,
+                )
+                m = re.search(r"kernels (\S+) samples/s ([\d.]+)", done.stdout)
+                if done.returncode or m is None:
+                    print(done.stderr[-2000:], file=sys.stderr)
+                    return 1
+                rate = float(m.group(2))
+                if rate > best.get(level, (0.0, ""))[0]:
+                    best[level] = (rate, m.group(1))
+    native = best["native"][0]
+    lines = [
+        f"our training loop, random batches, {n_phrases} phrases, {cfg.train.threads} threads, "
+        f"best of {rounds} processes per level",
+        "",
+        "| SST_CPU_ISA | torch kernels | MKL_CBWR | oneDNN cap | samples/s | vs native |",
+        "| --- | --- | --- | --- | ---: | ---: |",
+    ]
+    for level, (rate, kernels) in best.items():
+        pins = repro.CPU_ISA_LEVELS[level]
+        lines.append(
+            f"| {level} | {kernels} | {pins.get('MKL_CBWR', 'auto')} | "
+            f"{pins.get('ONEDNN_MAX_CPU_ISA', 'none')} | {rate:.1f} | {rate / native:.2f}x |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    if out_md is not None:
+        _update_benchmarks(out_md, "Portable CPU kernels (`make bench`)", text)
+    return 0
+
+
 def _ours_train(
     cfg: Config,
     enc: list[list[int]],
@@ -185,7 +256,7 @@ def _ours_train(
         use_distributed_sampler=False,
         deterministic=True,
     )
-    seed_everything(t.seed)
+    repro.seed_everything(t.seed)
     tokens = int(lengths[np.concatenate(sampler.epoch_batches(0))].sum())
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
@@ -277,7 +348,9 @@ def _update_benchmarks(path: Path, heading: str, body: str) -> None:
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
     marker = f"## {heading}"
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    section = f"{marker}\n\nMeasured {stamp} on this machine, peers in the same run.\n\n{body}\n"
+    section = (
+        f"{marker}\n\nMeasured {stamp} on {repro.cpu_summary()}, peers in the same run.\n\n{body}\n"
+    )
     if marker in text:
         head, rest = text.split(marker, 1)
         tail = rest.split("\n## ", 1)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sst.errors import SstError
+from sst.repro import pin_cpu_isa
 
 if TYPE_CHECKING:
     from sst.config import Config
@@ -110,13 +111,17 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sst.bench import bench_split, bench_train
+    from sst import bench
 
     cfg = _load(args)
     out = Path(args.out) if args.out else None
     if args.what == "split":
-        return bench_split(cfg, args.seeds, args.peer_seeds, out)
-    return bench_train(cfg, args.phrases, out)
+        return bench.bench_split(cfg, args.seeds, args.peer_seeds, out)
+    if args.what == "isa":
+        return bench.bench_isa(cfg, args.phrases, out)
+    if args.what == "ours":
+        return bench.bench_ours(cfg, args.phrases)
+    return bench.bench_train(cfg, args.phrases, out)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -185,6 +190,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             args.source, args.overrides, out_root=Path(args.out) if args.out else None
         )
     print(f"recorded {rec.source}\nreplayed {new.source}")
+    if new.tracking:
+        print(new.tracking)
     print(verdict.render())
     return 0 if verdict.identical else 1
 
@@ -246,9 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.description = (
         "split: vectorised seed search vs the per-seed pandas+scipy loop. train: our training "
         "loop (random, stratified) vs HF Trainer (dynamic padding, group_by_length) and inference "
-        "vs a length-sorted HF pipeline."
+        "vs a length-sorted HF pipeline. isa: our loop with the CPU's own kernels vs pinned to "
+        "AVX2 (SST_CPU_ISA), in fresh processes; ours: one such process."
     )
-    p.add_argument("what", choices=["split", "train"], help="which benchmark")
+    p.add_argument("what", choices=["split", "train", "isa", "ours"], help="which benchmark")
     _config_args(p)
     p.add_argument("--phrases", type=int, default=3000, help="train phrases (train benchmark)")
     p.add_argument("--out", help="update this Markdown file's section (BENCHMARKS.md)")
@@ -313,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        pin_cpu_isa()  # before any verb imports torch
         return int(args.func(args))
     except SstError as e:
         print(f"sst {args.verb}: error: {e}", file=sys.stderr)

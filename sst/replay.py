@@ -31,6 +31,7 @@ from sst.data.versioning import MANIFEST, verify
 from sst.errors import SstError
 from sst.model.metrics import HEADLINE, LEVELS
 from sst.prepare import ensure_split
+from sst.repro import use_cpu_isa
 from sst.tracking import REDACTED, read_session
 
 # Fingerprint fields (flattened with "/") and why a difference in them matters.
@@ -49,7 +50,12 @@ EXPECTED = {
     "environment/torch": "another torch build",
     "environment/torch_cuda": "another CUDA version",
     "environment/cudnn": "another cuDNN version",
-    "environment/cpu": "another CPU model may take other kernels (e.g. AVX-512 vs AVX2)",
+    "environment/cpu": "another CPU model may take other kernels (e.g. AVX-512 vs AVX2); "
+    "SST_CPU_ISA=avx2 pins them",
+    "environment/cpu_isa/level": "another pinned instruction set (SST_CPU_ISA)",
+    "environment/cpu_isa/aten": "torch ran other vector kernels (e.g. AVX-512 vs AVX2)",
+    "environment/cpu_isa/MKL_CBWR": "MKL's reproducibility mode differs",
+    "environment/cpu_isa/ONEDNN_MAX_CPU_ISA": "oneDNN's instruction-set cap differs",
     "environment/machine": "another CPU architecture",
     "environment/image": "another container image, or host vs image (other system libraries)",
     "environment/platform": "another OS / C library",
@@ -57,6 +63,8 @@ EXPECTED = {
     "environment/lock_sha256": "another locked environment",
     "environment/lock_drift": "installed packages differ from the lock",
 }
+PINNED = "environment/cpu_isa/level"  # SST_CPU_ISA: the kernels, not the CPU model, decide
+PINNED_HARMLESS = {"environment/cpu", "environment/cpu_isa/aten"}
 MAY_BREAK = {  # differences that change results only if the code that changed is on the run's path
     "git/commit": "another version of the kit's code",
     "git/diff_sha256": "uncommitted changes to the kit's code",
@@ -78,6 +86,7 @@ class Recorded:
     config: Config
     fingerprint: dict[str, str]  # flattened, values as text
     metrics: dict[str, float] = field(default_factory=dict)  # "test/root/accuracy" → value
+    tracking: str | None = None  # where its task is: a link, or the offline session to upload
 
     def __post_init__(self) -> None:
         self.fingerprint = {
@@ -207,12 +216,16 @@ class Verdict:
 
 def compare(a: Recorded, b: Recorded) -> Verdict:
     keys = sorted((set(a.fingerprint) | set(b.fingerprint)) - IGNORED)
+    level = a.fingerprint.get(PINNED, "native")
+    pinned = level != "native" and level == b.fingerprint.get(PINNED)
     diffs = []
     for key in keys:
         va, vb = a.fingerprint.get(key, "—"), b.fingerprint.get(key, "—")
         if _normal(va) == _normal(vb) or REDACTED in (va, vb):  # a session hides secrets
             continue
-        if key in INPUTS:
+        if pinned and key in PINNED_HARMLESS:
+            why = f"both pinned to {level.upper()} kernels: not expected to change a bit"
+        elif key in INPUTS:
             why = f"input: {INPUTS[key]}"
         elif key in EXPECTED:
             why = f"expected to break bit-identity: {EXPECTED[key]}"
@@ -235,15 +248,18 @@ def replay(
 ) -> tuple[Recorded, Recorded, Verdict]:
     """Re-run a recorded run here (its config, plus ``overrides`` when testing what breaks
     identity) into ``<runs_dir>/replays/``, then compare. The split must be the recorded one."""
-    from sst.train import train  # torch and Lightning: only when something trains
-
     rec = load(source)
+    if level := rec.fingerprint.get(PINNED):
+        use_cpu_isa(level)  # the recorded kernels, chosen when torch loads: next line
+    from sst.train import train
+
     cfg = rec.config
     if overrides:
         cfg = load_config(None, [*_as_overrides(cfg), *overrides])
     check_split(cfg, rec.fingerprint.get("split_manifest_sha256", ""))
     result = train(cfg, runs_dir=out_root or Path(cfg.train.runs_dir) / runs.REPLAYS)
     new = from_run(result.run_dir)
+    new.tracking = result.tracking
     return rec, new, compare(rec, new)
 
 
@@ -282,4 +298,5 @@ def replay_online(source: str, queue: str) -> tuple[Recorded, Recorded, Verdict]
     if status not in ("completed", "closed", "published"):
         raise SstError(f"the replay task {clone_id} ended {status}", fix="see its log in ClearML")
     new = from_parameters(clone_id, *server.task_record(clone_id))
+    new.tracking = f"ClearML task {clone_id}: {server.link(clone_id)}"
     return original, new, compare(original, new)

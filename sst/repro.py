@@ -1,143 +1,23 @@
-"""Environment fingerprint and lock drift (what `sst doctor` prints).
+"""Determinism and the environment fingerprint: threads, flags, seeds, the CPU kernels, the
+kit's git state, and what `sst doctor` prints (lock drift: :mod:`sst.locks`).
 
     sst doctor            # exit 1 when what is installed differs from environment.lock
-
-Drift means a package pinned in ``environment.lock`` is missing or installed at another version.
-Packages installed beyond the lock (pip itself, the ``sst`` package) are listed, not counted.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as md
-import json
 import os
 import platform
-import re
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sst.errors import SstError
-
-KIT_ROOT = Path(__file__).resolve().parent.parent  # the checkout (or site-packages) holding sst
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
-IGNORED_EXTRAS = {"pip", "sst"}
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def find_lock(start: Path | None = None) -> Path | None:
-    """``$SST_LOCK``, else ``environment.lock`` in the current folder or the package's checkout."""
-    if os.environ.get("SST_LOCK"):
-        return Path(os.environ["SST_LOCK"])
-    for folder in (start or Path.cwd(), KIT_ROOT):
-        if (folder / "environment.lock").is_file():
-            return folder / "environment.lock"
-    return None
-
-
-# The two locks `make lock` writes from the one pyproject.toml: CPU torch (CI, laptops, the CPU
-# image) and CUDA torch from PyPI (the GPU image). Each names the source it was generated from.
-LOCKS = {"cpu": "environment.lock", "gpu": "environment-gpu.lock"}
-LOCK_SOURCE = re.compile(r"^# source: pyproject.toml sha256 ([0-9a-f]{64})$", re.MULTILINE)
-
-
-def declared_sha256(pyproject: Path) -> str:
-    """sha256 of what the locks are generated from: requires-python, dependencies and extras."""
-    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    keys = ("requires-python", "dependencies", "optional-dependencies")
-    source = {k: project.get(k) for k in keys}
-    return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
-
-
-def stale_locks(root: Path) -> list[str]:
-    """One line per lock in ``root`` that was not generated from the current pyproject.toml."""
-    want = declared_sha256(root / "pyproject.toml")
-    problems = []
-    for name in LOCKS.values():
-        path = root / name
-        if not path.is_file():
-            problems.append(f"{path}: missing; run `make lock`")
-            continue
-        m = LOCK_SOURCE.search(path.read_text(encoding="utf-8"))
-        if not m or m.group(1) != want:
-            problems.append(f"{path}:1: stale versus pyproject.toml; run `make lock`")
-    return problems
-
-
-def read_lock(path: Path) -> dict[str, str]:
-    """name -> pinned version of every requirement line; every pin must carry a hash."""
-    pins: dict[str, str] = {}
-    text = path.read_text(encoding="utf-8")
-    logical: list[tuple[int, str]] = []
-    buf, start = "", 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not buf:
-            start = lineno
-        buf += line.rstrip("\\").strip() + " "
-        if not line.rstrip().endswith("\\"):
-            logical.append((start, buf.strip()))
-            buf = ""
-    for lineno, line in logical:
-        if not line or line.startswith(("#", "-")):
-            continue
-        m = PIN.match(line)
-        if not m:
-            raise SstError(
-                f"not a pinned requirement: {line[:60]!r}",
-                path=path,
-                line=lineno,
-                fix="regenerate the lock with `make lock`",
-            )
-        if "--hash=" not in line:
-            raise SstError(
-                f"{m.group(1)} has no --hash",
-                path=path,
-                line=lineno,
-                fix="regenerate the lock with `make lock`",
-            )
-        pins[canonical(m.group(1))] = m.group(3)
-    return pins
-
-
-def installed() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for dist in md.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            out[canonical(name)] = dist.version
-    return out
-
-
-@dataclass
-class Drift:
-    missing: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)  # "name lock=X installed=Y"
-    extra: list[str] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        return not (self.missing or self.mismatched)
-
-
-def drift(lock: dict[str, str], have: dict[str, str]) -> Drift:
-    d = Drift()
-    for name, version in sorted(lock.items()):
-        got = have.get(name)
-        if got is None:
-            d.missing.append(f"{name}=={version}")
-        elif got != version:
-            d.mismatched.append(f"{name} lock={version} installed={got}")
-    d.extra = sorted(n for n in have if n not in lock and n not in IGNORED_EXTRAS)
-    return d
+from sst.locks import KIT_ROOT, drift, find_lock, installed, read_lock
 
 
 def _git(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> bytes | None:
@@ -199,6 +79,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": _cpu_model(),
+        "cpu_isa": cpu_isa(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
@@ -223,6 +104,21 @@ def _drift_summary(lock: Path | None) -> list[str] | None:
         return None
     d = drift(read_lock(lock), installed())
     return d.missing + d.mismatched
+
+
+def cpu_summary() -> str:
+    """The CPU model and the vector units that decide kernels, for benchmark tables."""
+    try:
+        flags = next(
+            set(line.split(":", 1)[1].split())
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        flags = set()
+    units = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+    have = [u for u in units if u in flags]
+    return f"{_cpu_model()} ({os.cpu_count()} cores; {', '.join(have) or 'no AVX2'})"
 
 
 def _cpu_model() -> str:
@@ -259,6 +155,65 @@ def doctor(out: Any = None) -> int:
     return 0 if d.clean else 1
 
 
+# The portable CPU mode: every numeric library torch uses on the CPU held to its AVX2 kernels
+# (each of the three changes the bits on an AVX-512 CPU: measured, BENCHMARKS.md), so a run
+# replays bit-identically on any x86-64 CPU with AVX2. Read when the libraries load: before torch.
+CPU_ISA_ENV = "SST_CPU_ISA"
+CPU_ISA_LEVELS = {
+    "native": {},
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_CBWR": "AVX2,STRICT",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    },
+}
+
+
+PINNING_VARS = frozenset(k for pins in CPU_ISA_LEVELS.values() for k in pins)
+
+
+def pin_cpu_isa() -> str:
+    """Apply ``$SST_CPU_ISA`` (``native``, the default, or ``avx2``) to the numeric libraries'
+    variables; `sst` calls it before anything imports torch. Returns the level."""
+    level = (os.environ.get(CPU_ISA_ENV) or "native").lower()
+    if level not in CPU_ISA_LEVELS:
+        raise SstError(
+            f"{CPU_ISA_ENV}={level!r} is not one of {', '.join(CPU_ISA_LEVELS)}",
+            fix=f"export {CPU_ISA_ENV}=avx2 (portable bits) or unset it",
+        )
+    for key, value in CPU_ISA_LEVELS[level].items():
+        os.environ.setdefault(key, value)
+    return level
+
+
+def use_cpu_isa(level: str) -> None:
+    """Run with the level a run was recorded with (a replay): its variables exactly, before
+    torch loads; refused once torch has chosen its kernels."""
+    if (os.environ.get(CPU_ISA_ENV) or "native").lower() == level:
+        return
+    if "torch" in sys.modules:
+        raise SstError(
+            f"the run was recorded with {CPU_ISA_ENV}={level}, but torch has loaded already",
+            fix=f"start it as {CPU_ISA_ENV}={level} sst replay …",
+        )
+    os.environ[CPU_ISA_ENV] = level
+    for key in PINNING_VARS:
+        os.environ.pop(key, None)
+    pin_cpu_isa()
+
+
+def cpu_isa() -> dict[str, Any]:
+    """The level asked for and what the libraries run: torch's kernels as it reports them, the
+    MKL and oneDNN caps (the fingerprint's ``environment/cpu_isa``)."""
+    import torch
+
+    return {
+        "level": (os.environ.get(CPU_ISA_ENV) or "native").lower(),
+        "aten": torch.backends.cpu.get_cpu_capability(),
+        **{k: os.environ.get(k) for k in CPU_ISA_LEVELS["avx2"] if k != "ATEN_CPU_CAPABILITY"},
+    }
+
+
 DETERMINISM_ENV = {
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
     "PYTHONHASHSEED": "0",
@@ -278,6 +233,13 @@ def configure_determinism(threads: int) -> dict[str, Any]:
 
     for key, value in DETERMINISM_ENV.items():
         os.environ.setdefault(key, value)
+    if pin_cpu_isa() != "native" and torch.backends.cpu.get_cpu_capability() != "AVX2":
+        raise SstError(
+            f"{CPU_ISA_ENV}=avx2 asks for AVX2 kernels but torch runs "
+            f"{torch.backends.cpu.get_cpu_capability()} ones: torch was imported before the "
+            "variables were set, or this CPU lacks AVX2",
+            fix=f"export {CPU_ISA_ENV}=avx2 before Python starts (sst sets the rest itself)",
+        )
     if threads > 0:
         torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=False)

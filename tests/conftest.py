@@ -37,6 +37,55 @@ def isolate(mp: pytest.MonkeyPatch, base: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def docker() -> str:
+    """The Docker client of an engine that answers (docker tier; scripts/ci-docker.sh)."""
+    import subprocess
+
+    client = os.environ.get("SST_DOCKER", "/usr/bin/docker")
+    if subprocess.run([client, "info"], capture_output=True).returncode != 0:
+        pytest.fail(f"no Docker engine answers {client}: run scripts/docker-engine.sh first")
+    return client
+
+
+def docker_logs_until(docker: str, name: str, pattern: str, timeout: float) -> str:
+    """A container's logs once they match ``pattern`` (or at ``timeout`` seconds)."""
+    import re
+    import subprocess
+    import time
+
+    deadline = time.monotonic() + timeout
+    logs = ""
+    while time.monotonic() < deadline:
+        res = subprocess.run([docker, "logs", name], capture_output=True, text=True)
+        logs = res.stdout + res.stderr
+        if re.search(pattern, logs):
+            break
+        time.sleep(2)
+    return logs
+
+
+def _built(docker: str, variable: str, default: str, make: str) -> str:
+    import subprocess
+
+    ref = os.environ.get(variable, default)
+    if subprocess.run([docker, "image", "inspect", ref], capture_output=True).returncode != 0:
+        pytest.fail(f"image {ref} not built: run `make {make}` first")
+    return ref
+
+
+@pytest.fixture(scope="session")
+def image(docker: str) -> str:
+    """The task image ($SST_IMAGE, default sst:cpu)."""
+    return _built(docker, "SST_IMAGE", "sst:cpu", "image-cpu")
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker: str) -> str:
+    """The agent daemon's image ($SST_AGENT_IMAGE, default sst:agent)."""
+    return _built(docker, "SST_AGENT_IMAGE", "sst:agent", "image-agent")
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real SST data (../shared/data or $SST_DATA). Missing data fails, it does not skip:
     the integration tests are part of the fast tier."""
@@ -45,6 +94,19 @@ def shared_data() -> Path:
         pytest.fail(f"real SST data not found at {path}: set SST_DATA to the data folder")
     os.environ["SST_DATA"] = str(path)  # what the presets in configs/ expand
     return path
+
+
+def fresh_clone(dest: Path) -> Path:
+    """A clone of this checkout at HEAD with its uncommitted changes applied (none in CI): the
+    code under test, in a folder that shares nothing else with this one."""
+    import subprocess
+
+    from sst.repro import git_patch
+
+    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
+    if patch := git_patch():
+        subprocess.run(["git", "-C", str(dest), "apply", "-"], input=patch.encode(), check=True)
+    return dest
 
 
 def write_kaggle(

@@ -10,7 +10,7 @@ import pytest
 
 from sst.cli import build_parser, main
 from sst.errors import SstError
-from sst.repro import drift, read_lock
+from sst.locks import drift, read_lock
 
 REPO = Path(__file__).resolve().parent.parent
 VERBS = [

@@ -40,6 +40,55 @@ def test_venv_plan_installs_the_lock_with_hashes(tmp_path: Path, creds) -> None:
     assert "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1" in text and SECRET not in text
 
 
+def _machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, gpu: bool, py311: bool) -> str:
+    """A PATH holding only what a machine has: nvidia-smi or not, python3.11 or not; returns
+    an interpreter that is not 3.11 (hosted Colab's 3.12) for the bootstrap to start from."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if gpu:
+        (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'Tesla T4, 580.82'\n")
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    if py311:
+        (bin_dir / "python3.11").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    not_311 = tmp_path / "python3.12"
+    not_311.write_text("#!/bin/sh\necho False\n")  # answers the version probe like 3.12 would
+    not_311.chmod(0o755)
+    return str(not_311)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "lock"), [(True, "environment-gpu.lock"), (False, "environment.lock")]
+)
+def test_colab_venv_plan_takes_python_311_from_uv_and_the_lock_for_its_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, creds, gpu: bool, lock: str
+) -> None:
+    python = _machine(monkeypatch, tmp_path, gpu=gpu, py311=False)
+    p = bootstrap.plan("colab", "venv", venv=tmp_path / "v", python=python)
+    tools = tmp_path / "v-uv"
+    assert p.commands[:4] == [
+        [python, "-m", "venv", str(tools)],
+        [str(tools / "bin" / "pip"), "install", "--disable-pip-version-check", "uv==0.13.9"],
+        [str(tools / "bin" / "uv"), "python", "install", "3.11"],
+        [str(tools / "bin" / "uv"), "venv", "--seed", "--python", "3.11", str(tmp_path / "v")],
+    ]
+    assert p.commands[4][-2:] == ["-r", str(REPO / lock)]
+    assert ("Tesla T4" in p.gpu) == gpu
+
+
+def test_colab_venv_plan_uses_a_python_311_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, creds
+) -> None:
+    python = _machine(monkeypatch, tmp_path, gpu=False, py311=True)
+    p = bootstrap.plan("colab", "venv", venv=tmp_path / "v", python=python)
+    assert p.commands[0] == [
+        str(tmp_path / "bin" / "python3.11"),
+        "-m",
+        "venv",
+        str(tmp_path / "v"),
+    ]
+
+
 def test_docker_plan_runs_the_agent_in_the_pinned_image(monkeypatch, creds) -> None:
     monkeypatch.setattr(
         bootstrap, "docker_usable", lambda docker: (True, "a Docker engine answers")
@@ -48,10 +97,11 @@ def test_docker_plan_runs_the_agent_in_the_pinned_image(monkeypatch, creds) -> N
     p = bootstrap.plan("gpu", "auto", image=image)
     assert p.mode == "docker" and p.reason == "a Docker engine answers"
     (cmd,) = p.commands
-    assert cmd[:3] == ["docker", "run", "-d"] and image in cmd
+    assert cmd[:3] == ["docker", "run", "-d"] and "--force-current-version" in cmd
     assert cmd[cmd.index("--docker") + 1].startswith(
-        f"{image} -e CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1"
+        f"{image} --user root -e CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1"
     )
+    assert cmd[cmd.index("--entrypoint") + 2] == "sst:agent"  # the daemon's image has docker
     for name in bootstrap.CREDENTIALS:  # passed by name only: docker copies the value
         assert cmd[cmd.index(name) - 1] == "-e"
     assert SECRET not in p.render()
@@ -116,9 +166,10 @@ def test_notebook_is_one_cell_calling_the_script() -> None:
 
 
 def test_task_environment_matches_the_kit() -> None:
-    from sst.agent import container_arguments, container_image
+    from sst.agent import TASK_USER, container_arguments, container_image
     from sst.repro import DETERMINISM_ENV
 
     assert bootstrap.TASK_ENV == {"CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1", **DETERMINISM_ENV}
+    assert bootstrap.TASK_DOCKER_ARGS == TASK_USER
     env = {**bootstrap.TASK_ENV, "SST_IMAGE": container_image()}
-    assert container_arguments() == " ".join(f"-e {k}={v}" for k, v in env.items())
+    assert container_arguments() == " ".join([*TASK_USER, *(f"-e {k}={v}" for k, v in env.items())])

@@ -10,7 +10,9 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import re
 import shutil
+import subprocess
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -18,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from sst import agent
 from sst.cli import main
 from sst.config import load_config
 from sst.data.pipeline import run_split
+from tests.conftest import fresh_clone
 
 REPO = Path(__file__).resolve().parent.parent
 ZIP_NAME = "trainDevTestTrees_PTB.zip"
@@ -198,3 +202,37 @@ def test_a_fallback_serves_only_a_pinned_source(
     code, _ = _split(tmp_path, 'data.sha256=["", "", ""]')
     err = capsys.readouterr().err
     assert code == 2 and "its fallback serves pinned sources only" in err
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make (the CPU image has none)")
+def test_make_demo_runs_from_a_fresh_clone_with_no_data_beside_it(
+    shared_data: Path, tmp_path: Path, release: list[Release]
+) -> None:
+    """`make demo` as a new user runs it: a clone with no ../shared, no SST_DATA, the official
+    release answering (here on 127.0.0.1). A short budget (ARGS) keeps it a fast test; the
+    venv is this checkout's, the code the clone's (PYTHONPATH)."""
+    server = Release([release_zip(shared_data / "sst_ptb")])
+    release.append(server)
+    clone = fresh_clone(tmp_path / "elsewhere" / "sst")
+    assert not (clone.parent / "shared").exists()
+    env = {k: v for k, v in agent.child_environment().items() if k != "SST_DATA"}
+    env.update(PYTHONPATH=str(clone), SST_PTB_ZIP=server.url, CLEARML_OFFLINE_MODE="1")
+    short = (
+        "train.epoch_size=64 train.val_sentences=8 train.test_sentences=16 "
+        "train.eval_batch_size=64 tracking.monitor_resources=false"
+    )
+    venv = REPO / ".venv"
+    make = ["make", "-C", str(clone), "-o", f"{venv}/.lock.sha256"]  # -o: never reinstall it
+    done = subprocess.run(
+        [*make, "demo", f"VENV={venv}", f"ARGS={short}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert server.hits == 1
+    assert "${SST_DATA} is not set; fetching" in done.stderr
+    assert (clone / "splits" / "ptb" / "manifest.json").is_file()
+    assert re.search(r"^test root +n=\d+ +acc ", done.stdout, re.M), done.stdout
+    (run,) = (clone / "runs").iterdir()
+    assert (run / "weights.safetensors").is_file()

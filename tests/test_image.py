@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -28,6 +27,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "colab"))
 import bootstrap  # noqa: E402
+
+from tests.conftest import docker_logs_until  # noqa: E402
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 IMAGE_CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -149,22 +150,6 @@ def test_compose_stack_is_the_official_services_with_pinned_images() -> None:
 # -- the docker tier ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def docker() -> str:
-    client = os.environ.get("SST_DOCKER", "/usr/bin/docker")
-    if subprocess.run([client, "info"], capture_output=True).returncode != 0:
-        pytest.fail(f"no Docker engine answers {client}: run scripts/docker-engine.sh first")
-    return client
-
-
-@pytest.fixture(scope="module")
-def image(docker: str) -> str:
-    ref = os.environ.get("SST_IMAGE", "sst:cpu")
-    if subprocess.run([docker, "image", "inspect", ref], capture_output=True).returncode != 0:
-        pytest.fail(f"image {ref} not built: run `make image-cpu` first")
-    return ref
-
-
 def _inspect(docker: str, image: str) -> dict:
     out = subprocess.run([docker, "image", "inspect", image], capture_output=True, check=True)
     return json.loads(out.stdout)[0]
@@ -215,21 +200,9 @@ def test_no_credentials_in_any_layer(docker: str, image: str) -> None:
     assert not leaks, leaks
 
 
-def _logs_until(docker: str, name: str, pattern: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    logs = ""
-    while time.monotonic() < deadline:
-        res = subprocess.run([docker, "logs", name], capture_output=True, text=True)
-        logs = res.stdout + res.stderr
-        if re.search(pattern, logs):
-            break
-        time.sleep(2)
-    return logs
-
-
 @pytest.mark.docker
 def test_colab_docker_mode_starts_the_agent_in_the_image_until_it_needs_a_server(
-    docker: str, image: str, monkeypatch: pytest.MonkeyPatch
+    docker: str, image: str, agent_image: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The exact command the bootstrap plans, on the real engine: the container starts, the agent
     inside the image reads the credentials by name and stops at the first call to the server (a
@@ -238,14 +211,16 @@ def test_colab_docker_mode_starts_the_agent_in_the_image_until_it_needs_a_server
     secret = "sst-ci-sentinel-agent-secret"
     for name in bootstrap.CREDENTIALS:
         monkeypatch.setenv(name, secret if "SECRET" in name else server)
-    p = bootstrap.plan("ci-image-test", "docker", image=image, docker=docker)
+    p = bootstrap.plan(
+        "ci-image-test", "docker", image=image, agent_image=agent_image, docker=docker
+    )
     assert p.mode == "docker" and secret not in p.render()
     (cmd,) = p.commands
     name = cmd[cmd.index("--name") + 1]
     subprocess.run([docker, "rm", "-f", name], capture_output=True)
     try:
         bootstrap.execute(p, bootstrap.credentials(lambda _: None))
-        logs = _logs_until(docker, name, r"Connection Error|misconfigured", timeout=120)
+        logs = docker_logs_until(docker, name, r"Connection Error|misconfigured", timeout=120)
         assert "Using environment secret key CLEARML_API_SECRET_KEY=********" in logs, logs
         assert "127.0.0.1, port=9" in logs or "127.0.0.1:9" in logs, logs
         assert re.search(r"Connection Error|misconfigured", logs), logs

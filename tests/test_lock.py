@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sst.repro import LOCKS, canonical, read_lock, stale_locks
+from sst.locks import LOCKS, canonical, read_lock, stale_locks
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = [

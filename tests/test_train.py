@@ -100,7 +100,9 @@ def test_offline_session_has_the_training(two_runs) -> None:
     assert container["image"] == container_image()
     assert "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1" in container["arguments"]
     docker_cmd = task["execution"]["docker_cmd"]  # what set_base_docker stores offline (API 2.9)
-    assert docker_cmd.startswith(f"{container_image()} -e CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1")
+    assert docker_cmd.startswith(
+        f"{container_image()} --user root -e CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1"
+    )
     text = (session / "metrics.jsonl").read_text()
     for needle in ("test/root/accuracy", "test confusion matrix", "test per class"):
         assert needle in text

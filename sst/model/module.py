@@ -42,21 +42,23 @@ def _looks_local(name: str) -> bool:
 
 
 def load_pretrained(kind: str, name: str, revision: str = "main") -> Any:
-    """``AutoModel`` or ``AutoTokenizer`` from a hub id or folder, with a one-line error."""
+    """``AutoModel`` or ``AutoTokenizer`` from a hub id (downloaded once at ``revision`` into
+    the HF cache) or a folder (the embedded MiniLM is one: never a hub call), one-line errors."""
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_model(name)
-    if _looks_local(path) and not Path(path).expanduser().is_dir():
+    local = _looks_local(path)
+    if local and not Path(path).expanduser().is_dir():
         raise SstError("model folder not found", path=path, fix="pass an existing folder or hub id")
     loader = AutoModel if kind == "model" else AutoTokenizer
     try:
-        return loader.from_pretrained(path, revision=revision)
+        return loader.from_pretrained(path, revision=revision, local_files_only=local)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SstError(
             f"cannot load {kind} {name!r}: {first[:200]}",
-            fix="offline (HF_HUB_OFFLINE=1) only local folders and cached hub ids load; "
-            "use model.name=minilm, a folder, or download the model first",
+            fix="check the hub id, model.revision and the network (with HF_HUB_OFFLINE=1 only "
+            "cached ids load), or use model.name=minilm or a folder",
         ) from None
 
 

@@ -1,0 +1,106 @@
+"""Portable bits across CPU families: SST_CPU_ISA=avx2 holds torch, MKL and oneDNN to their AVX2
+kernels. What one machine can show: the pin is applied whatever the CPU's own top ISA (the
+fingerprint reads back what torch runs), two pinned runs are bit-identical, a replay started
+without the variable takes the recorded level, and verify compares the level, not the CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sst.agent import child_environment
+from sst.cli import main
+from sst.config import load_config
+from sst.replay import Recorded, compare
+from sst.repro import CPU_ISA_ENV
+from sst.repro import PINNING_VARS as PINS
+from tests.conftest import train_overrides
+
+
+def _sst(*args: str, level: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in child_environment().items() if k not in PINS | {CPU_ISA_ENV}}
+    if level:
+        env[CPU_ISA_ENV] = level
+    return subprocess.run(
+        [sys.executable, "-m", "sst.cli", *args], env=env, capture_output=True, text=True
+    )
+
+
+def _run_folder(stdout: str) -> Path:
+    return Path(stdout.split("run      ", 1)[1].split("  (", 1)[0])
+
+
+@pytest.fixture(scope="module")
+def pinned(tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("isa")
+    extra = ("tracking.enabled=false",)
+    runs = [
+        _sst("train", *train_overrides(tiny_model, tiny_split, tmp / name, *extra), level="avx2")
+        for name in ("a", "b")
+    ]
+    for done in runs:
+        assert done.returncode == 0, done.stderr[-2000:]
+    return [_run_folder(done.stdout) for done in runs]
+
+
+def test_the_pin_holds_whatever_the_cpu_offers(pinned) -> None:
+    a, b = (json.loads((run / "fingerprint.json").read_text()) for run in pinned)
+    for fp in (a, b):
+        assert fp["environment"]["cpu_isa"] == {
+            "level": "avx2",
+            "aten": "AVX2",
+            "MKL_CBWR": "AVX2,STRICT",
+            "ONEDNN_MAX_CPU_ISA": "AVX2",
+        }
+    assert a["weights_sha256"] == b["weights_sha256"]
+
+
+def test_a_replay_takes_the_recorded_level(pinned, tmp_path: Path) -> None:
+    """Started without SST_CPU_ISA (the CPU's own kernels), the replay runs the recorded AVX2."""
+    weights = json.loads((pinned[0] / "fingerprint.json").read_text())["weights_sha256"]
+    done = _sst("replay", str(pinned[0]), "--out", str(tmp_path), level=None)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith(f"BIT-IDENTICAL (weights sha256 {weights})")
+
+
+def _rec(weights: str, level: str, cpu: str) -> Recorded:
+    fields = {
+        "weights_sha256": weights,
+        "environment/cpu": cpu,
+        "environment/cpu_isa/level": level,
+        "environment/cpu_isa/aten": "AVX2" if level == "avx2" else "AVX512",
+    }
+    return Recorded("x", load_config(None, []), fields)
+
+
+def test_verify_compares_the_level_not_the_cpu_model() -> None:
+    same = compare(_rec("a" * 64, "avx2", "Intel Xeon"), _rec("a" * 64, "avx2", "AMD EPYC"))
+    assert same.identical
+    assert "environment/cpu: Intel Xeon → AMD EPYC  (both pinned to AVX2 kernels" in same.render()
+    native = compare(_rec("a" * 64, "native", "Intel Xeon"), _rec("b" * 64, "native", "AMD EPYC"))
+    assert "(expected to break bit-identity: another CPU model" in native.render()
+    mixed = compare(_rec("a" * 64, "avx2", "Intel Xeon"), _rec("b" * 64, "native", "Intel Xeon"))
+    assert "environment/cpu_isa/level: avx2 → native  (expected to break" in mixed.render()
+
+
+def test_a_level_asked_too_late_or_unknown_is_refused(monkeypatch, capsys) -> None:
+    import torch
+
+    from sst.errors import SstError
+    from sst.repro import configure_determinism
+
+    monkeypatch.setenv(CPU_ISA_ENV, "avx9")
+    assert main(["config"]) == 2
+    assert "SST_CPU_ISA='avx9' is not one of native, avx2" in capsys.readouterr().err
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        pytest.skip("this CPU's own kernels are AVX2: asking for them late changes nothing")
+    for key in PINS:  # setenv first: the variables the code sets are removed again afterwards
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    monkeypatch.setenv(CPU_ISA_ENV, "avx2")
+    with pytest.raises(SstError, match="torch was imported before the variables were set"):
+        configure_determinism(1)

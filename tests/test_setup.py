@@ -1,0 +1,67 @@
+"""`make setup` on a machine without the lock's Python 3.11 (Ubuntu 24.04, hosted Colab: 3.12):
+the plan takes a CPython 3.11 from uv. Run with --dry-run: uv cannot download a Python build
+here (no internet beyond the package registries), so the install itself is not exercised."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TOOLS = ("bash", "cat", "sha256sum", "cut", "dirname", "grep", "date")
+
+
+def _setup(tmp_path: Path, path: str) -> subprocess.CompletedProcess[str]:
+    script = REPO / "scripts" / "setup-venv.sh"
+    return subprocess.run(
+        ["bash", str(script), "--dry-run", "python3.11", str(tmp_path / "venv")],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+    )
+
+
+def _bin(tmp_path: Path, python3: bool) -> str:
+    """A PATH of the shell tools the script uses, python3 or not, and an empty entry."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for tool in TOOLS:
+        (folder / tool).symlink_to(shutil.which(tool) or f"/bin/{tool}")
+    if python3:
+        (folder / "python3").symlink_to(sys.executable)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return f"{folder}:{empty}"
+
+
+def test_without_python_311_the_plan_takes_one_from_uv(tmp_path: Path) -> None:
+    done = _setup(tmp_path, _bin(tmp_path, python3=True))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("setup: python3.11 not found; the lock's Python 3.11 from uv 0.13.9")
+    assert lines[1:] == [
+        f"+ {tmp_path / 'bin' / 'python3'} -m venv .venv-uv",
+        "+ .venv-uv/bin/pip install -q uv==0.13.9",
+        "+ .venv-uv/bin/uv python find 3.11 || .venv-uv/bin/uv python install 3.11",
+        f"+ <uv's python3.11> -m venv {tmp_path / 'venv'}",
+        f"+ {tmp_path / 'venv'}/bin/python -m pip install --require-hashes -r environment.lock",
+        f"+ {tmp_path / 'venv'}/bin/python -m pip install --no-deps -e .",
+    ]
+
+
+def test_with_python_311_the_plan_uses_it(tmp_path: Path) -> None:
+    (tmp_path / "py").mkdir()
+    (tmp_path / "py" / "python3.11").symlink_to(sys.executable)
+    done = _setup(tmp_path, f"{_bin(tmp_path, python3=False)}:{tmp_path / 'py'}")
+    assert done.returncode == 0 and done.stdout.splitlines()[0] == (
+        f"+ python3.11 -m venv {tmp_path / 'venv'}"
+    )
+
+
+def test_with_no_python_at_all_it_says_what_to_install(tmp_path: Path) -> None:
+    done = _setup(tmp_path, _bin(tmp_path, python3=False))
+    assert done.returncode == 1
+    assert "neither python3.11 nor python3 found (fix: install Python 3.11" in done.stderr
