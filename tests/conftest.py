@@ -246,6 +246,31 @@ def train_overrides(tiny_model: Path, tiny_split: Path, runs: Path, *extra: str)
     ]
 
 
+@pytest.fixture(scope="session")
+def tracked_run(
+    tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """One tracked tiny run: its folder, weights sha256, offline session (and its task.json)."""
+    import json
+    import zipfile
+
+    from sst.config import load_config
+    from sst.train import train
+
+    tmp = tmp_path_factory.mktemp("tracked")
+    with pytest.MonkeyPatch.context() as mp:
+        clearml = isolate(mp, tmp)
+        result = train(load_config(None, train_overrides(tiny_model, tiny_split, tmp / "runs")))
+    (session,) = clearml.glob("offline/*.zip")
+    return {
+        "run": result.run_dir,
+        "weights": result.weights_sha256,
+        "session": session,
+        "task": json.loads(zipfile.ZipFile(session).read("task.json")),
+        "runs": tmp / "runs",
+    }
+
+
 def sweep_base(tmp_path: Path, tiny_model: Path, tiny_split: Path) -> Path:
     """A base preset for the tiny model (the sweep lines override the model)."""
     from sst.config import load_config

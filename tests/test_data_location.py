@@ -236,3 +236,24 @@ def test_make_demo_runs_from_a_fresh_clone_with_no_data_beside_it(
     assert re.search(r"^test root +n=\d+ +acc ", done.stdout, re.M), done.stdout
     (run,) = (clone / "runs").iterdir()
     assert (run / "weights.safetensors").is_file()
+
+
+def test_a_split_from_an_earlier_sst_is_kept_when_its_files_are_the_same(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Splits written before sources stayed as written recorded each source by its absolute
+    path. The same files are the same split: the folder is kept as it is (its manifest too, so
+    the runs that recorded that manifest's sha256 still replay); other files are refused."""
+    code, out = _split(tmp_path)
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    for s in manifest["sources"]:  # what an earlier sst wrote
+        s["uri"] = s.pop("source").replace("${SST_DATA}", str(shared_data))
+    old = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (out / "manifest.json").write_text(old)
+    capsys.readouterr()
+    assert _split(tmp_path)[0] == 0
+    assert "(unchanged" in capsys.readouterr().out
+    assert (out / "manifest.json").read_text() == old
+    (out / "val.tsv").write_text("edited\n")
+    assert _split(tmp_path)[0] == 2  # a changed file is not an earlier description of the same

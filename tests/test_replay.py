@@ -23,25 +23,12 @@ from sst.data.sources import sha256_file
 from sst.replay import Recorded, compare, from_run, from_session, replay_online
 from sst.train import train
 from tests.clearml_fake import FakeTask, tid
-from tests.conftest import isolate, train_overrides
+from tests.conftest import train_overrides
 
 
-@pytest.fixture(scope="module")
-def recorded(
-    tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
-    """One tracked run (offline session) of the tiny model."""
-    tmp = tmp_path_factory.mktemp("replay")
-    with pytest.MonkeyPatch.context() as mp:
-        clearml = isolate(mp, tmp)
-        result = train(load_config(None, train_overrides(tiny_model, tiny_split, tmp / "runs")))
-    (session,) = clearml.glob("offline/*.zip")
-    return {
-        "run": result.run_dir,
-        "weights": result.weights_sha256,
-        "session": session,
-        "runs": tmp / "runs",
-    }
+@pytest.fixture
+def recorded(tracked_run: dict[str, Any]) -> dict[str, Any]:
+    return tracked_run
 
 
 def _verdict(capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:

@@ -12,7 +12,6 @@ import json
 import shlex
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +20,16 @@ import pytest
 from sst import agent, tracking
 from sst.agent import parameters_to_overrides, remote_problem
 from sst.cli import main
-from sst.config import load_config
 from sst.runs import WEIGHTS, Run
 from sst.server import task_id_from
-from sst.train import train
 from tests.clearml_fake import FakeTask
-from tests.conftest import isolate, train_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def shared_run(
-    tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
-    """One tracked tiny run: its folder and its offline session."""
-    tmp = tmp_path_factory.mktemp("shared")
-    with pytest.MonkeyPatch.context() as mp:
-        clearml = isolate(mp, tmp)
-        result = train(load_config(None, train_overrides(tiny_model, tiny_split, tmp / "runs")))
-    (session,) = clearml.glob("offline/*.zip")
-    task = json.loads(zipfile.ZipFile(session).read("task.json"))
-    return {"run": result.run_dir, "session": session, "task": task, "tmp": tmp}
+@pytest.fixture
+def shared_run(tracked_run: dict[str, Any]) -> dict[str, Any]:
+    return tracked_run
 
 
 def agent_clone(script: dict[str, Any], dest: Path) -> Path:
