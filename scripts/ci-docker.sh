@@ -5,7 +5,7 @@
 # Colab docker mode on this engine, docker-compose config; tests/test_agent_image.py: the task
 # container as clearml-agent builds it, an agent's re-execution from a fresh clone in a
 # container); last the devcontainer.
-# The repository is mounted read-only at /work/app and ../shared at /work/shared.
+# The repository is mounted read-only at /work/app and the SST data ($SST_DATA) at /work/shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -20,15 +20,20 @@ image=$(scripts/image.sh app sst:cpu)
 echo "docker stage: image $image, $($DOCKER image inspect "$image" --format '{{.Size}}') bytes"
 agent_image=$(scripts/image.sh agent sst:agent)
 echo "docker stage: image $agent_image, $($DOCKER image inspect "$agent_image" --format '{{.Size}}') bytes"
-shared=$(cd .. && pwd)/shared
+# the real data, wherever it is (.ci/run sets SST_DATA; ../shared/data beside the clone)
+data=${SST_DATA:-$(cd .. && pwd)/shared/data}
 # The host CA bundle, read-only, for the tests that install from PyPI behind an intercepting proxy
 ca=/etc/ssl/certs/ca-certificates.crt
 ca_args=()
 [[ -s $ca ]] && ca_args=(-v "$ca":/etc/ssl/certs/host-ca.crt:ro -e PIP_CERT=/etc/ssl/certs/host-ca.crt)
-# safe.directory: git inside the image reads the mounted checkout, owned by another user
-run=("$DOCKER" run --rm --network host -v "$PWD":/work/app:ro -v "$shared":/work/shared:ro
+# git inside the image reads the mounted checkout, owned by another user: safe.directory, which
+# git honours only in system or global configuration (GIT_CONFIG_GLOBAL)
+gitconfig=$(mktemp /tmp/sst-gitconfig.XXXXXX)
+printf '[safe]\n\tdirectory = *\n' > "$gitconfig"
+chmod 644 "$gitconfig"
+run=("$DOCKER" run --rm --network host -v "$PWD":/work/app:ro -v "$data":/work/shared/data:ro
      -w /work/app -e HOME=/tmp/home -e CLEARML_OFFLINE_MODE=1 "${ca_args[@]}"
-     -e GIT_CONFIG_COUNT=1 -e GIT_CONFIG_KEY_0=safe.directory -e GIT_CONFIG_VALUE_0='*')
+     -v "$gitconfig":/etc/sst-gitconfig:ro -e GIT_CONFIG_GLOBAL=/etc/sst-gitconfig)
 "${run[@]}" "$image" pytest -q -p no:cacheprovider
 "${run[@]}" "$image" bash -c \
   'python -m tests.tiny /tmp/tiny >/dev/null && sst split -c /tmp/tiny/split.yaml >/dev/null && sst train -c /tmp/tiny/train.yaml 2>/dev/null | grep -E "^(run|test|weights)"'

@@ -139,10 +139,10 @@ def from_run(folder: Path) -> Recorded:
 def from_parameters(source: str, params: dict[str, str], single: dict[str, float]) -> Recorded:
     """From a task's flat parameters (``config/…``, ``fingerprint/…``) and its single values."""
     cfg = load_config(None, parameters_to_overrides(params))
-    fingerprint = {
+    fingerprint = {  # ClearML's own flag (fingerprint/_ignore_remote_overrides_) is not one
         k.removeprefix("fingerprint/"): str(v)
         for k, v in params.items()
-        if k.startswith("fingerprint/")
+        if k.startswith("fingerprint/") and not k.endswith("/_ignore_remote_overrides_")
     }
     if not fingerprint.get("config_sha256"):
         raise SstError(

@@ -132,7 +132,11 @@ def clone_task(task_id: str, queue: str) -> str:
     Task = tracking.clearml_task()
     source = Task.get_task(task_id=task_id)
     clone = Task.clone(source_task=source, name=f"replay of {task_id}", parent=task_id)
-    clone.add_tags(["replay"])
+    # a clone keeps the source's tags (a sweep's id would count it twice) and its recorded
+    # fingerprint: the replay starts with neither, and records its own
+    clone.set_tags(["replay"])
+    params = clone.get_parameters() or {}
+    clone.set_parameters({k: v for k, v in params.items() if not k.startswith("fingerprint/")})
     Task.enqueue(clone, queue_name=queue)
     return str(clone.id)
 

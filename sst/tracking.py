@@ -118,9 +118,12 @@ class Tracker:
     def id(self) -> str:
         return str(self.task.id)
 
-    def connect(self, section: str, values: Mapping[str, Any]) -> None:
-        """Record ``values`` (nested dicts allowed) as a hyper-parameter section."""
-        self.task.connect(scrub(dict(values)), name=section)
+    def connect(self, section: str, values: Mapping[str, Any], *, is_input: bool = False) -> None:
+        """Record ``values`` (nested dicts allowed) as a hyper-parameter section. Only the input
+        (the config) takes a clone's edited values under an agent; what a run records about
+        itself (fingerprint, results) is written as it is, never replaced by the values of the
+        task it was cloned from."""
+        self.task.connect(scrub(dict(values)), name=section, ignore_remote_overrides=not is_input)
 
     def report_single_value(self, name: str, value: float) -> None:
         self.task.get_logger().report_single_value(name, float(value))
@@ -279,7 +282,7 @@ def start_task(
     if tags:
         tracker.set_tags(tags)
     if config is not None:
-        tracker.connect("config", config)
+        tracker.connect("config", config, is_input=True)
     if not quiet:
         print(tracker.describe(), file=sys.stderr)
     return tracker

@@ -13,20 +13,40 @@ installed library documents where the kit relies on it:
   ``metrics.jsonl``) into a server task: parameters, tags, script, single values.
 - ``upload_artifact`` keeps a copy of the file (a files server); ``artifacts[name]
   .get_local_copy()`` returns a downloaded copy.
-- ``set_script`` edits ``data.script`` as the library does.
+- ``set_script`` edits ``data.script`` as the library does; ``set_parameters`` replaces every
+  parameter, ``clone`` keeps the source's tags and parameters.
+- ``connect(dict, name)`` writes the dict; under an agent (``FakeTask.remote``) it instead takes
+  the task's values for keys the task already has, unless ``ignore_remote_overrides`` is set —
+  locally that choice is stored as the ``<name>/_ignore_remote_overrides_`` parameter the remote
+  run reads back (``Task.connect``, ``Task._handle_ignore_remote_overrides``).
+- ``enqueue`` hands the task to ``FakeTask.agent`` when a test sets one: the agent's side,
+  typically the real ``sst train`` run with ``FakeTask.remote`` and ``CLEARML_TASK_ID`` set.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
+
+
+def _flat(values: dict, prefix: str) -> dict[str, str]:
+    """ClearML's flattening of a connected dict: nested keys joined with "/", values as text."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}/{key}"))
+        else:
+            out[f"{prefix}/{key}"] = str(value)
+    return out
 
 
 def tid(n: int) -> str:
@@ -89,6 +109,8 @@ class FakeTask:
     calls: ClassVar[list[tuple]] = []
     store: ClassVar[dict[str, FakeTask]] = {}
     files: ClassVar[Path] = Path(tempfile.gettempdir())
+    remote: ClassVar[bool] = False  # True while a fake agent executes a task
+    agent: ClassVar[Callable[[FakeTask], None] | None] = None
     TaskTypes = SimpleNamespace(
         controller="controller", training="training", data_processing="data_processing", qc="qc"
     )
@@ -97,6 +119,7 @@ class FakeTask:
     @classmethod
     def reset(cls, files: Path) -> None:
         cls.calls, cls.store, cls.files, cls._ids = [], {}, files, itertools.count(1)
+        cls.remote, cls.agent = False, None
 
     def __init__(self, name: str, project: str = "sst", task_type: str = "training") -> None:
         self.id = tid(next(FakeTask._ids))
@@ -120,14 +143,21 @@ class FakeTask:
         cls.calls.append(("set_random_seed", seed))
 
     @classmethod
+    def running_locally(cls) -> bool:
+        return not cls.remote
+
+    @classmethod
     def init(cls, **kw: Any) -> FakeTask:
         cls.calls.append(("init", kw["project_name"], kw["task_name"], kw["task_type"]))
+        if cls.remote:  # under an agent, Task.init returns the task being executed
+            return cls.store[os.environ["CLEARML_TASK_ID"]]
         return cls(kw["task_name"], kw["project_name"], kw["task_type"])
 
     @classmethod
     def get_tasks(cls, **kw: Any) -> list[FakeTask]:
         tags = list(kw.get("tags") or [])
-        cls.calls.append(("get_tasks", kw["project_name"], tuple(tags)))
+        archived = kw.get("allow_archived", True)  # the library's default
+        cls.calls.append(("get_tasks", kw["project_name"], tuple(tags), archived))
         name = kw.get("task_name")
         types = (kw.get("task_filter") or {}).get("type")
         return [
@@ -163,13 +193,16 @@ class FakeTask:
         cls.calls.append(("clone", source_task.id, name, parent))
         task = cls(name, source_task.project, source_task.type)
         task.parameters = dict(source_task.parameters)
+        task.tags = list(source_task.tags)
         task.data.script = SimpleNamespace(**vars(source_task.data.script))
         return task
 
     @classmethod
     def enqueue(cls, task: FakeTask, queue_name: str) -> dict:
         cls.calls.append(("enqueue", task.id, queue_name))
-        task.status = "completed"  # an agent ran it at once
+        if cls.agent is not None:
+            cls.agent(task)
+        task.status = "completed"
         return {"queued": 1}
 
     @classmethod
@@ -181,7 +214,7 @@ class FakeTask:
         cls.calls.append(("import_offline_session", session_folder_zip))
         with zipfile.ZipFile(session_folder_zip) as z:
             recorded = json.loads(z.read("task.json"))
-            lines = z.read("metrics.jsonl").decode().splitlines()
+            lines = z.read("metrics.jsonl").decode().splitlines()  # (a folder works too: not used)
         task = cls(recorded["name"], recorded["project_name"], recorded["type"])
         task.tags = list(recorded.get("tags", []))
         task.parameters = {
@@ -201,9 +234,19 @@ class FakeTask:
         return task.id
 
     # -- instance API ---------------------------------------------------------------------
-    def connect(self, values: dict, name: str) -> dict:
+    def connect(self, values: dict, name: str, ignore_remote_overrides: bool = False) -> dict:
         self.calls.append(("connect", self.id, name, dict(values)))
+        flag = f"{name}/_ignore_remote_overrides_"
+        if FakeTask.remote and self.parameters.get(flag, str(ignore_remote_overrides)) != "True":
+            return values  # the task's (maybe edited) values win: its parameters stay
+        if not FakeTask.remote and ignore_remote_overrides:
+            self.parameters[flag] = "True"
+        self.parameters.update(_flat(values, name))
         return values
+
+    def set_tags(self, tags: list[str]) -> None:
+        self.calls.append(("set_tags", self.id, list(tags)))
+        self.tags = list(tags)
 
     def add_tags(self, tags: list[str]) -> None:
         self.calls.append(("add_tags", self.id, list(tags)))
@@ -211,7 +254,7 @@ class FakeTask:
 
     def set_parameters(self, params: dict) -> None:
         self.calls.append(("set_parameters", self.id, dict(params)))
-        self.parameters.update(params)
+        self.parameters = dict(params)  # replaces all (update_parameters would merge)
 
     def get_parameters(self) -> dict[str, str]:
         return dict(self.parameters)

@@ -22,7 +22,8 @@ def creds(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, SECRET if "SECRET" in name else f"https://{name.lower()}.example")
 
 
-def test_venv_plan_installs_the_lock_with_hashes(tmp_path: Path, creds) -> None:
+def test_venv_plan_installs_the_lock_with_hashes(tmp_path: Path, creds, monkeypatch) -> None:
+    _machine(monkeypatch, tmp_path, gpu=False, py311=True)
     p = bootstrap.plan("colab", "venv", venv=tmp_path / "v")
     assert p.mode == "venv" and p.reason == "--mode venv"
     venv, install, daemon = p.commands

@@ -65,6 +65,9 @@ def test_a_replay_takes_the_recorded_level(pinned, tmp_path: Path) -> None:
     done = _sst("replay", str(pinned[0]), "--out", str(tmp_path), level=None)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(f"BIT-IDENTICAL (weights sha256 {weights})")
+    (replayed,) = tmp_path.iterdir()
+    pins = json.loads((replayed / "fingerprint.json").read_text())["environment"]["cpu_isa"]
+    assert pins["level"] == "avx2" and pins["aten"] == "AVX2"  # not the CPU's own level
 
 
 def _rec(weights: str, level: str, cpu: str) -> Recorded:

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -257,3 +258,50 @@ def test_a_split_from_an_earlier_sst_is_kept_when_its_files_are_the_same(
     assert (out / "manifest.json").read_text() == old
     (out / "val.tsv").write_text("edited\n")
     assert _split(tmp_path)[0] == 2  # a changed file is not an earlier description of the same
+
+
+def test_a_run_replays_from_a_fresh_clone_with_its_data_elsewhere(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Made with the data at X, replayed from a fresh clone in another folder with the data at
+    Y: the split is remade there from ${SST_DATA}, its manifest is the recorded one, and the
+    weights are bit for bit the same."""
+    from tests.conftest import synthetic_rows, train_overrides, write_kaggle
+
+    here, there = tmp_path / "x" / "data", tmp_path / "y" / "elsewhere"
+    for folder in (here, there):
+        folder.mkdir(parents=True)
+        write_kaggle(folder / "train.tsv", synthetic_rows(200))
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = [
+        'data.sources=["${SST_DATA}/train.tsv"]',
+        "split.n_seeds=50",
+        "split.out=splits/tiny",  # relative: in the clone it is the clone's own folder
+        *train_overrides(tiny_model, Path("splits/tiny"), tmp_path / "runs"),
+        "tracking.enabled=false",
+    ]
+    env = {**agent.child_environment(), "SST_DATA": str(here)}
+    done = subprocess.run(
+        [sys.executable, "-m", "sst.cli", "train", *cfg],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    clone = fresh_clone(tmp_path / "other" / "sst")
+    env = {**env, "SST_DATA": str(there), "PYTHONPATH": str(clone)}
+    done = subprocess.run(
+        [sys.executable, "-m", "sst.cli", "replay", str(run), "--out", str(tmp_path / "r")],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+    weights = json.loads((run / "fingerprint.json").read_text())["weights_sha256"]
+    assert done.stdout.strip().endswith(f"BIT-IDENTICAL (weights sha256 {weights})")
+    made_there = (clone / "splits" / "tiny" / "manifest.json").read_bytes()
+    assert made_there == (work / "splits" / "tiny" / "manifest.json").read_bytes()

@@ -174,24 +174,44 @@ def test_compare_explains_each_kind_of_difference() -> None:
 
 def test_online_replay_clones_enqueues_and_compares(recorded, monkeypatch, tmp_path) -> None:
     """The server path (clone, enqueue, wait, read back) against the ClearML Task fake holding
-    the real offline session as imported: no server can run here."""
+    the real offline session as imported (no server can run here); the fake agent executes the
+    clone with the real `sst train`, so the verdict compares what that run recorded: identical
+    as enqueued, DIFFERENT (naming the seed) when the agent's run is another one."""
     monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
     monkeypatch.delenv("CLEARML_OFFLINE_MODE")
     monkeypatch.setenv("CLEARML_API_HOST", "https://api.example")
     monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "key")
     FakeTask.reset(tmp_path)
     task_id = FakeTask.import_offline_session(str(recorded["session"]))
-    FakeTask.calls = []
     link = FakeTask.get_task(task_id).get_output_log_web_page()
+    edits: dict[str, str] = {}
+
+    def agent(task: FakeTask) -> None:
+        assert not any(k.startswith("fingerprint/") for k in task.parameters)  # none inherited
+        assert task.tags == ["replay"]
+        task.parameters.update(edits)  # what another machine (or an edit) would change
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CLEARML_TASK_ID", task.id)
+            mp.setattr(FakeTask, "remote", True)
+            assert main(["train"]) == 0
+
+    FakeTask.agent = agent
+    FakeTask.calls = []
     original, new, verdict = replay_online(link, "gpu")
     clone = tid(2)
     assert new.source == clone
-    assert [c for c in FakeTask.calls if c[0] in ("clone", "add_tags", "enqueue")] == [
+    assert [c for c in FakeTask.calls if c[0] in ("clone", "set_tags", "enqueue")] == [
         ("clone", task_id, f"replay of {task_id}", task_id),
-        ("add_tags", clone, ["replay"]),
+        ("set_tags", clone, ["replay"]),
         ("enqueue", clone, "gpu"),
     ]
     assert verdict.identical and original.weights == recorded["weights"]
+    assert new.fingerprint["clearml_task_id"] == clone  # recorded by the agent's run itself
+
+    edits["config/train/seed"] = "1"
+    _, new, verdict = replay_online(link, "gpu")
+    assert not verdict.identical and new.weights != recorded["weights"]
+    assert "  seed: 0 → 1  (input: another seed)" in verdict.render()
 
 
 # -- resume after SIGKILL (a real subprocess, a real kill) ----------------------------------

@@ -15,7 +15,12 @@ TOOLS = ("bash", "cat", "sha256sum", "cut", "dirname", "grep", "date")
 
 
 def _setup(tmp_path: Path, path: str) -> subprocess.CompletedProcess[str]:
-    script = REPO / "scripts" / "setup-venv.sh"
+    """The script in a copy of what it reads (a checkout's own .venv-uv would change the plan)."""
+    copy = tmp_path / "repo"
+    (copy / "scripts").mkdir(parents=True)
+    for name in ("scripts/setup-venv.sh", "environment.lock", "pyproject.toml"):
+        shutil.copyfile(REPO / name, copy / name)
+    script = copy / "scripts" / "setup-venv.sh"
     return subprocess.run(
         ["bash", str(script), "--dry-run", "python3.11", str(tmp_path / "venv")],
         env={**os.environ, "PATH": path},

@@ -82,15 +82,23 @@ def test_a_training_task_reruns_from_a_fresh_clone_as_an_agent_would(
     )
 
 
-def test_every_task_names_its_entry_point(shared_run: dict[str, Any], local_sweep) -> None:
+def test_every_task_names_its_entry_point(local_sweep) -> None:
     sessions = [
         json.loads(p.read_text()) for p in local_sweep["clearml"].glob("offline/*/task.json")
     ]
-    entries = {t["type"]: t["script"]["entry_point"] for t in sessions}
-    assert entries["training"] == "-m sst.cli train"
-    controller = shlex.split(entries["controller"])
-    assert controller[:3] == ["-m", "sst.cli", "sweep"] and "--local" in controller
-    assert controller[controller.index("--models") + 1] == str(local_sweep["models"])
+    kinds = sorted(t["type"] for t in sessions)
+    # each run, the sweep, and its leaderboard
+    assert kinds == ["controller", "qc", "training", "training"], kinds
+    for task in sessions:
+        entry = shlex.split(task["script"]["entry_point"])
+        assert entry[:2] == ["-m", "sst.cli"] and task["script"]["working_dir"] == "."
+        if task["type"] == "training":
+            assert entry[2:] == ["train"]
+        elif task["type"] == "qc":
+            assert entry[2:5] == ["report", "--by", "macro_f1"]
+        else:
+            assert entry[2] == "sweep" and "--local" in entry
+            assert entry[entry.index("--models") + 1] == str(local_sweep["models"])
 
 
 @pytest.mark.parametrize(
@@ -139,7 +147,7 @@ def test_an_uploaded_session_carries_its_run(
 ) -> None:
     link = _upload(shared_run, capsys)
     task = server.get_task(task_id_from(link) or "")
-    assert task.tags == shared_run["task"]["tags"]
+    assert task.get_parameters()["fingerprint/weights_sha256"] == shared_run["weights"]
     assert set(task.artifacts) == {
         "config.yaml",
         "fingerprint.json",

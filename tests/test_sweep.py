@@ -177,7 +177,7 @@ def test_online_sweep_contract(
     args = container_arguments()
     calls = [c for c in FakeTask.calls if c[0] != "set_random_seed"]
     template_tags = ("sst-template", "rev-cccccccccccc", "config-demo")
-    assert calls[0] == ("get_tasks", "sst", ("__$all", *template_tags))
+    assert calls[0] == ("get_tasks", "sst", ("__$all", *template_tags), False)  # not archived
     assert calls[1] == (
         "create",
         "sst.cli train --config configs/demo.yaml",  # repo-relative: a fresh clone has it
