@@ -66,7 +66,9 @@ SST_DOCKER=$DOCKER SST_IMAGE=$image SST_AGENT_IMAGE=$agent_image "${VENV:-.venv}
 unset CLEARML_API_SECRET_KEY AWS_SECRET_ACCESS_KEY
 echo "docker stage: image checks done at $(( $(date +%s) - t0 )) s"
 
-# The devcontainer, as VS Code builds it: @devcontainers/cli build, up, exec make test.
+# The devcontainer, as VS Code builds it: @devcontainers/cli build, up, exec make test. It mounts
+# the folder above the clone (for ../shared/data): the image's user must be able to enter it.
+chmod a+rx ..
 command -v devcontainer >/dev/null || npm install -g --silent @devcontainers/cli@0.89.0 >/dev/null
 export SST_BASE_IMAGE=$(DOCKER=$DOCKER scripts/base-image.sh)
 dc=(--workspace-folder . --docker-path "$DOCKER")
