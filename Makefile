@@ -63,7 +63,6 @@ train: setup ## fine-tune with CONFIG (default configs/demo.yaml) and ARGS (key=
 MODELS ?= $(if $(QUEUE),models.txt,models.local.txt)
 SWEEP_CONFIG ?= $(if $(QUEUE),configs/demo.yaml,configs/sweep-local.yaml)
 sweep: setup ## train every line of MODELS (here, or QUEUE=name on ClearML), then the leaderboard
-	@$(VENV)/bin/python -m tests.tiny .cache/tiny >/dev/null
 	$(SST) split --config $(SWEEP_CONFIG) >/dev/null
 	$(SST) sweep --config $(SWEEP_CONFIG) --models $(MODELS) $(if $(QUEUE),--queue $(QUEUE),--local) $(ARGS)
 

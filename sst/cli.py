@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sst.errors import SstError
+import sst
+from sst.errors import SstError, user_error
 from sst.repro import pin_cpu_isa
 
 if TYPE_CHECKING:
@@ -206,9 +207,12 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from sst.replay import compare, load
+    from sst.replay import compare, intact, load
 
-    a, b = load(args.a), load(args.b)
+    if args.b is None:
+        print(intact(Path(args.a)))
+        return 0
+    a, b = load(args.a, reads=None), load(args.b, reads=None)  # run folders: every file
     verdict = compare(a, b)
     print(verdict.render())
     return 0 if verdict.identical else 1
@@ -228,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sst",
         description="Fine-tune BERT-like encoders on SST-5; every run tracked and replayable.",
     )
+    parser.add_argument("--version", action="version", version=f"sst {sst.__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     _config_args(_verb(sub, cmd_data, "fetch and parse the raw data; print what it holds"))
     p = _verb(sub, cmd_split, "tree-preserving train/val/test split, versioned and tracked")
@@ -304,9 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="deliberate changes")
     p.add_argument("--queue", help="server: clone the task onto this queue instead of running here")
     p.add_argument("--out", help="where the replay's run folder goes (default <runs>/replays)")
-    p = _verb(sub, cmd_verify, "compare two runs: BIT-IDENTICAL or what differs")
+    p = _verb(sub, cmd_verify, "is a run intact? do two runs match: BIT-IDENTICAL or what differs")
+    p.description = (
+        "Every file a run folder's fingerprint records (weights, config, metrics, predictions, "
+        "figure) is re-hashed first; a changed one is refused. With one run, that is all."
+    )
     p.add_argument("a", help=SOURCE_HELP)
-    p.add_argument("b", help=SOURCE_HELP)
+    p.add_argument("b", nargs="?", help=f"{SOURCE_HELP} (none: only check that a is intact)")
     p = _verb(sub, cmd_upload, "import an offline session into ClearML; print the task link")
     p.description = (
         "Imports the session (Task.import_offline_session) and attaches the run folder's config, "
@@ -318,13 +327,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Options anywhere: argparse ends a positional list (overrides, texts) at the first option
+    and returns what follows it unrecognised: `sst split a=1 --force b=2` appends it, in order."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    items = getattr(args, "overrides", getattr(args, "texts", None))
+    if rest and (items is None or any(r.startswith("-") for r in rest)):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if items is not None:
+        items.extend(rest)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         pin_cpu_isa()  # before any verb imports torch
         return int(args.func(args))
-    except SstError as e:
-        print(f"sst {args.verb}: error: {e}", file=sys.stderr)
+    except (SstError, OSError) as e:  # OSError: read-only, permission, disk full, in the way
+        print(f"sst {args.verb}: error: {user_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sst {args.verb}: interrupted", file=sys.stderr)

@@ -29,16 +29,20 @@ from sst.errors import SstError
 DataFormat = Literal["kaggle", "ptb"]
 Dedup = Literal["none", "sentence", "global"]
 SplitMode = Literal["search", "canonical"]
+PtbRole = Literal["train", "dev", "test"]
 Pooling = Literal["cls", "mean"]
 Scheduler = Literal["linear", "cosine", "constant", "one_cycle"]
 Precision = Literal["auto", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
 
 
-def option(default: Any, help: str, *, as_written: bool = False, identity: bool = True) -> Any:
+def option(
+    default: Any, help: str, *, as_written: bool = False, identity: bool = True, added: bool = False
+) -> Any:
     """A config field: its default and the help text `sst config` prints. ``as_written``: its
     ``${VAR}`` stay unexpanded (expanded when used: see :func:`expand`). ``identity=False``: a
-    location, not content, so it is left out of :meth:`Config.hash`."""
-    meta = {"help": help, "as_written": as_written, "identity": identity}
+    location, not content, so it is left out of :meth:`Config.hash`. ``added``: a field newer
+    than the first runs, left out of the hash while at its default, so their configs keep theirs."""
+    meta = {"help": help, "as_written": as_written, "identity": identity, "added": added}
     if isinstance(default, list | tuple):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -68,6 +72,12 @@ class DataConfig:
     dedup: Dedup = option(
         "none", "none: every node; sentence: a text once per sentence; global: once"
     )
+    roles: tuple[PtbRole, ...] = option(
+        (),
+        "ptb: per source, the part it holds (train, dev or test); default: from the file name "
+        "(train.txt, dev.txt, test.txt)",
+        added=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -76,9 +86,7 @@ class SplitConfig:
     test_fraction: float = option(0.2, "fraction of sentences held out for test (search mode)")
     n_seeds: int = option(10000, "candidate seeds tried by the search")
     first_seed: int = option(0, "first candidate seed (candidates are first_seed .. +n_seeds-1)")
-    val_fraction: float = option(
-        0.1, "fraction of train sentences held out for validation (0: none)"
-    )
+    val_fraction: float = option(0.1, "share of train sentences held out for validation (0: none)")
     folds: int = option(0, "k-fold cross-validation over train sentences instead of val_fraction")
     fold: int = option(0, "which fold (0..folds-1) is the validation set")
     stratify: bool = option(True, "stratify the train/validation split by root label")
@@ -119,9 +127,7 @@ class TrainConfig:
     threads: int = option(2, "torch CPU threads (part of the result: recorded in the fingerprint)")
     num_workers: int = option(0, "DataLoader worker processes (seeded)")
     val_sentences: int = option(0, "validate on this many val sentences (seeded subset; 0: all)")
-    test_sentences: int = option(
-        0, "score on this many test sentences (one fixed subset for every run; 0: all)"
-    )
+    test_sentences: int = option(0, "score on this many test sentences (a fixed subset; 0: all)")
     checkpoint_every: int = option(0, "save checkpoints/last.ckpt every N steps (0: every epoch)")
     runs_dir: str = option("runs", "where run folders are written")
 
@@ -140,25 +146,29 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig, metadata={"help": "splits"})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the encoder"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training"})
-    tracking: TrackingConfig = field(
-        default_factory=TrackingConfig, metadata={"help": "ClearML tracking"}
-    )
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "ClearML"})
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
     def hash(self) -> str:
         """sha256 of the resolved config (canonical JSON) without the fields that only say where
-        something is fetched from (``data.fallback``): same config, same hash."""
+        something is fetched from (``data.fallback``), nor added fields at their default: same
+        config, same hash."""
         values = self.to_dict()
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
                 for g in dataclasses.fields(section):
-                    if not g.metadata.get("identity", True):
+                    at_default = getattr(section, g.name) == _default(g)
+                    if not g.metadata["identity"] or (g.metadata["added"] and at_default):
                         del values[f.name][g.name]
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    return f.default_factory() if callable(f.default_factory) else f.default
 
 
 def _plain(value: Any) -> Any:
@@ -215,12 +225,8 @@ def _coerce(
     if origin is tuple:
         items = value if isinstance(value, list | tuple) else [value]
         return tuple(_coerce(typing.get_args(tp)[0], v, key, where, as_written) for v in items)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad()
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+    if tp in (bool, int):  # a YAML true is an int to Python, not to a config
+        if isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
             return value
         raise bad()
     if tp is float:
@@ -342,8 +348,7 @@ def describe(cls: type = Config, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(tp):
             out.extend(describe(tp, f"{prefix}{f.name}."))  # type: ignore[arg-type]
             continue
-        factory: Any = f.default_factory
-        default = f.default if f.default is not dataclasses.MISSING else factory()
+        default = _default(f)
         name = (
             "|".join(typing.get_args(tp))
             if typing.get_origin(tp) is Literal

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from sst import runs
 from sst.data.stats import save_png
+from sst.data.versioning import private_sibling, remove_stale
 from sst.errors import SstError
 from sst.figures import plot_test_confusion
 from sst.model.metrics import confusion, summarize
@@ -49,7 +49,12 @@ def ensemble(folders: list[Path], out_root: Path, *, by: str = "given") -> Path:
     """Average the members' test probabilities; write and return the ensemble's run folder."""
     if len(folders) < 2:
         raise SstError("an ensemble needs at least two runs", fix="pass two or more runs/<id>")
-    members = [runs.Run.open(f, need=(runs.PREDICTIONS, runs.FINGERPRINT)) for f in folders]
+    members = [
+        runs.Run.open(f, need=(runs.PREDICTIONS, runs.FINGERPRINT)).verify(
+            reads=(runs.PREDICTIONS,)
+        )
+        for f in folders
+    ]
     first = members[0]
     split = first.fingerprint["split_manifest_sha256"]
     for run in members[1:]:
@@ -92,12 +97,14 @@ def ensemble(folders: list[Path], out_root: Path, *, by: str = "given") -> Path:
     if final.exists():
         raise SstError("this ensemble exists already", path=final, fix="delete it to redo it")
     out_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{name}.", suffix=runs.PARTIAL, dir=out_root))
+    remove_stale(final)
+    work = private_sibling(final, "tmp")
     try:
         runs.write_json(work / runs.METRICS, {"test": test, "weights_sha256": None})
-        runs.write_json(work / runs.FINGERPRINT, fingerprint)
         runs.write_predictions(work / runs.PREDICTIONS, first.predictions, probs)
         save_png(plot_test_confusion(test, name), work / runs.CONFUSION_PNG)
+        fingerprint["files_sha256"] = runs.files_sha256(work)
+        runs.write_json(work / runs.FINGERPRINT, fingerprint)
         os.replace(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from sst import server
 from sst.data import LABELS, N_CLASSES
+from sst.data.lines import iter_lines
 from sst.errors import SstError
 from sst.model.inference import Predictor
 from sst.runs import CONFIG, WEIGHTS, Run
@@ -42,17 +43,28 @@ def load_predictor(folder: Path) -> Predictor:
 
 
 def read_phrases(path: Path) -> pd.DataFrame:
+    """The phrases of a TSV with a ``text`` (or ``Phrase``) column, or of a plain text file (one
+    per non-blank line); UTF-8, gzip or not (errors name the line, as for the data sources)."""
     if not path.is_file():
         raise SstError("input file not found", path=path, fix="check the path")
-    first = path.read_text(encoding="utf-8").split("\n", 1)[0].split("\t")
-    for column in ("text", "Phrase"):
-        if column in first:
-            frame = pd.read_csv(
-                path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE
+    lines = list(iter_lines(path))
+    header = lines[0][1].split("\t") if lines else []
+    column = next((c for c in ("text", "Phrase") if c in header), None)
+    if column is None:
+        return pd.DataFrame({"text": [line for _, line in lines if line.strip()]})
+    rows = []
+    for lineno, line in lines[1:]:
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise SstError(
+                f"{len(fields)} tab-separated fields, expected {len(header)} (the header's)",
+                path=path,
+                line=lineno,
+                fix="one phrase per row, no tabs inside a phrase",
             )
-            return frame.rename(columns={column: "text"}) if column != "text" else frame
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return pd.DataFrame({"text": [line for line in lines if line.strip()]})
+        rows.append(fields)
+    frame = pd.DataFrame(rows, columns=header, dtype=str)
+    return frame.rename(columns={column: "text"})
 
 
 def predict_file(run: Path, src: Path, out: Path) -> int:

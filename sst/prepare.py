@@ -18,7 +18,7 @@ from typing import TextIO
 from sst import tracking
 from sst.config import Config
 from sst.data import LABELS
-from sst.data.pipeline import SplitResult, fetch_sources, load_table, run_split
+from sst.data.pipeline import SplitResult, fetch_sources, load_table, long_phrases, run_split
 from sst.data.stats import class_counts
 
 DATASET_ID_FILE = ".clearml_dataset_id"  # a dotfile: a local note, not part of the manifest
@@ -95,6 +95,8 @@ def print_data(cfg: Config, out: TextIO | None = None) -> None:
     )
     if (frame["label"] >= 0).all():
         print(f"class counts (0..4): {class_counts(frame)}", file=out)
+    if note := long_phrases(cfg, table):
+        print(note, file=out)
     for meta in table.meta["files"]:
         if meta.get("missing_sentence_ids"):
             print(f"absent sentence ids: {meta['missing_sentence_ids']}", file=out)
@@ -134,6 +136,8 @@ def split_and_print(cfg: Config, *, force: bool = False, out: TextIO | None = No
             "note: identical full-sentence texts across splits (kept, listed in the manifest): "
             f"{shared}"
         )
+    if result.long_phrases:
+        lines.append(result.long_phrases)
     lines += [f"plot   {name}: {path}" for name, path in result.plots.items()]
     lines.append(where or "ClearML tracking disabled (tracking.enabled=false)")
     print("\n".join(lines), file=out)

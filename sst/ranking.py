@@ -127,7 +127,9 @@ def scored_row(
 
 
 def run_row(run: Run, stage: str = "test") -> Row:
-    """A run or ensemble folder's row, scored on ``stage`` (test, or val to choose members)."""
+    """A run or ensemble folder's row, scored on ``stage`` (test, or val to choose members);
+    its files are verified against its fingerprint first."""
+    run.verify(reads=(METRICS,))
     if stage not in run.metrics:
         raise SstError(
             f"{METRICS} has no {stage} scores",

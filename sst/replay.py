@@ -76,6 +76,7 @@ IGNORED = {
     "environment/lock",
     "git/remote",
 }
+IGNORED_SECTIONS = ("files_sha256/",)  # the outputs' digests: checked by Run.verify, not compared
 
 
 @dataclass
@@ -131,8 +132,9 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def from_run(folder: Path) -> Recorded:
-    run = runs.Run.open(folder, need=(runs.CONFIG, runs.FINGERPRINT))
+def from_run(folder: Path, reads: tuple[str, ...] | None = (runs.CONFIG,)) -> Recorded:
+    """A run folder, its files verified (those it ``reads`` must be there: None, all)."""
+    run = runs.Run.open(folder, need=(runs.CONFIG, runs.FINGERPRINT)).verify(reads)
     return Recorded(str(folder), run.config, flatten(run.fingerprint), _metrics(run.metrics))
 
 
@@ -165,11 +167,12 @@ def from_session(path: Path) -> Recorded:
     return from_parameters(str(path), session.parameters, session.single_values)
 
 
-def load(source: str) -> Recorded:
-    """A run folder, an offline session (zip or folder), or a task on the server (id or link)."""
+def load(source: str, reads: tuple[str, ...] | None = (runs.CONFIG,)) -> Recorded:
+    """A run folder (see :func:`from_run`), an offline session (zip or folder), or a task on
+    the server (id or link)."""
     path = Path(source).expanduser()
     if path.is_dir() and not (path / "task.json").is_file():
-        return from_run(path)
+        return from_run(path, reads)
     if path.exists():
         return from_session(path)
     if task_id := server.task_id_from(source):
@@ -179,6 +182,12 @@ def load(source: str) -> Recorded:
         path=source,
         fix="pass runs/<id>, an offline session .zip, or a ClearML task id or link",
     )
+
+
+def intact(folder: Path) -> str:
+    """`sst verify RUN`: every file the run records re-hashed (refused unless all match)."""
+    names = sorted(runs.Run.open(folder).verify().recorded_files())
+    return f"intact: {len(names)} files match {runs.FINGERPRINT} ({', '.join(names)})"
 
 
 @dataclass
@@ -215,7 +224,11 @@ class Verdict:
 
 
 def compare(a: Recorded, b: Recorded) -> Verdict:
-    keys = sorted((set(a.fingerprint) | set(b.fingerprint)) - IGNORED)
+    keys = sorted(
+        k
+        for k in (set(a.fingerprint) | set(b.fingerprint)) - IGNORED
+        if not k.startswith(IGNORED_SECTIONS)
+    )
     level = a.fingerprint.get(PINNED, "native")
     pinned = level != "native" and level == b.fingerprint.get(PINNED)
     diffs = []

@@ -48,6 +48,8 @@ SWEEPS = "sweeps"  # <runs_dir>/sweeps/<sweep-id>/sweep.json: a sweep's outcomes
 SWEEP_RECORD = "sweep.json"
 # What a shared task carries as artifacts (`sst upload`, online training), enough to predict
 SHARED = (CONFIG, FINGERPRINT, METRICS, PREDICTIONS, WEIGHTS, CONFUSION_PNG)
+# What the fingerprint's files_sha256 records beside weights_sha256, re-hashed by Run.verify
+CHECKED = (CONFIG, METRICS, PREDICTIONS, CONFUSION_PNG)
 PROBS = tuple(f"p{c}" for c in range(N_CLASSES))  # class-probability columns of predictions.tsv
 # Fields written twice by runs made before the fingerprint recorded each field once: dropped
 # when comparing, so those runs still compare equal to new ones.
@@ -133,10 +135,16 @@ def write_predictions(path: Path, rows: Any, probs: np.ndarray) -> None:
     frame.to_csv(path, sep="\t", index=False)
 
 
+def files_sha256(work: Path, names: tuple[str, ...] = CHECKED) -> dict[str, str]:
+    """sha256 of the run's written files (the fingerprint's ``files_sha256``: `sst verify`)."""
+    return {name: sha256_file(work / name) for name in names if (work / name).is_file()}
+
+
 def fingerprint(
-    cfg: Config, *, determinism: dict[str, Any], task_id: str | None, weights_sha256: str
+    cfg: Config, work: Path, *, determinism: dict[str, Any], task_id: str | None
 ) -> dict[str, Any]:
-    """What a run depended on, each field once (see README "Reproducibility")."""
+    """What a run in ``work`` depended on and what it wrote, each field once (see README
+    "Reproducibility"); its weights, metrics, predictions and figure are written already."""
     import torch
 
     return {
@@ -151,7 +159,8 @@ def fingerprint(
         "environment": environment(),
         "git": git_state(),
         "clearml_task_id": task_id,
-        "weights_sha256": weights_sha256,
+        "weights_sha256": sha256_file(work / WEIGHTS),
+        "files_sha256": files_sha256(work),
     }
 
 
@@ -221,28 +230,43 @@ class Run:
 
         return pd.read_csv(self.path / PREDICTIONS, sep="\t")
 
-    def verified_weights(self) -> Path:
-        """The weights file, re-hashed: refused unless it is the one the fingerprint records."""
-        expected = self.fingerprint.get("weights_sha256")
-        actual = sha256_file(self.weights) if self.weights.is_file() else "missing"
-        if expected and actual != expected:
-            raise SstError(
-                f"{WEIGHTS} sha256 {actual[:16]}… is not the recorded {expected[:16]}…",
-                path=self.weights,
-                fix="the file was changed or truncated: copy the run again or re-train it "
-                "(sst replay)",
-            )
-        return self.weights
+    def recorded_files(self) -> dict[str, str]:
+        """Every file the fingerprint records a sha256 of (runs made before ``files_sha256``
+        was recorded: the weights only)."""
+        named = dict(self.fingerprint.get("files_sha256") or {})
+        if weights := self.fingerprint.get("weights_sha256"):
+            named[WEIGHTS] = weights
+        return named
+
+    def verify(self, reads: tuple[str, ...] | None = None) -> Run:
+        """Re-hash every file the fingerprint names: refused with one line naming the file, the
+        recorded and the actual digest when one was changed or truncated, or is missing and
+        among the files the caller ``reads`` (default: all; a report does not need weights)."""
+        for name, expected in self.recorded_files().items():
+            path = self.path / name
+            if not path.is_file() and reads is not None and name not in reads:
+                continue
+            actual = sha256_file(path) if path.is_file() else None
+            if actual != expected:
+                raise SstError(
+                    f"sha256 {actual or '(file missing)'} is not the recorded {expected} "
+                    f"({FINGERPRINT})",
+                    path=path,
+                    fix="the file was changed, truncated or removed: copy the run again or "
+                    "re-train it (sst replay)",
+                )
+        return self
 
     def load_classifier(self) -> Any:
-        """The trained classifier: the recorded config's model with the run's (verified)
-        weights."""
+        """The trained classifier: the recorded config's model with the run's weights, once
+        every recorded file is verified."""
         from safetensors.torch import load_model
 
         from sst.model.module import SstClassifier
 
+        self.verify(reads=(CONFIG, WEIGHTS))
         model = SstClassifier.from_config(self.config)
-        load_model(model, str(self.verified_weights()))
+        load_model(model, str(self.weights))
         return model.eval()
 
     @property
@@ -258,15 +282,16 @@ def finished_runs(runs_dir: Path) -> list[Run]:
     return [
         Run(p)
         for p in sorted(runs_dir.iterdir())
-        if (p / METRICS).is_file() and not p.name.endswith(PARTIAL)
+        if (p / METRICS).is_file() and not p.name.endswith(PARTIAL) and not p.name.startswith(".")
     ]
 
 
-def find_by_config(cfg: Config) -> tuple[Path | None, Path | None]:
-    """(finished run, partial run) in ``cfg.train.runs_dir`` made from exactly this config."""
+def find_by_config(cfg: Config, runs_dir: Path | None = None) -> tuple[Path | None, Path | None]:
+    """(finished run, partial run) in ``runs_dir`` (default ``cfg.train.runs_dir``) made from
+    exactly this config."""
     want = cfg.hash()
     done = partial = None
-    folders = Path(cfg.train.runs_dir).glob(f"*-{want[:8]}*")
+    folders = Path(runs_dir or cfg.train.runs_dir).glob(f"*-{want[:8]}*")
     for folder in sorted(folders, key=lambda p: p.stat().st_mtime):
         if folder.name.endswith(PARTIAL):
             if (folder / CONFIG).is_file() and load_run_config(folder).hash() == want:

@@ -219,7 +219,7 @@ def attach_run(task_id: str, folder: Path) -> None:
 
 def fetch_run(task_id: str, dest: Path | None = None) -> Path:
     """The run folder a task shared, downloaded from its artifacts into ``dest`` (default the sst
-    cache); the weights are checked against the recorded fingerprint before it is returned."""
+    cache); every file is checked against the recorded fingerprint before it is returned."""
     task = tracking.clearml_task().get_task(task_id=task_id)
     folder = dest or default_cache_dir() / "tasks" / task_id
     missing = [name for name in runs.SHARED if name not in task.artifacts]
@@ -232,5 +232,5 @@ def fetch_run(task_id: str, dest: Path | None = None) -> Path:
     for name in runs.SHARED:
         local = task.artifacts[name].get_local_copy(raise_on_error=True)
         shutil.copyfile(local, folder / name)
-    runs.Run.open(folder, need=runs.SHARED).verified_weights()
+    runs.Run.open(folder, need=runs.SHARED).verify()
     return folder

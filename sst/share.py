@@ -42,7 +42,7 @@ def upload(session: Path, run: Path | None = None) -> tuple[str, str, Path | Non
         print(f"sst upload: warning: {problem}", file=sys.stderr)
     folder = run if run is not None else find_run(session)
     if folder is not None:
-        runs.Run.open(folder, need=runs.SHARED).verified_weights()  # refuse before importing
+        runs.Run.open(folder, need=runs.SHARED).verify()  # refuse before importing
     task_id = server.upload_session(session)
     if folder is not None:
         server.attach_run(task_id, folder)

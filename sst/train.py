@@ -63,7 +63,14 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
     if resume is not None:
         work, checkpoint = resume, runs.resume_point(resume)
     else:
-        work, checkpoint = runs.create(runs_dir or Path(cfg.train.runs_dir), cfg), None
+        runs_dir = runs_dir or Path(cfg.train.runs_dir)
+        if unfinished := runs.find_by_config(cfg, runs_dir)[1]:
+            print(
+                f"{unfinished}: an unfinished run of this config (continue it with "
+                f"`sst train --resume {unfinished}`); starting a new one",
+                file=sys.stderr,
+            )
+        work, checkpoint = runs.create(runs_dir, cfg), None
     with tracking.task(
         cfg.tracking.project,
         f"train {cfg.name}",
@@ -185,9 +192,8 @@ def _record(
     """The run's outputs: weights, metrics, the test figure and predictions, the fingerprint.
     Returns the metrics and the fingerprint."""
     save_model(model, str(work / runs.WEIGHTS))
-    weights_sha = sha256_file(work / runs.WEIGHTS)
     metrics: dict[str, Any] = {s: model.results[s] for s in ("val", "test") if s in model.results}
-    metrics["weights_sha256"] = weights_sha
+    metrics["weights_sha256"] = sha256_file(work / runs.WEIGHTS)
     runs.write_json(work / runs.METRICS, metrics)
     test = model.results["test"]
     save_png(plot_test_confusion(test, cfg.name), work / runs.CONFUSION_PNG)
@@ -196,9 +202,7 @@ def _record(
     rows = {"phrase_id": part.phrase_id, "sentence_id": part.sentence_id}
     rows |= {"is_root": part.is_root, "label": part.labels}
     runs.write_predictions(work / runs.PREDICTIONS, rows, probs)
-    fingerprint = runs.fingerprint(
-        cfg, determinism=determinism, task_id=task_id, weights_sha256=weights_sha
-    )
+    fingerprint = runs.fingerprint(cfg, work, determinism=determinism, task_id=task_id)
     runs.write_json(work / runs.FINGERPRINT, fingerprint)
     return metrics, fingerprint
 

@@ -119,7 +119,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_writes_nothing(tmp_path: Path, capsys, case: str) -> None:
     fmt, content, needle = BAD_INPUTS[case]
-    bad = tmp_path / ("bad.tsv.gz" if case == "truncated gzip" else "bad.txt")
+    bad = tmp_path / ("bad.tsv.gz" if case == "truncated gzip" else "train.txt")
     bad.write_bytes(content)
     cfg = split_config(tmp_path, bad, fmt=fmt)
     assert main(["split", "-c", str(cfg)]) == 2

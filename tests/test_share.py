@@ -188,7 +188,7 @@ def test_predict_from_a_task_link_checks_the_weights(
     stored.write_bytes(bytes(data))
     assert main(["predict", "--task", link, text]) == 2
     err = capsys.readouterr().err
-    assert "weights.safetensors sha256" in err and "is not the recorded" in err
+    assert "weights.safetensors: sha256 " in err and "is not the recorded" in err
     assert err.count("\n") == 1
 
 

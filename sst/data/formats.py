@@ -20,11 +20,8 @@ text). Every command takes ``data.dedup``; the default is ``none``.
 
 from __future__ import annotations
 
-import gzip
-import io
 import re
 import typing
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,14 +29,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sst.config import Dedup
+from sst.config import Dedup, PtbRole
 from sst.data import N_CLASSES
-from sst.data.sources import GZIP_ERRORS, truncated_gzip
+from sst.data.lines import iter_lines
 from sst.errors import SstError
 
 COLUMNS = ("sentence_id", "phrase_id", "label", "n_tokens", "is_root", "split", "text")
 DEDUP_MODES = typing.get_args(Dedup)
 FORMATS = ("kaggle", "ptb")
+PTB_ROLES = typing.get_args(PtbRole)
 
 KAGGLE_HEADER = ("PhraseId", "SentenceId", "Phrase", "Sentiment")
 
@@ -53,24 +51,6 @@ class PhraseTable:
 
     def __len__(self) -> int:
         return len(self.frame)
-
-
-def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline) of a text file, gzip or plain, UTF-8."""
-    with open(path, "rb") as probe:
-        gz = probe.read(2) == b"\x1f\x8b"
-    raw: Any = gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
-    lineno = 0
-    try:
-        with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as text:
-            for lineno, line in enumerate(text, start=1):
-                yield lineno, line.rstrip("\n")
-    except GZIP_ERRORS as e:
-        raise truncated_gzip(path, lineno, e) from None
-    except UnicodeDecodeError:
-        raise SstError(
-            "not UTF-8 text", path=path, line=lineno + 1, fix="pass the file as released"
-        ) from None
 
 
 def _int(value: str, what: str, path: Path, lineno: int) -> int:
@@ -103,7 +83,8 @@ def parse_kaggle_tsv(path: Path) -> PhraseTable:
     than assumed contiguous.
     """
     path = Path(path)
-    lines = iter_lines(path)
+    seen_format: dict[str, Any] = {}
+    lines = iter_lines(path, seen_format)
     first = next(lines, None)
     header = tuple(first[1].split("\t")) if first else ()
     if header not in (KAGGLE_HEADER, KAGGLE_HEADER[:3]):
@@ -146,6 +127,10 @@ def parse_kaggle_tsv(path: Path) -> PhraseTable:
         pids.append(pid)
         labels.append(_label(fields[3], path, lineno) if labelled else -1)
         texts.append(text)
+    if not texts:
+        raise SstError(
+            "no phrases after the header", path=path, line=2, fix="pass the file as released"
+        )
     frame = _frame(sids, pids, labels, texts, split="")
     # Kaggle lists each sentence's phrases with the whole sentence first.
     first_of_sentence = ~frame["sentence_id"].duplicated(keep="first")
@@ -163,6 +148,7 @@ def parse_kaggle_tsv(path: Path) -> PhraseTable:
         "sentences": len(present),
         "missing_sentence_ids": missing,
         "empty_phrase_ids": empty,
+        **seen_format,
     }
     return PhraseTable(frame, meta)
 
@@ -177,6 +163,7 @@ def _parse_ptb_line(
     leaves: list[str] = []
     nodes: list[tuple[int, int, int]] = []
     stack: list[int] = []  # indices into nodes of the open brackets
+    children: list[int] = []  # per node, its child nodes (SST trees are binary: 0 or 2)
     tokens = _TOKEN.findall(line)
     i = 0
     closed_root = False
@@ -197,8 +184,11 @@ def _parse_ptb_line(
             if i + 1 >= len(tokens) or tokens[i + 1] in "()":
                 raise bad("'(' without a label")
             label = _label(tokens[i + 1], path, lineno)
+            if stack:
+                children[stack[-1]] += 1
             stack.append(len(nodes))
             nodes.append((label, len(leaves), -1))
+            children.append(0)
             i += 2
             j = i
             while j < len(tokens) and tokens[j] not in "()":
@@ -213,6 +203,15 @@ def _parse_ptb_line(
             label, start, _ = nodes[k]
             if start == len(leaves):
                 raise bad("a node with no words")
+            if children[k] not in (0, 2):
+                raise SstError(
+                    f"a node with {children[k]} child node{'s' * (children[k] > 1)} "
+                    f"(node {k + 1} of the tree; SST trees are binary)",
+                    path=path,
+                    line=lineno,
+                    fix="each node is a word '(label word)' or two nodes '(label (..) (..))', "
+                    "as in trainDevTestTrees_PTB",
+                )
             nodes[k] = (label, start, len(leaves))
             closed_root = not stack
             i += 1
@@ -225,12 +224,27 @@ def _parse_ptb_line(
     return leaves, nodes
 
 
+def ptb_role(name: str) -> str:
+    """The part a PTB file holds, from its name: ``train.txt``, ``dev.txt``, ``test.txt``."""
+    stem = Path(name).name.split(".")[0]
+    if stem not in PTB_ROLES:
+        raise SstError(
+            "cannot tell whether this file holds train, dev or test trees",
+            path=name,
+            fix="name it train.txt, dev.txt or test.txt, or set data.roles (one per source, "
+            "e.g. data.roles=[train,dev,test])",
+        )
+    return stem
+
+
 def parse_ptb_file(
     path: Path, split: str | None = None, sentence_start: int = 1, phrase_start: int = 1
 ) -> PhraseTable:
-    """SST ``trees/{train,dev,test}.txt``: one tree per line, every node becomes a phrase."""
+    """SST ``trees/{train,dev,test}.txt``: one tree per line, every node becomes a phrase of
+    the part ``split`` (train, dev or test; default: from the file name)."""
     path = Path(path)
-    split = split if split is not None else path.name.split(".")[0]
+    split = split or ptb_role(path.name)
+    seen_format: dict[str, Any] = {}
     sids: list[int] = []
     pids: list[int] = []
     labels: list[int] = []
@@ -238,7 +252,7 @@ def parse_ptb_file(
     roots: list[bool] = []
     sid = sentence_start - 1
     pid = phrase_start
-    for lineno, line in iter_lines(path):
+    for lineno, line in iter_lines(path, seen_format):
         leaves, nodes = _parse_ptb_line(line, path, lineno)
         sid += 1
         for k, (label, start, end) in enumerate(nodes):
@@ -248,6 +262,8 @@ def parse_ptb_file(
             labels.append(label)
             texts.append(" ".join(leaves[start:end]))
             roots.append(k == 0)
+    if not texts:
+        raise SstError("no trees in the file", path=path, fix="pass the file as released")
     frame = _frame(sids, pids, labels, texts, split=split)
     frame["is_root"] = np.asarray(roots, dtype=bool)
     meta = {
@@ -256,6 +272,7 @@ def parse_ptb_file(
         "rows": len(frame),
         "sentences": sid - sentence_start + 1,
         "splits": {split: sid - sentence_start + 1},
+        **seen_format,
     }
     return PhraseTable(frame, meta)
 
@@ -278,20 +295,26 @@ def _frame(
     )
 
 
-def load_phrases(paths: list[Path], fmt: str, dedup: str = "none") -> PhraseTable:
-    """Parse ``paths`` (in order) as one table; PTB files keep their split name and get
-    sentence/phrase ids that continue across files."""
+def load_phrases(
+    paths: list[Path], fmt: str, dedup: str = "none", roles: list[str] | None = None
+) -> PhraseTable:
+    """Parse ``paths`` (in order) as one table; PTB files are the parts ``roles`` names (one per
+    path: train, dev or test; default: from their names) and get sentence/phrase ids that
+    continue across files."""
     if fmt not in FORMATS:
         raise SstError(f"unknown data format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
     tables: list[PhraseTable] = []
-    for path in paths:
+    if roles is not None and len(roles) != len(paths):
+        raise ValueError(f"{len(roles)} roles for {len(paths)} files")
+    for k, path in enumerate(paths):
         if fmt == "kaggle":
             tables.append(parse_kaggle_tsv(path))
         else:
             prev = tables[-1].frame if tables else None
             s0 = int(prev["sentence_id"].max()) + 1 if prev is not None and len(prev) else 1
             p0 = int(prev["phrase_id"].max()) + 1 if prev is not None and len(prev) else 1
-            tables.append(parse_ptb_file(path, sentence_start=s0, phrase_start=p0))
+            role = roles[k] if roles else None
+            tables.append(parse_ptb_file(path, role, sentence_start=s0, phrase_start=p0))
     frame = pd.concat([t.frame for t in tables], ignore_index=True)
     meta: dict[str, Any] = {"format": fmt, "files": [t.meta for t in tables]}
     if fmt == "kaggle" and frame["phrase_id"].duplicated().any():

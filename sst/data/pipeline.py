@@ -23,7 +23,7 @@ import sst
 from sst.config import Config, expand, unset_variables
 from sst.data import split as tree_split
 from sst.data import stats
-from sst.data.formats import COLUMNS, PhraseTable, load_phrases
+from sst.data.formats import COLUMNS, PTB_ROLES, PhraseTable, load_phrases, ptb_role
 from sst.data.sources import Fetched, fetch
 from sst.data.versioning import verify, write_once
 from sst.errors import SstError
@@ -38,6 +38,21 @@ class SplitResult:
     manifest: dict[str, Any]
     plots: dict[str, Path]
     raw_files: list[Path]  # the fetched sources, as read
+    long_phrases: str | None = None  # what is truncated at tokenization (see long_phrases)
+
+
+def long_phrases(cfg: Config, table: PhraseTable) -> str | None:
+    """A note on the phrases with more words than ``model.max_length`` (none: None): the
+    tokenizer keeps their first ``max_length`` tokens (a word is one token or more, so at least
+    these phrases are cut)."""
+    n = table.frame["n_tokens"]
+    limit = cfg.model.max_length
+    if not (n > limit).any():
+        return None
+    return (
+        f"note: {int((n > limit).sum())} phrases have more than model.max_length={limit} words "
+        f"(longest {int(n.max())}): tokenization keeps their first {limit} tokens"
+    )
 
 
 def fetch_sources(cfg: Config) -> list[Fetched]:
@@ -92,8 +107,23 @@ def fetch_source(source: str, pin: str | None, fallback: str | None) -> Fetched:
         ) from None
 
 
+def ptb_roles(cfg: Config) -> list[str] | None:
+    """The part (train, dev, test) of each PTB source: ``data.roles``, or the file's name."""
+    d = cfg.data
+    if d.format != "ptb":
+        if d.roles:
+            raise SstError("data.roles is for ptb sources", fix="drop data.roles")
+        return None
+    if d.roles and len(d.roles) != len(d.sources):
+        raise SstError(
+            f"{len(d.roles)} data.roles for {len(d.sources)} sources",
+            fix="give one role (train, dev or test) per source",
+        )
+    return list(d.roles) or [ptb_role(s.partition("#")[2] or s) for s in d.sources]
+
+
 def load_table(cfg: Config, fetched: list[Fetched]) -> PhraseTable:
-    return load_phrases([f.path for f in fetched], cfg.data.format, cfg.data.dedup)
+    return load_phrases([f.path for f in fetched], cfg.data.format, cfg.data.dedup, ptb_roles(cfg))
 
 
 def make_parts(cfg: Config, table: PhraseTable) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
@@ -104,10 +134,13 @@ def make_parts(cfg: Config, table: PhraseTable) -> tuple[dict[str, pd.DataFrame]
     record: dict[str, Any] = {"mode": sc.mode}
     if sc.mode == "canonical":
         names = set(frame["split"].unique())
-        if not {"train", "test"} <= names:
+        if not set(PTB_ROLES) <= names:
+            missing = ", ".join(r for r in PTB_ROLES if r not in names)
             raise SstError(
-                f"canonical mode needs PTB train and test files, got splits {sorted(names)}",
-                fix="list trees/{train,dev,test}.txt in data.sources, or use mode=search",
+                f"canonical mode needs PTB train, dev and test trees; no {missing} among "
+                f"data.sources (roles {', '.join(ptb_roles(cfg) or [])})",
+                fix="list trees/{train,dev,test}.txt in data.sources (data.roles says which is "
+                "which), or use split.mode=search",
             )
         is_test = frame.groupby("sentence_id")["split"].first().reindex(index.ids) == "test"
         test_mask = is_test.to_numpy()
@@ -240,7 +273,9 @@ def run_split(cfg: Config, *, force: bool = False) -> SplitResult:
     out = Path(cfg.split.out)
     status, manifest = write_once(out, build, force=force)
     plot_paths = {name: out / "plots" / path.name for name, path in plots.items()}
-    return SplitResult(out, status, manifest, plot_paths, [f.path for f in fetched])
+    return SplitResult(
+        out, status, manifest, plot_paths, [f.path for f in fetched], long_phrases(cfg, table)
+    )
 
 
 def _comparison_title(record: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ stable one: gzip settings change the compressed bytes).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import shutil
@@ -25,6 +24,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,9 +56,13 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib reads the gzip header and checks its CRC
+
+
 def is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
+        return f.read(2) == GZIP_MAGIC
 
 
 def truncated_gzip(path: Path, complete_lines: int, exc: BaseException) -> SstError:
@@ -70,7 +74,30 @@ def truncated_gzip(path: Path, complete_lines: int, exc: BaseException) -> SstEr
     )
 
 
-GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
+# what a truncated or corrupt gzip raises in read_chunks (not OSError: a file one may not read
+# is not a corrupt one)
+GZIP_ERRORS = (EOFError, zlib.error)
+
+
+def read_chunks(path: Path) -> Iterator[bytes]:
+    """The bytes of a file, decompressed as they are read when it is a gzip (of one or more
+    members). A truncated gzip raises EOFError once every byte before the cut was yielded, so a
+    caller can say how many complete lines it holds."""
+    with open(path, "rb") as f:
+        gz = f.read(2) == GZIP_MAGIC
+        f.seek(0)
+        inflate = zlib.decompressobj(GZIP_WBITS) if gz else None
+        while chunk := f.read(CHUNK):
+            if inflate is not None:
+                data = inflate.decompress(chunk)
+                while inflate.eof and inflate.unused_data:  # the next member
+                    rest = inflate.unused_data
+                    inflate = zlib.decompressobj(GZIP_WBITS)
+                    data += inflate.decompress(rest)
+                chunk = data
+            yield chunk
+        if inflate is not None and not inflate.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
 
 
 def content_sha256(path: Path) -> str:
@@ -80,10 +107,9 @@ def content_sha256(path: Path) -> str:
     h = hashlib.sha256()
     lines = 0
     try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                lines += chunk.count(b"\n")
+        for chunk in read_chunks(path):
+            h.update(chunk)
+            lines += chunk.count(b"\n")
     except GZIP_ERRORS as e:
         raise truncated_gzip(path, lines, e) from None
     return h.hexdigest()

@@ -2,10 +2,12 @@
 
     python -c "from sst.data.versioning import verify; verify('splits/kaggle')"
 
-A folder is built in a temporary sibling, described by ``manifest.json`` (sha256 and size of every
-file plus the caller's fields, no timestamps), then renamed into place. Writing the same content
-again is a no-op; different content is refused unless ``force`` is given, and a folder without a
-manifest (not ours) is never replaced.
+A folder is built in a temporary sibling (``.<name>.tmp-<pid>-…``), described by
+``manifest.json`` (sha256 and size of every file plus the caller's fields, no timestamps), then
+renamed into place. Writing the same content again is a no-op; different content is refused unless
+``force`` is given, and a folder without a manifest (not ours) is never replaced. A temporary
+sibling left by a process that died (killed mid-split) is removed by the next write, which says
+so. Folders get the user's umask (not ``mkdtemp``'s 0700): a container user can read a split.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,8 +58,19 @@ def write_once(
             path=out,
             fix="choose another output folder; nothing there was touched",
         )
+    try:
+        return _build_in_place(out, build, force)
+    except OSError as e:  # a write in the temporary sibling, or one with no name (a full disk)
+        raise OSError(e.errno, e.strerror, str(out)) from None
+
+
+def _build_in_place(
+    out: Path, build: Callable[[Path], dict[str, Any]], force: bool
+) -> tuple[str, dict[str, Any]]:
+    old_manifest = out / MANIFEST
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    remove_stale(out)
+    tmp = private_sibling(out, "tmp")
     try:
         manifest = dict(build(tmp))
         manifest["files"] = file_table(tmp)
@@ -75,7 +90,7 @@ def write_once(
                     path=old_manifest,
                     fix="pass --force to replace it, or write to another folder",
                 )
-            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            aside = private_sibling(out, "old")
             os.replace(out, aside / out.name)
             os.replace(tmp, out)
             shutil.rmtree(aside, ignore_errors=True)
@@ -84,6 +99,46 @@ def write_once(
         return "written", manifest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def private_sibling(out: Path, kind: str) -> Path:
+    """A new, empty ``.<name>.<kind>-<pid>-…`` beside ``out``, with the umask's mode."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-{os.getpid()}-", dir=out.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+STALE_WITHOUT_PID = 3600  # seconds: a temporary folder of an sst before 0.1's pid in the name
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Remove the temporary siblings of ``out`` whose process has ended (named by its pid; an
+    older sst's, without a pid, when untouched for an hour). Says so on stderr."""
+    removed = []
+    for kind in ("tmp", "old"):
+        for folder in out.parent.glob(f".{out.name}.{kind}-*"):
+            pid = folder.name.removeprefix(f".{out.name}.{kind}-").split("-")[0]
+            if pid.isdigit():
+                stale = not _alive(int(pid))
+            else:
+                stale = time.time() - folder.stat().st_mtime > STALE_WITHOUT_PID
+            if stale and folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                print(f"removed {folder}: left by an sst process that ended", file=sys.stderr)
+                removed.append(folder)
+    return removed
 
 
 def _intact(folder: Path, manifest: dict[str, Any]) -> bool:
