@@ -172,11 +172,16 @@ def test_compare_explains_each_kind_of_difference() -> None:
     assert harmless.render().startswith("recorded differences that did not change a bit:")
 
 
-def test_online_replay_clones_enqueues_and_compares(recorded, monkeypatch, tmp_path) -> None:
+def test_online_replay_clones_enqueues_and_compares(
+    recorded, monkeypatch, tmp_path, capsys
+) -> None:
     """The server path (clone, enqueue, wait, read back) against the ClearML Task fake holding
     the real offline session as imported (no server can run here); the fake agent executes the
     clone with the real `sst train`, so the verdict compares what that run recorded: identical
-    as enqueued, DIFFERENT (naming the seed) when the agent's run is another one."""
+    as enqueued, DIFFERENT (naming the seed) when the agent's run is another one, and DIFFERENT
+    with exit code 1 when the agent's weights differ although nothing recorded does."""
+    import sst.train
+
     monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
     monkeypatch.delenv("CLEARML_OFFLINE_MODE")
     monkeypatch.setenv("CLEARML_API_HOST", "https://api.example")
@@ -185,6 +190,7 @@ def test_online_replay_clones_enqueues_and_compares(recorded, monkeypatch, tmp_p
     task_id = FakeTask.import_offline_session(str(recorded["session"]))
     link = FakeTask.get_task(task_id).get_output_log_web_page()
     edits: dict[str, str] = {}
+    drift: list[int] = []  # a seed the agent's machine draws its dropout from instead
 
     def agent(task: FakeTask) -> None:
         assert not any(k.startswith("fingerprint/") for k in task.parameters)  # none inherited
@@ -193,6 +199,9 @@ def test_online_replay_clones_enqueues_and_compares(recorded, monkeypatch, tmp_p
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("CLEARML_TASK_ID", task.id)
             mp.setattr(FakeTask, "remote", True)
+            if drift:  # the same config and fingerprint, other random numbers: other weights
+                real = sst.train.seed_everything
+                mp.setattr(sst.train, "seed_everything", lambda seed: real(seed + drift[0]))
             assert main(["train"]) == 0
 
     FakeTask.agent = agent
@@ -206,6 +215,7 @@ def test_online_replay_clones_enqueues_and_compares(recorded, monkeypatch, tmp_p
         ("enqueue", clone, "gpu"),
     ]
     assert verdict.identical and original.weights == recorded["weights"]
+    assert new.weights == recorded["weights"]
     assert new.fingerprint["clearml_task_id"] == clone  # recorded by the agent's run itself
 
     edits["config/train/seed"] = "1"
@@ -213,19 +223,58 @@ def test_online_replay_clones_enqueues_and_compares(recorded, monkeypatch, tmp_p
     assert not verdict.identical and new.weights != recorded["weights"]
     assert "  seed: 0 → 1  (input: another seed)" in verdict.render()
 
+    # `sst replay <link> --queue`: the clone's weights differ, no recorded field explains it
+    edits.clear()
+    drift.append(1)
+    capsys.readouterr()
+    assert main(["replay", link, "--queue", "gpu"]) == 1
+    out, last = _verdict(capsys)
+    clone = tid(4)  # the third clone (tid(3) was the second)
+    replayed = FakeTask.get_task(clone).parameters["fingerprint/weights_sha256"]
+    assert replayed != recorded["weights"]
+    assert last == f"DIFFERENT (weights sha256 {recorded['weights'][:16]}… vs {replayed[:16]}…)"
+    # nothing recorded explains it: no input, no machine difference (the checkout's own diff
+    # may have moved while the tests ran, which is all that may be named)
+    named = [line for line in out.splitlines() if line.startswith("  ") and "→" in line]
+    assert all(line.startswith("  git/") for line in named), out
+    if not named:
+        assert "no recorded fingerprint field differs: this is a determinism bug" in out, out
+    assert f"replayed {clone}" in out
+
 
 # -- resume after SIGKILL (a real subprocess, a real kill) ----------------------------------
 
+# `sst train` as `python -m sst.cli` runs it, with each training step's (global step, epoch,
+# batch index) appended to the file named first: what the resumed process itself trained.
+COUNTING_TRAIN = """
+import sys
+from sst.repro import pin_cpu_isa
+pin_cpu_isa()  # before torch loads, as sst.cli.main does
+from sst.model.module import SstClassifier
+real = SstClassifier.training_step
+def step(self, batch, batch_idx):
+    with open(sys.argv[1], "a") as f:
+        f.write(f"{self.global_step} {self.current_epoch} {batch_idx}\\n")
+    return real(self, batch, batch_idx)
+SstClassifier.training_step = step
+from sst.cli import main
+sys.exit(main(["train", *sys.argv[2:]]))
+"""
 
-def _sst_train(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sst.cli", "train", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+
+def _sst_train(*args: str, steps: Path | None = None) -> subprocess.Popen[bytes]:
+    """`sst train` in a subprocess; with ``steps``, one that records its training steps there."""
+    if steps is None:
+        cmd = [sys.executable, "-m", "sst.cli", "train"]
+    else:
+        cmd = [sys.executable, "-c", COUNTING_TRAIN, str(steps)]
+    return subprocess.Popen([*cmd, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def test_resume_after_sigkill_equals_uninterrupted(tiny_model, tiny_split, tmp_path: Path) -> None:
+    from tests.test_resume import steps_per_epoch
+
+    total = 2 * steps_per_epoch(tiny_split)  # stratified:1,alternate:1: two epochs
     extra = ("train.checkpoint_every=5", "tracking.enabled=false")
     full = _sst_train(*train_overrides(tiny_model, tiny_split, tmp_path / "a", *extra))
     killed = _sst_train(*train_overrides(tiny_model, tiny_split, tmp_path / "b", *extra))
@@ -245,9 +294,19 @@ def test_resume_after_sigkill_equals_uninterrupted(tiny_model, tiny_split, tmp_p
         if killed.poll() is None:
             killed.kill()
     assert full.wait(300) == 0, full.stderr.read().decode() if full.stderr else ""
+    import torch
+
+    done = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+    assert 0 < done < total  # killed mid-run: a step checkpoint, not the last one
     (partial,) = (tmp_path / "b").glob("*.partial")
-    resumed = _sst_train("--resume", str(partial))
+    steps = tmp_path / "resumed-steps.txt"
+    resumed = _sst_train("--resume", str(partial), steps=steps)
     assert resumed.wait(300) == 0, resumed.stderr.read().decode() if resumed.stderr else ""
+    # the resumed process trained the steps the checkpoint had not done, and no others
+    trained = [tuple(map(int, line.split())) for line in steps.read_text().splitlines()]
+    assert [s for s, _, _ in trained] == list(range(done, total)), (done, trained[:3])
+    per_epoch = total // 2
+    assert trained[0][1:] == (done // per_epoch, done % per_epoch)  # its place in its epoch
     (a,) = (tmp_path / "a").iterdir()
     (b,) = (tmp_path / "b").iterdir()
     assert b.name == partial.name.removesuffix(".partial")

@@ -148,3 +148,79 @@ def test_online_report_ranks_the_sweeps_tasks(
     assert rows[2].error == "task failed"
     paths = write_report(rows, "macro_f1", tmp_path / "r", track=False)
     assert all(p.is_file() for p in paths)
+
+
+# -- the default ranking: balanced -----------------------------------------------------------
+
+# Root confusion matrices (rows: truth) whose scores are worked out by hand:
+# A: every class 60 % recall, all errors on a neighbour; column precisions .75 .5 .6 .5 .75
+#    (min exactly 0.5: qualifies at the threshold), macro-F1 (2/3+6/11+.6+6/11+2/3)/5 = 0.6048
+# B: "neutral" for half of every other class: precisions 1 1 1/3 1 1 (min 1/3: does not
+#    qualify), within-one 40/50, errors on a neighbour (0.8-0.6)/0.4 = 0.5, macro-F1 19/30
+# C: every error two classes away: precisions .6 .6 .6 .6 1 (min 0.6) but no error on a
+#    neighbour (share 0: does not qualify), macro-F1 (4*0.6+1)/5 = 0.68
+# D: no error at all: precision 1, share 1.0 (no errors), macro-F1 1.0
+CMS = {
+    "A": [[6, 4, 0, 0, 0], [2, 6, 2, 0, 0], [0, 2, 6, 2, 0], [0, 0, 2, 6, 2], [0, 0, 0, 4, 6]],
+    "B": [[5, 0, 5, 0, 0], [0, 5, 5, 0, 0], [0, 0, 10, 0, 0], [0, 0, 5, 5, 0], [0, 0, 5, 0, 5]],
+    "C": [[6, 0, 4, 0, 0], [0, 6, 0, 4, 0], [4, 0, 6, 0, 0], [0, 4, 0, 6, 0], [0, 0, 0, 0, 10]],
+    "D": [[10 if i == j else 0 for j in range(5)] for i in range(5)],
+}
+MACRO_F1 = {"A": (2 / 3 + 6 / 11 + 0.6 + 6 / 11 + 2 / 3) / 5, "B": 19 / 30, "C": 0.68, "D": 1.0}
+MIN_PRECISION = {"A": 0.5, "B": 1 / 3, "C": 0.6, "D": 1.0}
+NEIGHBOUR_SHARE = {"A": 1.0, "B": 0.5, "C": 0.0, "D": 1.0}
+QUALIFIES = {"A": True, "B": False, "C": False, "D": True}
+
+
+def scored_run(folder: Path, **stages: str) -> Path:
+    """A finished run folder scored, per stage (``test="A"``, ``val="D"``), by one of CMS (the
+    same matrix at root and phrase level)."""
+    from sst.model.metrics import summarize
+
+    folder.mkdir(parents=True)
+    metrics = {
+        stage: {level: summarize(CMS[key]) for level in ("root", "phrase")}
+        for stage, key in stages.items()
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "fingerprint.json").write_text(json.dumps({"model": f"model-{folder.name}"}))
+    (folder / "weights.safetensors").write_bytes(b"not read")
+    return folder
+
+
+def test_rows_qualify_by_the_balanced_rule() -> None:
+    from sst.model.metrics import summarize
+    from sst.ranking import scored_row
+
+    for key, cm in CMS.items():
+        s = summarize(cm)
+        row = scored_row(key, "m", "completed", key, {"root": s, "phrase": s})
+        assert row.qualifies is QUALIFIES[key], key
+        assert row.neighbour_share == pytest.approx(NEIGHBOUR_SHARE[key]), key
+        assert row.value("min_class_precision", "root") == pytest.approx(MIN_PRECISION[key])
+        assert row.value("macro_f1", "root") == pytest.approx(MACRO_F1[key]), key
+
+
+def test_report_ranks_by_balanced_unless_told_otherwise(tmp_path: Path, capsys) -> None:
+    from sst.cli import main
+
+    runs = tmp_path / "runs"
+    for key in "ABCD":
+        scored_run(runs / key, test=key)
+    assert main(["report", str(runs), "--out", str(tmp_path / "r"), "--no-clearml"]) == 0
+    board = json.loads((tmp_path / "r" / "leaderboard.json").read_text())
+    assert board["by"] == "balanced"
+    # qualifying runs first by macro-F1 (D, then A although B and C score higher), then the
+    # rest by min-class precision (C 0.6 before B 1/3)
+    assert [r["name"] for r in board["rows"]] == ["D", "A", "C", "B"]
+    assert [r["qualifies"] for r in board["rows"]] == [True, True, False, False]
+    md = (tmp_path / "r" / "leaderboard.md").read_text().splitlines()
+    assert "balanced" in md[0]
+    assert [ln.split("|")[5].strip() for ln in md[4:8]] == ["yes", "yes", "no", "no"]
+    out = capsys.readouterr().out
+    assert (
+        "A" in out and "qualifies (min-class precision 0.500, errors on a neighbour 1.000)" in out
+    )
+    # the same rows by macro-F1 alone: the order the balanced rule overrides
+    ranked = rank(collect([runs]), "macro_f1")
+    assert [r.name for r in ranked] == ["D", "C", "B", "A"]

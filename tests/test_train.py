@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 from sst.agent import container_image
 from sst.cli import main
 from sst.config import load_config
+from sst.model.datamodule import SstDataModule
 from sst.train import train
-from tests.conftest import train_overrides
+from tests.conftest import isolate, train_overrides
 
 CONTRACT = {
     "config.yaml",
@@ -43,13 +44,19 @@ METRIC_KEYS = {
 
 @pytest.fixture(scope="module")
 def two_runs(tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The same config trained twice (tracking on, offline) and once with another seed."""
+    """The same config trained twice (tracking on, offline) and once with another seed. Set up
+    before the per-test isolation (module scope): isolated here the same way, so a clearml.conf
+    of the user's never turns these into server tasks."""
     runs = tmp_path_factory.mktemp("runs")
-    a = train(load_config(None, [*train_overrides(tiny_model, tiny_split, runs / "a")]))
-    b = train(load_config(None, [*train_overrides(tiny_model, tiny_split, runs / "b")]))
-    c = train(
-        load_config(None, [*train_overrides(tiny_model, tiny_split, runs / "c"), "train.seed=1"])
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(mp, tmp_path_factory.mktemp("two-runs-env"))
+        a = train(load_config(None, [*train_overrides(tiny_model, tiny_split, runs / "a")]))
+        b = train(load_config(None, [*train_overrides(tiny_model, tiny_split, runs / "b")]))
+        c = train(
+            load_config(
+                None, [*train_overrides(tiny_model, tiny_split, runs / "c"), "train.seed=1"]
+            )
+        )
     return a, b, c
 
 
@@ -92,6 +99,8 @@ def test_offline_session_has_the_training(two_runs) -> None:
     line = two_runs[0].tracking
     assert line and "ClearML offline session" in line
     session = Path(line.split("ClearML offline session ")[1].split(" ")[0])
+    # in the fixture's own isolated ClearML cache: <env>/clearml-cache/offline/<session>
+    assert session.parent.parent.parent.name.startswith("two-runs-env"), session
     task = json.loads((session / "task.json").read_text())
     assert task["type"] == "training"
     assert task["hyperparams"]["config"]["train/threads"]["value"] == "1"
@@ -127,6 +136,61 @@ def test_predict_round_trip(two_runs, tmp_path: Path, capsys) -> None:
     assert main(["predict", "--run", str(run), test["text"].iloc[0]]) == 0
     line = capsys.readouterr().out
     assert line.startswith(f"{test['pred'].iloc[0]} ") and test["text"].iloc[0] in line
+
+
+def test_worker_processes_load_the_same_batches(two_runs, tiny_model, tiny_split, tmp_path) -> None:
+    """num_workers=2: every batch is fetched in a worker process (seeded), and the run ends with
+    the weights of the same config loaded in the main process (two_runs: num_workers=0)."""
+    import os
+
+    from sst.data.sources import sha256_file
+
+    fetched = tmp_path / "fetched-by.txt"  # each process that collated a batch: its pid
+    collate = SstDataModule.from_config  # the loader's collate runs where the batch is fetched
+
+    def spying(cfg):  # type: ignore[no-untyped-def]
+        data = collate(cfg)
+        real = data.collate
+
+        def call(items):  # type: ignore[no-untyped-def]
+            with fetched.open("a") as f:
+                f.write(f"{os.getpid()}\n")
+            return real(items)
+
+        data.collate = call
+        return data
+
+    extra = ("train.num_workers=2", "tracking.enabled=false")
+    cfg = load_config(None, train_overrides(tiny_model, tiny_split, tmp_path, *extra))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SstDataModule, "from_config", spying)
+        result = train(cfg)
+    pids = fetched.read_text().split()
+    assert pids and str(os.getpid()) not in pids  # every batch was fetched by a worker
+    assert sha256_file(result.run_dir / "weights.safetensors") == two_runs[0].weights_sha256
+
+
+def test_predict_reads_a_plain_text_file(two_runs, tmp_path: Path, capsys) -> None:
+    """A file without a text/Phrase header column: one phrase per non-blank line, as written
+    (quotes and a leading "text" word are part of the phrase)."""
+    from sst.predict import predict_texts, read_phrases
+
+    src = tmp_path / "phrases.txt"
+    src.write_text(
+        'text messages are "dull"\n\na gorgeous , witty , seductive movie .\n   \nsolo\n',
+        encoding="utf-8",
+    )
+    phrases = ['text messages are "dull"', "a gorgeous , witty , seductive movie .", "solo"]
+    assert read_phrases(src)["text"].tolist() == phrases
+    assert list(read_phrases(src).columns) == ["text"]
+    run = two_runs[0].run_dir
+    out = tmp_path / "out.tsv"
+    assert main(["predict", "--run", str(run), "--file", str(src), "--out", str(out)]) == 0
+    assert "3 predictions written" in capsys.readouterr().out
+    got = pd.read_csv(out, sep="\t", quoting=3, escapechar="\\")
+    assert got["text"].tolist() == phrases
+    direct = predict_texts(run, phrases)  # the same phrases given on the command line
+    assert got["pred"].tolist() == [int(p.argmax()) for _, p in direct]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,130 @@
+"""Training options against values worked out by hand: every learning-rate schedule (warmup
+included), ``train.epoch_size`` and ``model.freeze_backbone``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sst.config import load_config
+from sst.model.module import SstClassifier
+from sst.train import train
+from tests.conftest import train_overrides
+
+TOTAL, WARMUP_RATIO = 20, 0.1  # 20 optimizer steps, int(0.1 * 20) = 2 of them warming up
+
+
+def _cos(start: float, end: float, pct: float) -> float:
+    """Cosine annealing from ``start`` to ``end`` (PyTorch's OneCycleLR formula)."""
+    return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)
+
+
+# The factor of the peak learning rate at steps 0..19, by hand. Warmup (linear, cosine) climbs
+# (step + 1) / (warmup + 1): 1/3, 2/3; then the decay runs over the 18 steps left.
+EXPECTED = {
+    "constant": [1.0] * TOTAL,  # no warmup: the rate as given throughout
+    "linear": [1 / 3, 2 / 3] + [1 - k / 18 for k in range(18)],
+    "cosine": [1 / 3, 2 / 3] + [0.5 * (1 + math.cos(math.pi * k / 18)) for k in range(18)],
+    # PyTorch's defaults: from max/25 up to max over the first 30 % (steps 0-5), then down to
+    # max/25/1e4 at the last step (19)
+    "one_cycle": [_cos(1 / 25, 1.0, s / 5) for s in range(6)]
+    + [_cos(1.0, 1 / 25 / 1e4, (s - 5) / 14) for s in range(6, TOTAL)],
+}
+SPOT = {  # a few of them as plain numbers
+    "linear": {0: 1 / 3, 2: 1.0, 11: 0.5, 19: 1 / 18},
+    "cosine": {1: 2 / 3, 2: 1.0, 11: 0.5, 19: 0.0075961},
+    "one_cycle": {0: 0.04, 5: 1.0, 12: 0.500002, 19: 4e-6},
+    "constant": {0: 1.0, 19: 1.0},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_learning_rate_schedules(kind: str, tiny_model: Path) -> None:
+    model = SstClassifier(
+        model_name=str(tiny_model), lr=1.0, scheduler=kind, warmup_ratio=WARMUP_RATIO
+    )
+    model.trainer = SimpleNamespace(estimated_stepping_batches=TOTAL)  # what sizes the schedule
+    setup = model.configure_optimizers()
+    optimizer, sched = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    assert setup["lr_scheduler"]["interval"] == "step"
+    curve = []
+    for _ in range(TOTAL):
+        rates = {group["lr"] for group in optimizer.param_groups}
+        assert len(rates) == 1  # decayed and not-decayed parameters alike
+        curve.append(rates.pop())
+        optimizer.step()
+        sched.step()
+    assert curve == pytest.approx(EXPECTED[kind], rel=1e-6, abs=1e-9)
+    for step, value in SPOT[kind].items():
+        assert curve[step] == pytest.approx(value, rel=1e-4), (kind, step)
+
+
+def _recording(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Every training step's epoch, learning rate and batch labels, as the step trains."""
+    steps: list[dict] = []
+    real = SstClassifier.training_step
+
+    def step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        steps.append(
+            {
+                "epoch": self.current_epoch,
+                "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+                "labels": batch["labels"].tolist(),
+            }
+        )
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(SstClassifier, "training_step", step)
+    return steps
+
+
+def test_epoch_size_and_warmup_in_a_real_run(
+    tiny_model, tiny_split, tmp_path: Path, monkeypatch
+) -> None:
+    """epoch_size=40 draws with batches of 16: 3 batches (16, 16, 8) per epoch, 2 epochs, 6
+    steps. The first epoch is stratified: 40 / 5 = 8 draws of every class. Cosine with
+    warmup_ratio 0.34: int(0.34 * 6) = 2 warmup steps, then cosine over the 4 left."""
+    steps = _recording(monkeypatch)
+    extra = (
+        "train.epoch_size=40",
+        "train.scheduler=cosine",
+        "train.warmup_ratio=0.34",
+        "tracking.enabled=false",
+    )
+    train(load_config(None, train_overrides(tiny_model, tiny_split, tmp_path, *extra)))
+    assert [s["epoch"] for s in steps] == [0, 0, 0, 1, 1, 1]
+    for epoch in (0, 1):
+        sizes = [len(s["labels"]) for s in steps if s["epoch"] == epoch]
+        assert sorted(sizes) == [8, 16, 16]
+    first = [label for s in steps if s["epoch"] == 0 for label in s["labels"]]
+    assert [first.count(c) for c in range(5)] == [8, 8, 8, 8, 8]
+    cosine = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]  # 1, .854, .5, .146
+    expected = [1e-3 * f for f in [1 / 3, 2 / 3, *cosine]]
+    assert [s["lr"] for s in steps] == pytest.approx(expected, rel=1e-6)
+
+
+def test_freeze_backbone_trains_only_the_head(
+    tiny_model, tiny_split, tmp_path: Path, monkeypatch
+) -> None:
+    from transformers import AutoModel
+
+    steps = _recording(monkeypatch)
+    extra = ("model.freeze_backbone=true", "train.epoch_size=40", "tracking.enabled=false")
+    cfg = load_config(None, train_overrides(tiny_model, tiny_split, tmp_path, *extra))
+    result = train(cfg)
+    assert len(steps) == 6  # it did train
+    weights = load_file(result.run_dir / "weights.safetensors")
+    pretrained = AutoModel.from_pretrained(tiny_model).state_dict()
+    backbone = {k.removeprefix("backbone."): v for k, v in weights.items() if k[:9] == "backbone."}
+    assert backbone.keys() == pretrained.keys()
+    changed = [k for k in pretrained if not torch.equal(backbone[k], pretrained[k])]
+    assert changed == []
+    # the head did learn: it is not the freshly drawn head it started from
+    start = SstClassifier.from_config(cfg).head
+    assert not torch.equal(weights["head.weight"], start.weight.detach())
+    assert not torch.equal(weights["head.bias"], start.bias.detach())
