@@ -225,6 +225,11 @@ def _cut_gzip(tmp: Path, tracked: dict) -> tuple[list[str], str]:
     return _kaggle(path), f"{path}:{lines + 1}: truncated or corrupt gzip data after {lines} "
 
 
+def _empty_val(tmp: Path, tracked: dict) -> tuple[list[str], str]:
+    source = write_kaggle(tmp / "train.tsv", synthetic_rows(30))
+    return [*_kaggle(source), "split.val_fraction=0.001"], "split.val_fraction=0.001 of 24 sent"
+
+
 CASES: dict[str, Case] = {
     "verify: flipped weights": _verify_flipped,
     "verify: two runs, one truncated": _verify_pair_truncated,
@@ -239,6 +244,7 @@ CASES: dict[str, Case] = {
     "split: header-only TSV": _header_only,
     "split: a latin-1 byte on line 52": _latin1,
     "split: a gzip cut in the middle": _cut_gzip,
+    "split: a validation fraction that leaves val empty": _empty_val,
 }
 
 

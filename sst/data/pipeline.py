@@ -177,6 +177,12 @@ def make_parts(cfg: Config, table: PhraseTable) -> tuple[dict[str, pd.DataFrame]
     else:
         raise SstError(f"unknown split mode {sc.mode!r}", fix="use search or canonical")
     parts = {k: v.reset_index(drop=True) for k, v in parts.items()}
+    for name, part in parts.items():
+        if part.empty:
+            raise SstError(
+                f"the {name} part of the split has no phrases",
+                fix="use more data, or change split.test_fraction / split.val_fraction",
+            )
     record["overlap"] = tree_split.overlap_report(parts)
     return parts, record
 

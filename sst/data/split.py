@@ -55,13 +55,14 @@ class SentenceIndex:
         return len(self.ids)
 
 
-def n_test_for(n_sentences: int, fraction: float) -> int:
+def n_test_for(n_sentences: int, fraction: float, key: str = "split.test_fraction") -> int:
+    """How many of ``n_sentences`` a held-out ``fraction`` (the config's ``key``) takes."""
     if not 0.0 < fraction < 1.0:
-        raise SstError(f"test fraction {fraction} is not in (0, 1)", fix="use e.g. 0.2")
+        raise SstError(f"{key}={fraction} is not in (0, 1)", fix="use e.g. 0.2")
     n_test = round(fraction * n_sentences)
     if not 0 < n_test < n_sentences:
         raise SstError(
-            f"a test fraction of {fraction} leaves an empty side with {n_sentences} sentences",
+            f"{key}={fraction} of {n_sentences} sentences leaves one side empty",
             fix="use more sentences or another fraction",
         )
     return n_test
@@ -167,7 +168,7 @@ def assign_folds(index: SentenceIndex, k: int, seed: int, stratify: bool) -> np.
 
 def holdout_mask(index: SentenceIndex, fraction: float, seed: int, stratify: bool) -> np.ndarray:
     """Validation sentences for a holdout ``fraction`` (per root label when ``stratify``)."""
-    n_val = n_test_for(len(index), fraction)
+    n_val = n_test_for(len(index), fraction, "split.val_fraction")
     rng = np.random.default_rng(seed)
     mask = np.zeros(len(index), dtype=bool)
     if not stratify:

@@ -98,7 +98,7 @@ def plot_split_comparison(parts: dict[str, pd.DataFrame], title: str) -> Any:
     width = 0.8 / len(parts)
     for i, (name, frame) in enumerate(parts.items()):
         counts = np.asarray(class_counts(frame), dtype=float)
-        ax.bar(np.arange(N_CLASSES) + i * width, counts / counts.sum(), width, label=name)
+        ax.bar(np.arange(N_CLASSES) + i * width, counts / max(counts.sum(), 1), width, label=name)
     ax.set_xticks(np.arange(N_CLASSES) + width * (len(parts) - 1) / 2, LABELS, rotation=20)
     ax.set_ylabel("share of phrases")
     ax.set_title(title)
