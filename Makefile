@@ -71,6 +71,7 @@ report: setup ## leaderboard of every run in runs/ (BY=balanced|macro_f1|phrase.
 
 bench: setup ## training/inference samples/s vs HF Trainer; the cost of portable kernels (BENCHMARKS.md)
 	$(SST) bench train --config configs/demo.yaml --phrases 3000 --out BENCHMARKS.md
+	$(SST) bench profile --config configs/demo.yaml --phrases 3000 --out BENCHMARKS.md
 	$(SST) bench isa --config configs/demo.yaml --phrases 1500 --out BENCHMARKS.md
 
 bench-split: setup ## seed search: 10,000 seeds vectorised vs the per-seed scipy loop

@@ -57,9 +57,8 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sst import runs
     from sst.prepare import ensure_split
-    from sst.train import print_summary, train
+    from sst.train import print_summary, resume, seeds_summary, train_each_seed
 
     if args.resume:
         if args.config or args.overrides:
@@ -67,13 +66,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "--resume takes the run's recorded config",
                 fix="drop --config and key=value arguments",
             )
-        run = runs.partial_folder(Path(args.resume))
-        result = train(runs.load_run_config(run), resume=run)
-    else:
-        cfg = _load(args)
-        ensure_split(cfg)  # an agent's fresh clone or a new machine: made from the sources
-        result = train(cfg)
-    print_summary(result)
+        print_summary(resume(Path(args.resume)))
+        return 0
+    cfg = _load(args)
+    ensure_split(cfg)  # an agent's fresh clone or a new machine: made from the sources
+    results = train_each_seed(cfg, print_summary)
+    if len(results) > 1:
+        print(seeds_summary(results))
     return 0
 
 
@@ -122,6 +121,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench.bench_isa(cfg, args.phrases, out)
     if args.what == "ours":
         return bench.bench_ours(cfg, args.phrases)
+    if args.what == "profile":
+        return bench.bench_profile(cfg, args.phrases, out)
     return bench.bench_train(cfg, args.phrases, out)
 
 
@@ -258,10 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.description = (
         "split: vectorised seed search vs the per-seed pandas+scipy loop. train: our training "
         "loop (random, stratified) vs HF Trainer (dynamic padding, group_by_length) and inference "
-        "vs a length-sorted HF pipeline. isa: our loop with the CPU's own kernels vs pinned to "
+        "vs a length-sorted HF pipeline. profile: where a training step's time goes, ours vs HF "
+        "Trainer. isa: our loop with the CPU's own kernels vs pinned to "
         "AVX2 (SST_CPU_ISA), in fresh processes; ours: one such process."
     )
-    p.add_argument("what", choices=["split", "train", "isa", "ours"], help="which benchmark")
+    p.add_argument("what", choices=["split", "train", "profile", "isa", "ours"], help="which")
     _config_args(p)
     p.add_argument("--phrases", type=int, default=3000, help="train phrases (train benchmark)")
     p.add_argument("--out", help="update this Markdown file's section (BENCHMARKS.md)")

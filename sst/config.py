@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +22,15 @@ from typing import Any, Literal
 import yaml
 
 from sst.errors import SstError
+from sst.variables import expand
 
 # The choice fields: a value outside these is refused when the config is built, naming the key.
 DataFormat = Literal["kaggle", "ptb"]
 Dedup = Literal["none", "sentence", "global"]
 SplitMode = Literal["search", "canonical"]
 PtbRole = Literal["train", "dev", "test"]
+Checkpoint = Literal["last", "best"]
+Optimizer = Literal["adamw_torch", "adamw_torch_fused"]  # HF TrainingArguments.optim names
 Pooling = Literal["cls", "mean"]
 Scheduler = Literal["linear", "cosine", "constant", "one_cycle"]
 Precision = Literal["auto", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
@@ -118,17 +119,29 @@ class TrainConfig:
     batch_size: int = option(32, "training batch size")
     eval_batch_size: int = option(128, "evaluation batch size")
     lr: float = option(5e-5, "peak learning rate (AdamW)")
+    optimizer: Optimizer = option(
+        "adamw_torch", "AdamW: adamw_torch (per-tensor loop) or adamw_torch_fused", added=True
+    )
     weight_decay: float = option(0.01, "AdamW weight decay (never on bias and LayerNorm)")
     scheduler: Scheduler = option("linear", "learning-rate schedule (linear, cosine: warmup first)")
     warmup_ratio: float = option(0.06, "share of steps spent warming up (linear, cosine)")
     grad_clip: float = option(1.0, "gradient-norm clipping (0: off)")
     precision: Precision = option("auto", "auto: bf16/16-mixed on a GPU, 32-true on CPU")
     seed: int = option(0, "seed of everything: sampler, dropout, head init")
+    seeds: tuple[int, ...] = option(
+        (), "sst train: one run per seed (each recorded with its train.seed)", added=True
+    )
     threads: int = option(2, "torch CPU threads (part of the result: recorded in the fingerprint)")
     num_workers: int = option(0, "DataLoader worker processes (seeded)")
     val_sentences: int = option(0, "validate on this many val sentences (seeded subset; 0: all)")
     test_sentences: int = option(0, "score on this many test sentences (a fixed subset; 0: all)")
     checkpoint_every: int = option(0, "save checkpoints/last.ckpt every N steps (0: every epoch)")
+    evaluate: Checkpoint = option(
+        "last", "weights tested and kept: last, or best (by val root macro-F1)", added=True
+    )
+    keep_checkpoints: bool = option(
+        False, "keep checkpoints/ after a successful run (default: only the weights)", added=True
+    )
     runs_dir: str = option("runs", "where run folders are written")
 
 
@@ -150,6 +163,15 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+    def with_seed(self, seed: int) -> Config:
+        """This config as one run of ``seed`` (``train.seeds`` emptied)."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed, seeds=()))
+
+    def without_seed(self) -> Config:
+        """What runs that differ only by seed (or by the folder they were written to) share."""
+        one = self.with_seed(0)
+        return dataclasses.replace(one, train=dataclasses.replace(one.train, runs_dir=""))
 
     def hash(self) -> str:
         """sha256 of the resolved config (canonical JSON) without the fields that only say where
@@ -177,37 +199,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     return value
-
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def unset_variables(text: str) -> list[str]:
-    """The ``${VAR}`` in ``text`` that are unset (or empty) and have no ``:-default``."""
-    return [
-        m.group(1)
-        for m in _VAR.finditer(text)
-        if not os.environ.get(m.group(1)) and m.group(2) is None
-    ]
-
-
-def expand(text: str, where: tuple[str | None, int | None] = (None, None)) -> str:
-    """``${VAR}`` and ``${VAR:-default}`` from the environment; an unset one is an error."""
-
-    def sub(m: re.Match[str]) -> str:
-        value = os.environ.get(m.group(1))
-        if value:
-            return value
-        if m.group(2) is not None:
-            return m.group(2)
-        raise SstError(
-            f"${{{m.group(1)}}} is not set",
-            path=where[0],
-            line=where[1],
-            fix=f"export {m.group(1)}=... (make sets SST_DATA=../shared/data when it exists)",
-        )
-
-    return _VAR.sub(sub, text)
 
 
 def _coerce(

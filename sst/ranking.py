@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from sst.errors import SstError
-from sst.model.metrics import HEADLINE, LEVELS, LOWER_IS_BETTER
-from sst.runs import METRICS, Run
+from sst.model.metrics import HEADLINE, LEVELS, LOWER_IS_BETTER, bootstrap_interval
+from sst.runs import CONFIG, METRICS, PREDICTIONS, Run
 
 BALANCED_MIN_PRECISION = 0.5
 BALANCED_NEIGHBOUR_SHARE = 0.5
@@ -91,6 +91,9 @@ class Row:
     error: str | None = None
     qualifies: bool = False
     neighbour_share: float | None = None
+    seed_group: str | None = None  # the config without its seed: runs that differ only by seed
+    seed: int | None = None
+    root_accuracy_ci: tuple[float, float] | None = None  # bootstrap 95 % (from predictions.tsv)
 
     def value(self, metric: str, level: str) -> float | None:
         return self.metrics.get(level, {}).get(metric)
@@ -137,7 +140,7 @@ def run_row(run: Run, stage: str = "test") -> Row:
             fix="finish the run (sst train --resume)",
         )
     members = run.members
-    return scored_row(
+    row = scored_row(
         run.name,
         f"ensemble of {len(members)}" if members else run.fingerprint.get("model") or "?",
         "ensemble" if members else "completed",
@@ -145,6 +148,44 @@ def run_row(run: Run, stage: str = "test") -> Row:
         run.metrics[stage],
         members=run.fingerprint.get("member_models") if members else None,
     )
+    if stage == "test" and (run.path / PREDICTIONS).is_file():
+        roots = run.predictions[run.predictions["is_root"] == 1]
+        row.root_accuracy_ci = bootstrap_interval((roots["pred"] == roots["label"]).to_numpy())
+    if (run.path / CONFIG).is_file():
+        cfg = run.config
+        row.seed, row.seed_group = cfg.train.seed, cfg.without_seed().hash()[:12]
+    return row
+
+
+@dataclass
+class SeedGroup:
+    """Runs whose configs differ only by ``train.seed``: the spread a seed alone makes."""
+
+    key: str
+    rows: list[Row]
+
+    def stats(self, metric: str = "accuracy", level: str = "root") -> tuple[float, float]:
+        """Mean and sample standard deviation (0 for one run)."""
+        values = [v for r in self.rows if (v := r.value(metric, level)) is not None]
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0
+        return mean, math.sqrt(var)
+
+
+def seed_groups(rows: list[Row]) -> list[SeedGroup]:
+    """Groups of two or more runs that differ only by seed, best mean root accuracy first."""
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.seed_group and r.status == "completed":
+            groups.setdefault(r.seed_group, []).append(r)
+    found = [SeedGroup(k, sorted(v, key=lambda r: r.seed or 0)) for k, v in groups.items()]
+    return sorted((g for g in found if len(g.rows) > 1), key=lambda g: -g.stats()[0])
+
+
+def within_noise(a: SeedGroup, b: SeedGroup) -> bool:
+    """Whether two groups' mean root accuracies differ by less than either's seed spread."""
+    (ma, sa), (mb, sb) = a.stats(), b.stats()
+    return abs(ma - mb) < max(sa, sb)
 
 
 def failed_row(name: str, model: str, path: str, error: str | None) -> Row:

@@ -43,6 +43,8 @@ from sst.ranking import (
     rank,
     run_row,
     scored_row,
+    seed_groups,
+    within_noise,
 )
 
 NOTE = f"{BALANCED_RULE}; contamination RISK = the checkpoint was fine-tuned on SST/GLUE."
@@ -124,6 +126,7 @@ def leaderboard_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     """The header and the cells of every row, as text (shared by Markdown, HTML and ClearML)."""
     header = ["#", "run", "model", "status", "balanced", "contamination"]
     header += [f"{lv} {m}" for lv in LEVELS for m in HEADLINE]
+    header += ["root accuracy 95% CI", "seed"]
     body = []
     for i, r in enumerate(rows, start=1):
         balanced = ("yes" if r.qualifies else "no") if r.status != "failed" else ""
@@ -136,8 +139,34 @@ def leaderboard_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             f"RISK: {r.contamination}" if r.contamination else "",
         ]
         cells += [_fmt(r.value(m, lv)) for lv in LEVELS for m in HEADLINE]
+        ci = r.root_accuracy_ci
+        cells += [f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "", "" if r.seed is None else str(r.seed)]
         body.append(cells)
     return header, body
+
+
+def seed_lines(rows: list[Row]) -> list[str]:
+    """Markdown: the seed groups (mean ± sd over runs differing only by seed), each marked when
+    its difference from the next is within the seed noise."""
+    groups = seed_groups(rows)
+    if not groups:
+        return []
+    lines = [
+        "## Seed groups (test root, mean ± sample sd)",
+        "",
+        "| config | model | n | seeds | accuracy | macro-F1 | vs next |",
+        "| --- | --- | ---: | --- | --- | --- | --- |",
+    ]
+    for i, g in enumerate(groups):
+        (acc, acc_sd), (f1, f1_sd) = g.stats(), g.stats("macro_f1")
+        nxt = groups[i + 1] if i + 1 < len(groups) else None
+        noise = "" if nxt is None else ("within seed noise" if within_noise(g, nxt) else "ahead")
+        seeds = ",".join(str(r.seed) for r in g.rows)
+        lines.append(
+            f"| {g.key} | {g.rows[0].model} | {len(g.rows)} | {seeds} | {acc:.4f} ± {acc_sd:.4f} "
+            f"| {f1:.4f} ± {f1_sd:.4f} | {noise} |"
+        )
+    return [*lines, ""]
 
 
 def markdown(rows: list[Row], by: str) -> str:
@@ -150,7 +179,7 @@ def markdown(rows: list[Row], by: str) -> str:
         "| " + " | ".join("---" for _ in header) + " |",
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in esc]
-    lines += ["", NOTE, "", "![confusion matrices](confusion_grid.png)", ""]
+    lines += ["", NOTE, "", *seed_lines(rows), "![confusion matrices](confusion_grid.png)", ""]
     return "\n".join(lines)
 
 

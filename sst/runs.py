@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -104,6 +105,22 @@ def finish(work: Path) -> Path:
     final = work.parent / run_id(work)
     os.replace(work, final)
     return final
+
+
+def drop_checkpoints(run: Path) -> str | None:
+    """Remove a finished run's ``checkpoints/`` (resume points, not needed once it finished);
+    returns what was removed, for the user."""
+    folder = run / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in files)
+    shutil.rmtree(folder)
+    names = ", ".join(p.name for p in files) or "empty"
+    return (
+        f"removed {CHECKPOINTS}/ ({names}: {size / 1e6:.0f} MB); the weights are in {WEIGHTS} "
+        "(train.keep_checkpoints=true keeps them)"
+    )
 
 
 def load_run_config(run: Path) -> Config:

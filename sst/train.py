@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ class RunResult:
     weights_sha256: str
     tracking: str | None
     seconds: float
+    notes: list[str] = field(default_factory=list)  # what the run did on the user's behalf
 
 
 def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = None) -> RunResult:
@@ -87,17 +89,49 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
         seed_everything(cfg.train.seed)  # after Task.init, so tracked and untracked runs agree
         trainer = _trainer(cfg, work, tracker, epochs=len(data.schedule))
         trainer.fit(model, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None)
-        trainer.test(model, datamodule=data, ckpt_path=None, verbose=False)
+        chosen, notes = _chosen_checkpoint(cfg, trainer)
+        trainer.test(model, datamodule=data, ckpt_path=chosen, verbose=False)  # loads it
         task_id = tracker.id if tracker is not None else None
         metrics, fingerprint = _record(cfg, work, model, data, determinism, task_id)
         final = runs.finish(work)
+        if not cfg.train.keep_checkpoints and (removed := runs.drop_checkpoints(final)):
+            notes.append(removed)
         where = None
         if tracker is not None:  # after the rename: ClearML reads the figure when it uploads
             _report_run(tracker, fingerprint, metrics["test"], final / runs.CONFUSION_PNG)
             tracker.upload_run(final, runs.SHARED)
             where = tracker.describe(run=final)
     seconds = time.perf_counter() - t0
-    return RunResult(final, metrics, fingerprint["weights_sha256"], where, seconds)
+    return RunResult(final, metrics, fingerprint["weights_sha256"], where, seconds, notes)
+
+
+def resume(run: Path) -> RunResult:
+    """`sst train --resume`: the partial run at ``run`` (``runs/<id>`` or ``….partial``),
+    continued from its checkpoint with its recorded config."""
+    work = runs.partial_folder(run)
+    return train(runs.load_run_config(work), resume=work)
+
+
+def train_each_seed(cfg: Config, done: Callable[[RunResult], None]) -> list[RunResult]:
+    """One run per ``train.seeds`` (each recorded with its own ``train.seed``), or the one run;
+    ``done`` is called as each finishes."""
+    results = []
+    for one in [cfg.with_seed(s) for s in cfg.train.seeds] or [cfg]:
+        results.append(train(one))
+        done(results[-1])
+    return results
+
+
+def _chosen_checkpoint(cfg: Config, trainer: L.Trainer) -> tuple[str | None, list[str]]:
+    """``train.evaluate``: the weights to test and keep, as ``trainer.test`` takes them (None:
+    the last, in memory), and a note when best was asked for but nothing was validated."""
+    if cfg.train.evaluate == "last":
+        return None, []
+    best = trainer.checkpoint_callback
+    if isinstance(best, ModelCheckpoint) and best.best_model_path:
+        score = float(best.best_model_score or 0)
+        return best.best_model_path, [f"tested the best weights (val root macro-F1 {score:.4f})"]
+    return None, ["train.evaluate=best, but nothing was validated: tested the last weights"]
 
 
 def _precision(value: str) -> str:
@@ -220,6 +254,15 @@ def _report_run(
     tracker.report_image("confusion matrix", "test", figure)
 
 
+def seeds_summary(results: list[RunResult]) -> str:
+    """Mean ± sample sd over runs that differ only by seed, for the test root headline."""
+    lines = [f"{len(results)} seeds (mean ± sample sd):"]
+    for key in ("accuracy", "macro_f1"):
+        values = np.array([r.metrics["test"]["root"][key] for r in results])
+        lines.append(f"test root {key} {values.mean():.4f} ± {values.std(ddof=1):.4f}")
+    return " ".join(lines)
+
+
 def print_summary(result: RunResult, out: Any = None) -> None:
     out = out or sys.stdout
     print(f"run      {result.run_dir}  ({result.seconds:.0f} s)", file=out)
@@ -234,4 +277,6 @@ def print_summary(result: RunResult, out: Any = None) -> None:
         )
     print(f"confusion matrix {result.run_dir / runs.CONFUSION_PNG}", file=out)
     print(f"weights sha256 {result.weights_sha256}", file=out)
+    for note in result.notes:
+        print(f"note: {note}", file=out)
     print(result.tracking or "ClearML tracking disabled", file=out)

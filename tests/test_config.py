@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sst.config import describe, expand, load_config, unset_variables
+from sst.config import describe, load_config
 from sst.errors import SstError
+from sst.variables import expand, unset_variables
 
 REPO = Path(__file__).resolve().parent.parent
 

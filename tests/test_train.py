@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -25,7 +26,6 @@ CONTRACT = {
     "confusion_matrix.png",
     "predictions.tsv",
     "tb",
-    "checkpoints",
 }
 METRIC_KEYS = {
     "accuracy",
@@ -64,7 +64,7 @@ def test_run_directory_contract(two_runs) -> None:
     run = two_runs[0].run_dir
     assert {p.name for p in run.iterdir()} >= CONTRACT
     assert not run.name.endswith(".partial")
-    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert not (run / "checkpoints").exists()  # removed on success (train.keep_checkpoints)
     metrics = json.loads((run / "metrics.json").read_text())
     for stage in ("val", "test"):
         for level in ("phrase", "root"):
@@ -213,3 +213,46 @@ def test_bad_values_are_one_line_errors(
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_evaluation_predicts_each_distinct_text_once_and_scores_every_node(
+    two_runs, tiny_model, tiny_split, tmp_path
+) -> None:
+    """Nodes that share a text get one prediction (bit-equal probabilities) and keep their own
+    labels; the confusion matrices in metrics.json are those of predictions.tsv."""
+    from sst.data.pipeline import read_split
+    from sst.model.datamodule import Collate, Distinct, Encoded
+    from sst.model.module import SstClassifier
+
+    run = two_runs[0].run_dir
+    preds = pd.read_csv(run / "predictions.tsv", sep="\t")
+    parts, _ = read_split(load_config(run / "config.yaml").train.split)
+    test = parts["test"].merge(preds, on=["phrase_id", "sentence_id"], suffixes=("", "_p"))
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    for level, rows in (("phrase", test), ("root", test[test["is_root"]])):
+        cm = np.zeros((5, 5), dtype=int)
+        np.add.at(cm, (rows["label"].to_numpy(), rows["pred"].to_numpy()), 1)
+        assert cm.tolist() == metrics[level]["confusion_matrix"]
+    # a hand-made part: 4 nodes, 2 distinct texts, through the collate and a real model's step
+    frame = pd.DataFrame(
+        {"label": [0, 4, 0, 2], "is_root": [True, False, False, True], "phrase_id": range(4)}
+    )
+    frame["sentence_id"] = [1, 1, 2, 2]
+    part = Encoded(np.array([5, 6, 7, 5, 6, 7]), np.array([0, 2, 3, 5, 6]), frame)
+    distinct = Distinct(part)
+    assert [g.tolist() for g in distinct.groups] == [[0, 2], [1, 3]]
+    batch = Collate(0)([distinct[0], distinct[1]])
+    assert batch["input_ids"].tolist() == [[5, 6], [7, 0]]
+    assert batch["expand"].tolist() == [0, 0, 1, 1]
+    assert batch["index"].tolist() == [0, 2, 1, 3] and batch["labels"].tolist() == [0, 0, 4, 2]
+    model = SstClassifier.from_config(
+        load_config(None, train_overrides(tiny_model, tiny_split, tmp_path))
+    ).eval()
+    model.on_test_epoch_start()
+    with torch.no_grad():
+        model.test_step(batch, 0)
+    assert sorted(model.test_probs) == [0, 1, 2, 3]
+    assert torch.equal(model.test_probs[0], model.test_probs[2])
+    assert torch.equal(model.test_probs[1], model.test_probs[3])
+    assert int(model._cm("test", "phrase").compute().sum()) == 4
+    assert int(model._cm("test", "root").compute().sum()) == 2

@@ -128,3 +128,29 @@ def test_freeze_backbone_trains_only_the_head(
     start = SstClassifier.from_config(cfg).head
     assert not torch.equal(weights["head.weight"], start.weight.detach())
     assert not torch.equal(weights["head.bias"], start.bias.detach())
+
+
+def test_evaluate_best_tests_and_keeps_the_weights_chosen_on_dev(
+    tiny_model: Path, tiny_split: Path, tmp_path: Path
+) -> None:
+    """train.evaluate=best: the weights written (and tested) are best.ckpt's, not the last
+    epoch's; keep_checkpoints keeps both checkpoints to show it."""
+    extra = ("train.sampling=random:3", "train.evaluate=best", "train.keep_checkpoints=true")
+    result = train(load_config(None, train_overrides(tiny_model, tiny_split, tmp_path, *extra)))
+    folder = result.run_dir / "checkpoints"
+    best, last = (torch.load(folder / f"{n}.ckpt", weights_only=False) for n in ("best", "last"))
+    weights = load_file(result.run_dir / "weights.safetensors")
+    assert all(torch.equal(weights[k], best["state_dict"][k]) for k in weights)
+    assert result.notes[0].startswith("tested the best weights (val root macro-F1 0.")
+    assert best["global_step"] < last["global_step"]  # here the best epoch is not the last
+    assert not all(torch.equal(weights[k], last["state_dict"][k]) for k in weights)
+
+
+def test_checkpoints_are_removed_after_success_and_the_run_says_so(
+    tiny_model: Path, tiny_split: Path, tmp_path: Path
+) -> None:
+    result = train(load_config(None, train_overrides(tiny_model, tiny_split, tmp_path)))
+    assert not (result.run_dir / "checkpoints").exists()
+    (note,) = result.notes
+    assert note.startswith("removed checkpoints/ (best.ckpt, last.ckpt: ")
+    assert "train.keep_checkpoints=true keeps them" in note

@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 
 import sst
-from sst.config import Config, expand, unset_variables
+from sst.config import Config
 from sst.data import split as tree_split
 from sst.data import stats
 from sst.data.formats import COLUMNS, PTB_ROLES, PhraseTable, load_phrases, ptb_role
 from sst.data.sources import Fetched, fetch
 from sst.data.versioning import verify, write_once
 from sst.errors import SstError
+from sst.variables import expand, unset_variables
 
 SPLIT_NAMES = ("train", "val", "test")
 

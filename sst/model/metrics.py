@@ -96,3 +96,19 @@ def confusion(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     cm = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)
     np.add.at(cm, (np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
     return cm
+
+
+def bootstrap_interval(
+    correct: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of an accuracy from its per-sample 0/1 ``correct`` vector
+    (resampled with replacement, seeded: the same run gives the same interval)."""
+    correct = np.asarray(correct, dtype=np.float64)
+    if len(correct) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(correct), size=(n_resamples, len(correct)))
+    means = correct[draws].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)

@@ -74,6 +74,7 @@ class SstClassifier(L.LightningModule):
         weight_decay: float = 0.01,
         scheduler: str = "linear",
         warmup_ratio: float = 0.06,
+        optimizer: str = "adamw_torch",
     ) -> None:
         super().__init__()  # choices (pooling, scheduler) are checked when the config is built
         self.save_hyperparameters()
@@ -109,6 +110,7 @@ class SstClassifier(L.LightningModule):
                 weight_decay=t.weight_decay,
                 scheduler=t.scheduler,
                 warmup_ratio=t.warmup_ratio,
+                optimizer=t.optimizer,
             )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -133,6 +135,8 @@ class SstClassifier(L.LightningModule):
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self(batch["input_ids"], batch["attention_mask"])
+        if "expand" in batch:  # one row per distinct text → one per tree node
+            logits = logits[batch["expand"]]
         pred = logits.argmax(-1)
         self._cm(stage, "phrase").update(pred, batch["labels"])
         roots = batch["is_root"]
@@ -196,6 +200,7 @@ class SstClassifier(L.LightningModule):
                 {"params": no_decay, "weight_decay": 0.0},
             ],
             lr=hp["lr"],
+            fused=hp.get("optimizer") == "adamw_torch_fused" or None,  # one kernel per step
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(hp["warmup_ratio"] * total)
