@@ -222,7 +222,7 @@ def test_make_demo_runs_from_a_fresh_clone_with_no_data_beside_it(
         "train.epoch_size=64 train.val_sentences=8 train.test_sentences=16 "
         "train.eval_batch_size=64 tracking.monitor_resources=false"
     )
-    venv = REPO / ".venv"
+    venv = Path(sys.prefix)  # the venv running the tests: .venv, or the devcontainer's /opt/venv
     make = ["make", "-C", str(clone), "-o", f"{venv}/.lock.sha256"]  # -o: never reinstall it
     done = subprocess.run(
         [*make, "demo", f"VENV={venv}", f"ARGS={short}"],
