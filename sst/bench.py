@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from scipy.stats import wasserstein_distance
 
 from sst import repro
 from sst.agent import child_environment
-from sst.config import Config
+from sst.config import Config, Optimizer
 from sst.data import N_CLASSES
 from sst.data import split as tree_split
 from sst.data.pipeline import fetch_sources, load_table
@@ -250,21 +251,26 @@ def _update_benchmarks(path: Path, heading: str, body: str) -> None:
 
 
 def bench_profile(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
-    """One epoch of ``n_phrases`` random batches through each loop, phases per step."""
+    """One epoch of ``n_phrases`` random batches through each loop, phases per step: ours with
+    each AdamW implementation (the per-tensor loop was where our time went), HF Trainer with its
+    default (fused)."""
     import torch
 
     texts, enc, labels, lengths, tokenizer, pad_token = train_data(cfg, n_phrases)
     rows = []
-    for name, run in (
+
+    def ours(optimizer: Optimizer) -> Callable[[Clock], float]:
+        one = cfg.with_optimizer(optimizer)
+        return lambda c: ours_train(one, enc, labels, lengths, "random", pad_token, clock=c)[0]
+
+    loops = [(f"ours (Lightning), random, {o}", ours(o)) for o in typing.get_args(Optimizer)]
+    loops.append(
         (
-            "ours (Lightning), random",
-            lambda c: ours_train(cfg, enc, labels, lengths, "random", pad_token, clock=c)[0],
-        ),
-        (
-            "HF Trainer, group_by_length",
+            "HF Trainer, group_by_length, adamw_torch_fused",
             lambda c: hf_train(cfg, tokenizer, enc, labels, "group_by_length", clock=c),
-        ),
-    ):
+        )
+    )
+    for name, run in loops:
         clock = Clock()
         rate = run(clock)
         ms = clock.per_step_ms(len(labels) / rate)
@@ -279,6 +285,15 @@ def bench_profile(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     for name, rate, steps, ms in rows:
         cells = " | ".join(f"{ms[p]:.1f}" for p in PHASES)
         lines.append(f"| {name} | {rate:.1f} | {steps} | {cells} | {sum(ms.values()):.1f} |")
+    loop, fused = rows[0][3], rows[1][3]
+    lines += [
+        "",
+        f"The optimizer step: {loop['optimizer']:.0f} ms with torch's per-tensor AdamW loop (its "
+        f"CPU default), {fused['optimizer']:.0f} ms fused (HF Trainer's default); the whole step "
+        f"{sum(loop.values()) / sum(fused.values()):.2f}x faster fused. Collate, logging and "
+        "Lightning's hooks (rest) cost about 1 ms a step. The presets use adamw_torch_fused; the "
+        "default stays adamw_torch so that earlier runs replay bit-identically.",
+    ]
     text = "\n".join(lines)
     print(f"{repro.cpu_summary()}\n{text}")
     if out_md is not None:

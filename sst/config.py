@@ -168,6 +168,9 @@ class Config:
         """This config as one run of ``seed`` (``train.seeds`` emptied)."""
         return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed, seeds=()))
 
+    def with_optimizer(self, optimizer: Optimizer) -> Config:
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, optimizer=optimizer))
+
     def without_seed(self) -> Config:
         """What runs that differ only by seed (or by the folder they were written to) share."""
         one = self.with_seed(0)

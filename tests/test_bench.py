@@ -44,7 +44,11 @@ def test_bench_profile_times_every_phase_of_both_loops(
     out = tmp_path / "BENCHMARKS.md"
     assert bench_profile(cfg, 150, out) == 0
     text = capsys.readouterr().out
-    for loop in ("ours (Lightning), random", "HF Trainer, group_by_length"):
+    for loop in (
+        "ours (Lightning), random, adamw_torch",
+        "ours (Lightning), random, adamw_torch_fused",
+        "HF Trainer, group_by_length, adamw_torch_fused",
+    ):
         row = next(line for line in text.splitlines() if line.startswith(f"| {loop} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         steps, phases, total = int(cells[2]), [float(c) for c in cells[3:8]], float(cells[8])

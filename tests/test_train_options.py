@@ -154,3 +154,23 @@ def test_checkpoints_are_removed_after_success_and_the_run_says_so(
     (note,) = result.notes
     assert note.startswith("removed checkpoints/ (best.ckpt, last.ckpt: ")
     assert "train.keep_checkpoints=true keeps them" in note
+
+
+def test_fused_adamw_is_bit_identical_run_to_run_and_differs_from_the_loop(
+    tiny_model: Path, tiny_split: Path, tmp_path: Path
+) -> None:
+    """train.optimizer=adamw_torch_fused (the presets): the same config twice gives the same
+    bits; the per-tensor loop (the default, as earlier runs) gives other bits."""
+    fused = [
+        train(
+            load_config(
+                None,
+                train_overrides(
+                    tiny_model, tiny_split, tmp_path / d, "train.optimizer=adamw_torch_fused"
+                ),
+            )
+        )
+        for d in ("a", "b")
+    ]
+    loop = train(load_config(None, train_overrides(tiny_model, tiny_split, tmp_path / "c")))
+    assert fused[0].weights_sha256 == fused[1].weights_sha256 != loop.weights_sha256
