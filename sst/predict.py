@@ -21,7 +21,7 @@ import pandas as pd
 
 from sst import server
 from sst.data import LABELS, N_CLASSES
-from sst.data.lines import iter_lines
+from sst.data.lines import iter_lines, tab_fields
 from sst.errors import SstError
 from sst.model.inference import Predictor
 from sst.runs import CONFIG, WEIGHTS, Run
@@ -52,17 +52,8 @@ def read_phrases(path: Path) -> pd.DataFrame:
     column = next((c for c in ("text", "Phrase") if c in header), None)
     if column is None:
         return pd.DataFrame({"text": [line for _, line in lines if line.strip()]})
-    rows = []
-    for lineno, line in lines[1:]:
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise SstError(
-                f"{len(fields)} tab-separated fields, expected {len(header)} (the header's)",
-                path=path,
-                line=lineno,
-                fix="one phrase per row, no tabs inside a phrase",
-            )
-        rows.append(fields)
+    fix = "as many fields as the header, no tabs inside a phrase"
+    rows = [tab_fields(line, len(header), path, n, fix) for n, line in lines[1:]]
     frame = pd.DataFrame(rows, columns=header, dtype=str)
     return frame.rename(columns={column: "text"})
 

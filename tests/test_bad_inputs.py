@@ -183,6 +183,13 @@ def _predict_latin1(tmp: Path, tracked: dict) -> tuple[list[str], str]:
     ], f"{src}:3: not UTF-8 text: byte 0xe9 at column 4"
 
 
+def _predict_extra_tab(tmp: Path, tracked: dict) -> tuple[list[str], str]:
+    src = tmp / "phrases.tsv"
+    src.write_text("id\ttext\n1\ta fine film\n2\ta\ttabbed phrase\n")
+    argv = ["predict", "--run", str(tracked["run"]), "--file", str(src), "--out", str(tmp / "o")]
+    return argv, f"{src}:3: 3 tab-separated fields, expected 2"
+
+
 def _ptb_unnamed_dev(tmp: Path, tracked: dict) -> tuple[list[str], str]:
     files = ptb_files(tmp / "trees", {"train.txt": "train", "mydev.txt": "dev", "test.txt": "test"})
     return ptb_config(tmp, files), f"{files[1]}: cannot tell whether this file holds train, dev"
@@ -237,6 +244,7 @@ CASES: dict[str, Case] = {
     "predict: flipped weights": _predict_flipped,
     "predict: truncated weights": _predict_truncated,
     "predict: a latin-1 input file": _predict_latin1,
+    "predict: a TSV row with a tab in its phrase": _predict_extra_tab,
     "split: PTB dev file named mydev.txt": _ptb_unnamed_dev,
     "split: canonical without dev": _ptb_no_dev,
     "split: roles of another length": _ptb_roles_count,

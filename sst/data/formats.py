@@ -31,7 +31,7 @@ import pandas as pd
 
 from sst.config import Dedup, PtbRole
 from sst.data import N_CLASSES
-from sst.data.lines import iter_lines
+from sst.data.lines import iter_lines, tab_fields
 from sst.errors import SstError
 
 COLUMNS = ("sentence_id", "phrase_id", "label", "n_tokens", "is_root", "split", "text")
@@ -102,14 +102,7 @@ def parse_kaggle_tsv(path: Path) -> PhraseTable:
     seen: dict[int, int] = {}
     empty: list[int] = []
     for lineno, line in lines:
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise SstError(
-                f"{len(fields)} tab-separated fields, expected {len(header)}",
-                path=path,
-                line=lineno,
-                fix="each row is " + "<TAB>".join(header),
-            )
+        fields = tab_fields(line, len(header), path, lineno, "each row is " + "<TAB>".join(header))
         pid = _int(fields[0], "PhraseId", path, lineno)
         sid = _int(fields[1], "SentenceId", path, lineno)
         if pid in seen:

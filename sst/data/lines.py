@@ -53,3 +53,13 @@ def _raw_lines(path: Path) -> Iterator[bytes]:
         yield from (line + b"\n" for line in lines)
     if pending:
         yield pending
+
+
+def tab_fields(line: str, n: int, path: Path, lineno: int, fix: str) -> list[str]:
+    """The tab-separated fields of one line of a TSV, refused unless there are ``n``."""
+    fields = line.split("\t")
+    if len(fields) != n:
+        raise SstError(
+            f"{len(fields)} tab-separated fields, expected {n}", path=path, line=lineno, fix=fix
+        )
+    return fields
