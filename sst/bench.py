@@ -260,7 +260,7 @@ def bench_profile(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     rows = []
 
     def ours(optimizer: Optimizer) -> Callable[[Clock], float]:
-        one = cfg.with_optimizer(optimizer)
+        one = cfg.with_train(optimizer=optimizer)
         return lambda c: ours_train(one, enc, labels, lengths, "random", pad_token, clock=c)[0]
 
     loops = [(f"ours (Lightning), random, {o}", ours(o)) for o in typing.get_args(Optimizer)]

@@ -164,17 +164,14 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
-    def with_seed(self, seed: int) -> Config:
-        """This config as one run of ``seed`` (``train.seeds`` emptied)."""
-        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed, seeds=()))
-
-    def with_optimizer(self, optimizer: Optimizer) -> Config:
-        return dataclasses.replace(self, train=dataclasses.replace(self.train, optimizer=optimizer))
+    def with_train(self, **changes: Any) -> Config:
+        """This config with ``train.<key>=value`` changed, e.g. ``with_train(seed=1, seeds=())``
+        for one run of a multi-seed config."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
 
     def without_seed(self) -> Config:
         """What runs that differ only by seed (or by the folder they were written to) share."""
-        one = self.with_seed(0)
-        return dataclasses.replace(one, train=dataclasses.replace(one.train, runs_dir=""))
+        return self.with_train(seed=0, seeds=(), runs_dir="")
 
     def hash(self) -> str:
         """sha256 of the resolved config (canonical JSON) without the fields that only say where

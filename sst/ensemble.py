@@ -22,7 +22,7 @@ import numpy as np
 
 from sst import runs
 from sst.data.stats import save_png
-from sst.data.versioning import private_sibling, remove_stale
+from sst.data.versioning import private_sibling
 from sst.errors import SstError
 from sst.figures import plot_test_confusion
 from sst.model.metrics import confusion, summarize
@@ -97,7 +97,6 @@ def ensemble(folders: list[Path], out_root: Path, *, by: str = "given") -> Path:
     if final.exists():
         raise SstError("this ensemble exists already", path=final, fix="delete it to redo it")
     out_root.mkdir(parents=True, exist_ok=True)
-    remove_stale(final)
     work = private_sibling(final, "tmp")
     try:
         runs.write_json(work / runs.METRICS, {"test": test, "weights_sha256": None})

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sst.errors import SstError
-from sst.model.metrics import HEADLINE, LEVELS, LOWER_IS_BETTER, bootstrap_interval
+from sst.model.metrics import HEADLINE, LEVELS, LOWER_IS_BETTER, bootstrap_interval, mean_sd
 from sst.runs import CONFIG, METRICS, PREDICTIONS, Run
 
 BALANCED_MIN_PRECISION = 0.5
@@ -166,10 +166,7 @@ class SeedGroup:
 
     def stats(self, metric: str = "accuracy", level: str = "root") -> tuple[float, float]:
         """Mean and sample standard deviation (0 for one run)."""
-        values = [v for r in self.rows if (v := r.value(metric, level)) is not None]
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0
-        return mean, math.sqrt(var)
+        return mean_sd([v for r in self.rows if (v := r.value(metric, level)) is not None])
 
 
 def seed_groups(rows: list[Row]) -> list[SeedGroup]:

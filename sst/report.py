@@ -31,7 +31,7 @@ import pandas as pd
 
 from sst import agent, runs, server, tracking
 from sst.data.stats import save_png
-from sst.data.versioning import private_sibling, remove_stale
+from sst.data.versioning import private_sibling
 from sst.errors import SstError
 from sst.figures import draw_confusion
 from sst.model.metrics import HEADLINE, LEVELS
@@ -221,7 +221,6 @@ def write_report(
     """The four report files, written into a temp folder and moved in place together."""
     ranked = rank(rows, by)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out_dir)
     tmp = private_sibling(out_dir, "tmp")
     try:
         md, page, table, grid = (tmp / name for name in FILES)

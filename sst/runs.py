@@ -158,7 +158,12 @@ def files_sha256(work: Path, names: tuple[str, ...] = CHECKED) -> dict[str, str]
 
 
 def fingerprint(
-    cfg: Config, work: Path, *, determinism: dict[str, Any], task_id: str | None
+    cfg: Config,
+    work: Path,
+    *,
+    determinism: dict[str, Any],
+    task_id: str | None,
+    weights_sha256: str,
 ) -> dict[str, Any]:
     """What a run in ``work`` depended on and what it wrote, each field once (see README
     "Reproducibility"); its weights, metrics, predictions and figure are written already."""
@@ -176,7 +181,7 @@ def fingerprint(
         "environment": environment(),
         "git": git_state(),
         "clearml_task_id": task_id,
-        "weights_sha256": sha256_file(work / WEIGHTS),
+        "weights_sha256": weights_sha256,
         "files_sha256": files_sha256(work),
     }
 

@@ -34,7 +34,7 @@ from sst.data.sources import sha256_file
 from sst.data.stats import save_png
 from sst.figures import plot_confusion, plot_test_confusion
 from sst.model.datamodule import SstDataModule
-from sst.model.metrics import HEADLINE, LEVELS
+from sst.model.metrics import HEADLINE, LEVELS, mean_sd
 from sst.model.module import SstClassifier
 from sst.repro import configure_determinism, seed_everything
 
@@ -116,7 +116,7 @@ def train_each_seed(cfg: Config, done: Callable[[RunResult], None]) -> list[RunR
     """One run per ``train.seeds`` (each recorded with its own ``train.seed``), or the one run;
     ``done`` is called as each finishes."""
     results = []
-    for one in [cfg.with_seed(s) for s in cfg.train.seeds] or [cfg]:
+    for one in [cfg.with_train(seed=s, seeds=()) for s in cfg.train.seeds] or [cfg]:
         results.append(train(one))
         done(results[-1])
     return results
@@ -227,7 +227,7 @@ def _record(
     Returns the metrics and the fingerprint."""
     save_model(model, str(work / runs.WEIGHTS))
     metrics: dict[str, Any] = {s: model.results[s] for s in ("val", "test") if s in model.results}
-    metrics["weights_sha256"] = sha256_file(work / runs.WEIGHTS)
+    metrics["weights_sha256"] = weights_sha = sha256_file(work / runs.WEIGHTS)
     runs.write_json(work / runs.METRICS, metrics)
     test = model.results["test"]
     save_png(plot_test_confusion(test, cfg.name), work / runs.CONFUSION_PNG)
@@ -236,7 +236,9 @@ def _record(
     rows = {"phrase_id": part.phrase_id, "sentence_id": part.sentence_id}
     rows |= {"is_root": part.is_root, "label": part.labels}
     runs.write_predictions(work / runs.PREDICTIONS, rows, probs)
-    fingerprint = runs.fingerprint(cfg, work, determinism=determinism, task_id=task_id)
+    fingerprint = runs.fingerprint(
+        cfg, work, determinism=determinism, task_id=task_id, weights_sha256=weights_sha
+    )
     runs.write_json(work / runs.FINGERPRINT, fingerprint)
     return metrics, fingerprint
 
@@ -258,8 +260,8 @@ def seeds_summary(results: list[RunResult]) -> str:
     """Mean ± sample sd over runs that differ only by seed, for the test root headline."""
     lines = [f"{len(results)} seeds (mean ± sample sd):"]
     for key in ("accuracy", "macro_f1"):
-        values = np.array([r.metrics["test"]["root"][key] for r in results])
-        lines.append(f"test root {key} {values.mean():.4f} ± {values.std(ddof=1):.4f}")
+        mean, sd = mean_sd([r.metrics["test"]["root"][key] for r in results])
+        lines.append(f"test root {key} {mean:.4f} ± {sd:.4f}")
     return " ".join(lines)
 
 

@@ -69,7 +69,6 @@ def _build_in_place(
 ) -> tuple[str, dict[str, Any]]:
     old_manifest = out / MANIFEST
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)
     tmp = private_sibling(out, "tmp")
     try:
         manifest = dict(build(tmp))
@@ -102,7 +101,9 @@ def _build_in_place(
 
 
 def private_sibling(out: Path, kind: str) -> Path:
-    """A new, empty ``.<name>.<kind>-<pid>-…`` beside ``out``, with the umask's mode."""
+    """A new, empty ``.<name>.<kind>-<pid>-…`` beside ``out``, with the umask's mode; the
+    siblings a dead process left are removed first (:func:`remove_stale`)."""
+    remove_stale(out)
     folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-{os.getpid()}-", dir=out.parent))
     mask = os.umask(0)
     os.umask(mask)
