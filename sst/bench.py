@@ -32,7 +32,7 @@ from sst.config import Config, Optimizer
 from sst.data import N_CLASSES
 from sst.data import split as tree_split
 from sst.data.pipeline import fetch_sources, load_table
-from sst.loops import PHASES, Clock, hf_train, ours_train, train_data
+from sst.loops import PHASES, Clock, PeakRss, hf_train, ours_train, train_data
 
 HF_GBL = "HF Trainer, dynamic padding, group_by_length"
 
@@ -92,6 +92,9 @@ def bench_split(cfg: Config, n_seeds: int, n_peer: int, out_md: Path | None = No
     return 0 if agree else 1
 
 
+BF16 = "ours, random (length-bucketed), bf16-mixed"
+
+
 def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     """Training and inference throughput: our loop (random, stratified) vs HF Trainer (dynamic
     padding, group_by_length) and a length-sorted HF pipeline, same model/data/threads/batch."""
@@ -99,36 +102,48 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
 
     t = cfg.train
     texts, enc, labels, lengths, tokenizer, pad_token = train_data(cfg, n_phrases)
-    rows: list[tuple[str, float, float | None, str]] = []
+    rows: list[tuple[str, float, float | None, str, float]] = []  # name, rate, tokens, note, MiB
     for mode in ("random", "stratified"):
-        rate, tokens, waste = ours_train(cfg, enc, labels, lengths, mode, pad_token)
-        rows.append((f"ours, {mode} (length-bucketed)", rate, tokens, f"padding {waste:.1%}"))
-    for strategy in ("random", "group_by_length"):
-        rate = hf_train(cfg, tokenizer, enc, labels, strategy)
+        with PeakRss() as rss:
+            rate, tokens, waste = ours_train(cfg, enc, labels, lengths, mode, pad_token)
         rows.append(
-            (f"HF Trainer, dynamic padding, {strategy}", rate, rate * float(lengths.mean()), "")
+            (f"ours, {mode} (length-bucketed)", rate, tokens, f"padding {waste:.1%}", rss.mib)
         )
+    if repro.cpu_has_bf16():  # emulated elsewhere: slower than fp32, not worth a row
+        bf16 = cfg.with_train(precision="bf16-mixed")
+        with PeakRss() as rss:
+            rate, tokens, _ = ours_train(bf16, enc, labels, lengths, "random", pad_token)
+        rows.append((BF16, rate, tokens, "train.precision=bf16-mixed", rss.mib))
+    for strategy in ("random", "group_by_length"):
+        with PeakRss() as rss:
+            rate = hf_train(cfg, tokenizer, enc, labels, strategy)
+        tokens = rate * float(lengths.mean())
+        rows.append((f"HF Trainer, dynamic padding, {strategy}", rate, tokens, "", rss.mib))
     infer = texts[: min(len(texts), 4000)]
-    rows.append(("ours, inference (length-sorted)", _ours_infer(cfg, tokenizer, infer), None, ""))
-    rows.append(
-        ("HF pipeline, inference (length-sorted)", _hf_infer(cfg, tokenizer, infer), None, "")
-    )
+    for name, run in (
+        ("ours, inference (length-sorted)", _ours_infer),
+        ("HF pipeline, inference (length-sorted)", _hf_infer),
+    ):
+        with PeakRss() as rss:
+            rate = run(cfg, tokenizer, infer)
+        rows.append((name, rate, None, "", rss.mib))
 
-    peer = {name: rate for name, rate, _, _ in rows}
+    peer = {row[0]: row[1] for row in rows}
     gbl = peer[HF_GBL]
     lines = [
         f"MiniLM-L6 ({cfg.model.name}), {len(texts)} train phrases, batch {t.batch_size}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; peak RSS: the process's "
+        "high-water mark during that setup (data and tokenizer already loaded)",
         "",
-        "| setup | samples/s | vs peer | real tokens/s | note |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| setup | samples/s | vs peer | real tokens/s | peak RSS MiB | note |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for name, rate, tok_rate, note in rows:
+    for name, rate, tok_rate, note, mib in rows:
         ref = peer["HF pipeline, inference (length-sorted)"] if "inference" in name else gbl
         tok = f"{tok_rate:.0f}" if tok_rate is not None else ""
-        lines.append(f"| {name} | {rate:.1f} | {rate / ref:.2f}x | {tok} | {note} |")
+        lines.append(f"| {name} | {rate:.1f} | {rate / ref:.2f}x | {tok} | {mib:.0f} | {note} |")
     random = peer["ours, random (length-bucketed)"] / gbl
-    per_token = {name: tok or 0.0 for name, _, tok, _ in rows}
+    per_token = {row[0]: row[2] or 0.0 for row in rows}
     strat = per_token["ours, stratified (length-bucketed)"] / per_token[HF_GBL]
     lines += [
         "",
@@ -136,6 +151,8 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         f"stratified >= 1.1x per real token: {strat:.2f}x. A stratified epoch draws the longer "
         "non-neutral phrases more often, so modes compare by real tokens/s. Inference peer: the "
         "length-sorted HF pipeline.",
+        "bf16 (issue 13: >= 1.5x the fp32 peer where the CPU has bf16 units): "
+        + (f"{peer[BF16] / gbl:.2f}x" if BF16 in peer else "not measured, no bf16 units here"),
     ]
     text = "\n".join(lines)
     print(text)

@@ -34,6 +34,7 @@ Optimizer = Literal["adamw_torch", "adamw_torch_fused"]  # HF TrainingArguments.
 Pooling = Literal["cls", "mean"]
 Scheduler = Literal["linear", "cosine", "constant", "one_cycle"]
 Precision = Literal["auto", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
+Strategy = Literal["auto", "ddp_fork", "ddp_spawn", "ddp"]  # Lightning's names
 
 
 def option(
@@ -126,7 +127,13 @@ class TrainConfig:
     scheduler: Scheduler = option("linear", "learning-rate schedule (linear, cosine: warmup first)")
     warmup_ratio: float = option(0.06, "share of steps spent warming up (linear, cosine)")
     grad_clip: float = option(1.0, "gradient-norm clipping (0: off)")
-    precision: Precision = option("auto", "auto: bf16/16-mixed on a GPU, 32-true on CPU")
+    precision: Precision = option(
+        "auto", "auto: bf16/16-mixed on a GPU, 32-true on CPU (bf16-mixed: CPUs with bf16 units)"
+    )
+    devices: int = option(1, "processes (CPU) or GPUs to train on: DDP when > 1", added=True)
+    strategy: Strategy = option(
+        "auto", "devices > 1: auto (ddp_fork on CPU, ddp_spawn on GPU) or Lightning's", added=True
+    )
     seed: int = option(0, "seed of everything: sampler, dropout, head init")
     seeds: tuple[int, ...] = option(
         (), "sst train: one run per seed (each recorded with its train.seed)", added=True
@@ -214,6 +221,8 @@ def _coerce(
 
     origin = typing.get_origin(tp)
     if origin is tuple:
+        if isinstance(value, str):  # `train.seeds=0,1,2` on the command line
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
         items = value if isinstance(value, list | tuple) else [value]
         return tuple(_coerce(typing.get_args(tp)[0], v, key, where, as_written) for v in items)
     if tp in (bool, int):  # a YAML true is an int to Python, not to a config

@@ -15,9 +15,11 @@ after ``on_before_optimizer_step``) and in "rest" for HF (it clips before
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,27 @@ from sst.data import N_CLASSES
 from sst.data.pipeline import read_split
 
 PHASES = ("collate", "forward", "backward", "optimizer", "rest")
+
+
+class PeakRss:
+    """The process's peak resident memory in MiB over a ``with`` block: Linux resets its
+    high-water mark on request (``/proc/self/clear_refs``); elsewhere the peak since start."""
+
+    mib: float = 0.0
+
+    def __enter__(self) -> PeakRss:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            status = Path("/proc/self/status").read_text()
+            self.mib = int(status.split("VmHWM:")[1].split()[0]) / 1024
+        except (OSError, IndexError):
+            import resource
+
+            self.mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Clock:
@@ -184,6 +207,7 @@ def ours_train(
         enable_model_summary=False,
         use_distributed_sampler=False,
         deterministic=True,
+        precision=None if t.precision == "auto" else t.precision,
         callbacks=[lightning_callback(clock)] if clock else None,
     )
     repro.seed_everything(t.seed)

@@ -106,19 +106,29 @@ def _drift_summary(lock: Path | None) -> list[str] | None:
     return d.missing + d.mismatched
 
 
-def cpu_summary() -> str:
-    """The CPU model and the vector units that decide kernels, for benchmark tables."""
+def _cpu_flags() -> set[str]:
     try:
-        flags = next(
+        return next(
             set(line.split(":", 1)[1].split())
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("flags")
         )
     except (OSError, StopIteration):
-        flags = set()
+        return set()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it."""
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_summary() -> str:
+    """The CPU model and the vector units that decide kernels, for benchmark tables."""
+    flags = _cpu_flags()
     units = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
     have = [u for u in units if u in flags]
-    return f"{_cpu_model()} ({os.cpu_count()} cores; {', '.join(have) or 'no AVX2'})"
+    bf16 = "" if cpu_has_bf16() else "; no bf16 units"
+    return f"{_cpu_model()} ({os.cpu_count()} cores; {', '.join(have) or 'no AVX2'}{bf16})"
 
 
 def _cpu_model() -> str:

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from safetensors.torch import save_model
 
 from sst import agent, runs, tracking
@@ -36,7 +37,7 @@ from sst.figures import plot_confusion, plot_test_confusion
 from sst.model.datamodule import SstDataModule
 from sst.model.metrics import HEADLINE, LEVELS, mean_sd
 from sst.model.module import SstClassifier
-from sst.repro import configure_determinism, seed_everything
+from sst.repro import configure_determinism, cpu_has_bf16, seed_everything
 
 
 @dataclass
@@ -59,9 +60,12 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
     """
     t0 = time.perf_counter()
     determinism = configure_determinism(cfg.train.threads)  # first, always
+    determinism["precision"] = _precision(cfg.train.precision)  # "auto" differs by device
     data = SstDataModule.from_config(cfg)
     data.setup("fit")  # verifies the split against its manifest
     model = SstClassifier.from_config(cfg)
+    if cfg.train.devices > 1:
+        model.freeze_unused()
     if resume is not None:
         work, checkpoint = resume, runs.resume_point(resume)
     else:
@@ -90,7 +94,11 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
         trainer = _trainer(cfg, work, tracker, epochs=len(data.schedule))
         trainer.fit(model, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None)
         chosen, notes = _chosen_checkpoint(cfg, trainer)
+        if trainer.world_size > 1:  # the DDP workers are gone with their results: score here
+            trainer = _scorer(cfg, work, tracker)
+            trainer.validate(model, datamodule=data, verbose=False)  # the last weights
         trainer.test(model, datamodule=data, ckpt_path=chosen, verbose=False)  # loads it
+        notes += _precision_note(determinism["precision"])
         task_id = tracker.id if tracker is not None else None
         metrics, fingerprint = _record(cfg, work, model, data, determinism, task_id)
         final = runs.finish(work)
@@ -129,8 +137,16 @@ def _chosen_checkpoint(cfg: Config, trainer: L.Trainer) -> tuple[str | None, lis
         return None, []
     best = trainer.checkpoint_callback
     if isinstance(best, ModelCheckpoint) and best.best_model_path:
-        score = float(best.best_model_score or 0)
-        return best.best_model_path, [f"tested the best weights (val root macro-F1 {score:.4f})"]
+        score = best.best_model_score
+        if score is None:  # DDP workers hand back only the path; the checkpoint holds the score
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+            (score,) = (
+                v["best_model_score"]
+                for v in state["callbacks"].values()
+                if v.get("best_model_path") == best.best_model_path
+            )
+        note = f"tested the best weights (val root macro-F1 {float(score):.4f})"
+        return best.best_model_path, [note]
     return None, ["train.evaluate=best, but nothing was validated: tested the last weights"]
 
 
@@ -142,10 +158,33 @@ def _precision(value: str) -> str:
     return "32-true"
 
 
+def _precision_note(precision: str) -> list[str]:
+    if "bf16" in precision and not torch.cuda.is_available() and not cpu_has_bf16():
+        return [
+            f"precision {precision} on a CPU without bf16 units (avx512_bf16/amx_bf16): "
+            "emulated, slower than 32-true"
+        ]
+    return []
+
+
+def _strategy(cfg: Config) -> str:
+    t = cfg.train
+    if t.devices == 1 or t.strategy != "auto":
+        return t.strategy
+    # fork shares the loaded data and model with the workers (CPU); CUDA cannot be forked
+    return "ddp_spawn" if torch.cuda.is_available() else "ddp_fork"
+
+
 def _trainer(
-    cfg: Config, work: Path, tracker: tracking.Tracker | None, *, epochs: int
+    cfg: Config,
+    work: Path,
+    tracker: tracking.Tracker | None,
+    *,
+    epochs: int,
+    devices: int | None = None,
 ) -> L.Trainer:
     t = cfg.train
+    devices = devices or t.devices
     folder = work / runs.CHECKPOINTS
     best = ModelCheckpoint(
         dirpath=folder,
@@ -168,7 +207,8 @@ def _trainer(
     return L.Trainer(
         max_epochs=epochs,
         accelerator="auto",
-        devices=1,
+        devices=devices,
+        strategy=_strategy(cfg) if devices > 1 else "auto",
         precision=_precision(t.precision),  # type: ignore[arg-type]
         deterministic=True,
         gradient_clip_val=t.grad_clip or None,
@@ -184,6 +224,20 @@ def _trainer(
     )
 
 
+def _scorer(cfg: Config, work: Path, tracker: tracking.Tracker | None) -> L.Trainer:
+    """One process that scores the weights a DDP fit handed back (its workers logged the fit)."""
+    return L.Trainer(
+        accelerator="auto",
+        devices=1,
+        precision=_precision(cfg.train.precision),  # type: ignore[arg-type]
+        deterministic=True,
+        logger=False,
+        callbacks=[TQDMProgressBar(refresh_rate=20), ReportCallback(tracker, work)],
+        enable_model_summary=False,
+        default_root_dir=str(work),
+    )
+
+
 class ReportCallback(Callback):
     """A confusion matrix per evaluation: to ClearML and as ``confusion/<stage>-epoch<N>.png``
     (figures and ClearML stay out of model/)."""
@@ -193,12 +247,14 @@ class ReportCallback(Callback):
         self.folder = work / runs.CONFUSION_DIR
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        self._report(pl_module.results.get("val", {}), "val", trainer.current_epoch)
+        # once per fit epoch; under DDP every process holds the synced metrics: rank 0 reports
+        if trainer.state.fn == TrainerFn.FITTING and trainer.is_global_zero:
+            self._report(pl_module.results.get("val", {}), "val", trainer.current_epoch, trainer)
 
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
-        self._report(pl_module.results.get("test", {}), "test", trainer.current_epoch)
+        self._report(pl_module.results.get("test", {}), "test", trainer.current_epoch, trainer)
 
-    def _report(self, results: dict[str, Any], stage: str, epoch: int) -> None:
+    def _report(self, results: dict[str, Any], stage: str, epoch: int, trainer: Any) -> None:
         if not results:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -207,7 +263,7 @@ class ReportCallback(Callback):
             f"{stage}, epoch {epoch}",
         )
         save_png(fig, self.folder / f"{stage}-epoch{epoch}.png", dpi=80)
-        if self.tracker is None:
+        if self.tracker is None or trainer.world_size > 1:  # the task lives in the main process
             return
         for level, summary in results.items():
             self.tracker.report_confusion_matrix(

@@ -237,6 +237,12 @@ def _empty_val(tmp: Path, tracked: dict) -> tuple[list[str], str]:
     return [*_kaggle(source), "split.val_fraction=0.001"], "split.val_fraction=0.001 of 24 sent"
 
 
+def _train_other_dedup(tmp: Path, tracked: dict) -> tuple[list[str], str]:
+    recorded = tracked["run"] / "config.yaml"
+    argv = ["train", "-c", str(recorded), "data.dedup=sentence", f"train.runs_dir={tmp}/runs"]
+    return argv, "manifest.json: the split was made with data.dedup=none, the config asks sentence"
+
+
 CASES: dict[str, Case] = {
     "verify: flipped weights": _verify_flipped,
     "verify: two runs, one truncated": _verify_pair_truncated,
@@ -253,6 +259,7 @@ CASES: dict[str, Case] = {
     "split: a latin-1 byte on line 52": _latin1,
     "split: a gzip cut in the middle": _cut_gzip,
     "split: a validation fraction that leaves val empty": _empty_val,
+    "train: a split made with another data.dedup": _train_other_dedup,
 }
 
 

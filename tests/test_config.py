@@ -17,6 +17,9 @@ def test_presets_load_and_overrides_apply(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("SST_DATA", "/data")
     cfg = load_config(REPO / "configs" / "kaggle.yaml", ["split.n_seeds=12", "data.dedup=global"])
     assert cfg.split.n_seeds == 12 and cfg.data.dedup == "global"
+    # a list field takes the spelling and YAML's alike
+    for seeds in ("train.seeds=0,1,2", "train.seeds=[0, 1, 2]", "train.seeds= 0, 1 ,2"):
+        assert load_config(None, [seeds]).train.seeds == (0, 1, 2)
     # sources are kept as written (identity is content, not where it sits) and expand when read
     assert cfg.data.sources == ("${SST_DATA}/kaggle_movie_reviews/train.tsv.gz",)
     assert expand(cfg.data.sources[0]) == "/data/kaggle_movie_reviews/train.tsv.gz"

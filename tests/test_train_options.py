@@ -174,3 +174,28 @@ def test_fused_adamw_is_bit_identical_run_to_run_and_differs_from_the_loop(
     ]
     loop = train(load_config(None, train_overrides(tiny_model, tiny_split, tmp_path / "c")))
     assert fused[0].weights_sha256 == fused[1].weights_sha256 != loop.weights_sha256
+
+
+def test_precision_is_a_knob_recorded_in_the_fingerprint_and_part_of_the_bits(
+    tiny_model: Path, tiny_split: Path, tmp_path: Path
+) -> None:
+    """train.precision=bf16-mixed trains under CPU autocast: other bits than fp32 ("auto" on a
+    CPU), the resolved precision in the fingerprint, and a note where the CPU has no bf16 units
+    (torch emulates them: slower, never a default there)."""
+    from sst.repro import cpu_has_bf16
+    from sst.runs import Run
+
+    runs = {
+        p: train(
+            load_config(
+                None, train_overrides(tiny_model, tiny_split, tmp_path / p, f"train.precision={p}")
+            )
+        )
+        for p in ("auto", "bf16-mixed")
+    }
+    recorded = {p: Run(r.run_dir).fingerprint["determinism"]["precision"] for p, r in runs.items()}
+    assert recorded == {"auto": "32-true", "bf16-mixed": "bf16-mixed"}
+    assert runs["auto"].weights_sha256 != runs["bf16-mixed"].weights_sha256
+    emulated = [n for n in runs["bf16-mixed"].notes if "without bf16 units" in n]
+    assert bool(emulated) != cpu_has_bf16()
+    assert not [n for n in runs["auto"].notes if "bf16" in n]

@@ -27,7 +27,7 @@ from sst.config import Config
 from sst.data.pipeline import read_split
 from sst.data.sources import default_cache_dir
 from sst.errors import SstError
-from sst.model.sampling import BucketBatchSampler, Schedule, length_sorted_batches
+from sst.model.sampling import BucketBatchSampler, RankShare, Schedule, length_sorted_batches
 
 
 class Encoded(Dataset[dict[str, Any]]):
@@ -190,8 +190,10 @@ class SstDataModule(L.LightningDataModule):
         num_workers: int = 0,
         val_sentences: int = 0,
         test_sentences: int = 0,
+        data: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
+        self.data = data or {}  # the config's data.format/dedup, checked against the split's
         self.split_dir = Path(split_dir)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -226,6 +228,7 @@ class SstDataModule(L.LightningDataModule):
             num_workers=t.num_workers,
             val_sentences=t.val_sentences,
             test_sentences=t.test_sentences,
+            data={"format": cfg.data.format, "dedup": cfg.data.dedup},
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -238,6 +241,15 @@ class SstDataModule(L.LightningDataModule):
                 fix="run `sst split` (make split-ptb)",
             )
         frames, self.manifest = read_split(self.split_dir)
+        made = self.manifest.get("data", {})
+        for key, want in self.data.items():
+            if key in made and made[key] != want:
+                raise SstError(
+                    f"the split was made with data.{key}={made[key]}, the config asks {want}",
+                    path=self.split_dir / "manifest.json",
+                    fix=f"make a split for it (`sst split … data.{key}={want} "
+                    "split.out=<new folder>`) and set train.split to that folder",
+                )
         if "train" not in frames or "test" not in frames:
             raise SstError("the split has no train or test part", path=self.split_dir)
         if "val" in frames and self.val_sentences:
@@ -271,15 +283,25 @@ class SstDataModule(L.LightningDataModule):
             persistent_workers=False,
         )
 
+    def _rank(self) -> tuple[int, int]:
+        """This process's rank and the number of processes (DDP: ``train.devices``)."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader[Any]:
         assert self.sampler is not None
-        return self._loader(self.parts["train"], self.sampler)
+        rank, world = self._rank()
+        batches = self.sampler if world == 1 else RankShare(self.sampler, rank, world)
+        return self._loader(self.parts["train"], batches)
 
     def _eval_loader(self, name: str) -> DataLoader[Any]:
-        """Each distinct text of the part once, length-sorted batches (see :class:`Distinct`)."""
+        """Each distinct text of the part once, length-sorted batches (see :class:`Distinct`);
+        under DDP every process scores every ``world``-th batch (the metrics sync on compute)."""
         distinct = Distinct(self.parts[name])
-        batches = length_sorted_batches(distinct.lengths, self.eval_batch_size)
-        return self._loader(distinct, [b.tolist() for b in batches])
+        rank, world = self._rank()
+        size = min(self.eval_batch_size, -(-len(distinct) // world))  # a batch for each process
+        batches = length_sorted_batches(distinct.lengths, max(size, 1))
+        return self._loader(distinct, [b.tolist() for b in batches[rank::world]])
 
     def val_dataloader(self) -> DataLoader[Any]:
         return self._eval_loader("val" if "val" in self.parts else "test")

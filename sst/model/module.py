@@ -113,6 +113,14 @@ class SstClassifier(L.LightningModule):
                 optimizer=t.optimizer,
             )
 
+    def freeze_unused(self) -> None:
+        """Stop training what the loss never reaches (the backbone's pooler: the head reads the
+        hidden states). DDP requires it; one process skips gradient-less parameters anyway, but
+        its optimizer state (and so a checkpoint to resume) would differ, hence only for DDP."""
+        pooler = getattr(self.backbone, "pooler", None)
+        if pooler is not None:
+            pooler.requires_grad_(False)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.hparams["pooling"] == "cls":
@@ -165,6 +173,7 @@ class SstClassifier(L.LightningModule):
                     f"{stage}/{level}/{key}",
                     summary[key],
                     prog_bar=key == "macro_f1" and level == "root",
+                    sync_dist=True,  # DDP: the same synced value on every process (a no-op)
                 )
 
     def on_validation_epoch_end(self) -> None:

@@ -192,3 +192,23 @@ class BucketBatchSampler:
         for i in range(start, len(batches)):
             self.batches_done = i + 1
             yield batches[i].tolist()
+
+
+class RankShare:
+    """DDP: the same batches in the same order on every process, each taking its ``rank``-th
+    share of every batch, so ``train.batch_size`` stays the batch one optimizer step sees and
+    the schedule, epochs and resume point are those of a single-process run."""
+
+    def __init__(self, sampler: BucketBatchSampler, rank: int, world: int) -> None:
+        self.sampler, self.rank, self.world = sampler, rank, world
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.sampler:
+            # a batch smaller than the process count: the last draw twice rather than a hang
+            yield list(batch[self.rank :: self.world]) or list(batch[-1:])

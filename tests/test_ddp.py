@@ -1,0 +1,121 @@
+"""Scale-out with Lightning (``train.devices=2``): two real CPU processes over gloo.
+
+The runs finish, the workers' synced validation equals one process validating the same weights,
+two identical DDP runs write identical weights, and every process sees its own share of every
+batch (and of the evaluation batches) with nothing lost or seen twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sst.config import load_config
+from sst.model.metrics import HEADLINE, LEVELS
+from sst.model.sampling import BucketBatchSampler, RankShare, Schedule
+from sst.runs import Run
+from sst.train import train
+from tests.conftest import train_overrides
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    extra = ("train.devices=2", "tracking.enabled=false", "train.keep_checkpoints=true")
+    best = (*extra, "train.evaluate=best", "train.sampling=random:3")
+    return [
+        train(load_config(None, train_overrides(tiny_model, tiny_split, tmp / f"runs{i}", *extra)))
+        for i in range(2)
+    ] + [train(load_config(None, train_overrides(tiny_model, tiny_split, tmp / "best", *best)))]
+
+
+def _scalars(run: Path, tag: str | None = None) -> list:
+    """Every scalar event the DDP workers logged to TensorBoard (of ``tag``, when given)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = []
+    for path in (run / "tb").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        for name in acc.Tags()["scalars"]:
+            if tag in (None, name):
+                events += [(name, e) for e in acc.Scalars(name)]
+    return events if tag is None else [e for _, e in events]
+
+
+def _last_logged(run: Path) -> dict[str, float]:
+    """The last value of every scalar the DDP workers logged."""
+    last: dict[str, tuple[int, float]] = {}
+    for tag, e in _scalars(run):
+        if tag not in last or e.step >= last[tag][0]:
+            last[tag] = (e.step, e.value)
+    return {tag: value for tag, (_, value) in last.items()}
+
+
+def test_two_process_run_finishes_and_repeats_bit_identically(ddp_runs) -> None:
+    first, second, _ = ddp_runs
+    assert first.weights_sha256 == second.weights_sha256
+    assert first.run_dir.name != second.run_dir.name and not first.run_dir.name.endswith(".partial")
+    run = Run(first.run_dir)
+    run.verify()
+    assert run.fingerprint["determinism"]["precision"] == "32-true"
+    assert (first.run_dir / "checkpoints" / "best.ckpt").is_file()
+    # every test node scored once, by the main process, from the weights the workers trained
+    predictions = (first.run_dir / "predictions.tsv").read_text().splitlines()
+    assert len(predictions) - 1 == first.metrics["test"]["phrase"]["n"]
+    weights = load_file(first.run_dir / "weights.safetensors")
+    pooler = [k for k in weights if "pooler" in k]
+    assert pooler  # kept in the file, as a one-process run keeps it (never trained)
+
+
+def test_workers_synced_validation_equals_one_process_on_the_same_weights(ddp_runs) -> None:
+    """Each worker scores every other evaluation batch; the metrics sync on compute. The main
+    process then validates the same (last) weights alone: every headline must agree."""
+    run = ddp_runs[0]
+    logged = _last_logged(run.run_dir)
+    alone = run.metrics["val"]
+    compared = 0
+    for level in LEVELS:
+        for key in HEADLINE:
+            assert logged[f"val/{level}/{key}"] == pytest.approx(alone[level][key], abs=1e-6)
+            compared += 1
+    assert compared == len(LEVELS) * len(HEADLINE)
+    assert alone["phrase"]["n"] > 2 * 16  # more than one batch per process was scored
+
+
+def test_best_on_dev_under_ddp_tests_the_checkpoint_the_workers_chose(ddp_runs) -> None:
+    run = ddp_runs[2]
+    best = torch.load(run.run_dir / "checkpoints" / "best.ckpt", weights_only=False)
+    weights = load_file(run.run_dir / "weights.safetensors")
+    assert all(torch.equal(weights[k], best["state_dict"][k]) for k in weights)
+    (note,) = [n for n in run.notes if n.startswith("tested the best weights")]
+    logged = max(  # the best val root macro-F1 the workers logged
+        e.value for e in _scalars(run.run_dir, "val/root/macro_f1")
+    )
+    assert note == f"tested the best weights (val root macro-F1 {logged:.4f})"
+
+
+def test_rank_shares_cover_every_batch_once_in_the_same_order() -> None:
+    labels = np.repeat(np.arange(5), 40)
+    lengths = np.arange(200) % 17 + 1
+
+    def sampler() -> BucketBatchSampler:  # one per process, as each DDP worker builds its own
+        return BucketBatchSampler(labels, lengths, 16, Schedule.parse("random:1"), seed=3)
+
+    whole = [list(b) for b in sampler()]
+    shares = [list(RankShare(sampler(), rank, 2)) for rank in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == len(whole) == len(RankShare(sampler(), 0, 2))
+    for batch, a, b in zip(whole, *shares, strict=True):
+        assert sorted(a + b) == sorted(batch) and not set(a) & set(b)
+        assert abs(len(a) - len(b)) <= 1
+
+
+def test_a_batch_smaller_than_the_process_count_still_gives_every_process_a_draw() -> None:
+    class One:
+        def __iter__(self):
+            yield [7]
+
+    assert list(RankShare(One(), 1, 2)) == [[7]]  # type: ignore[arg-type]
