@@ -127,9 +127,7 @@ class TrainConfig:
     scheduler: Scheduler = option("linear", "learning-rate schedule (linear, cosine: warmup first)")
     warmup_ratio: float = option(0.06, "share of steps spent warming up (linear, cosine)")
     grad_clip: float = option(1.0, "gradient-norm clipping (0: off)")
-    precision: Precision = option(
-        "auto", "auto: bf16/16-mixed on a GPU, 32-true on CPU (bf16-mixed: CPUs with bf16 units)"
-    )
+    precision: Precision = option("auto", "auto: bf16/16-mixed on a GPU, 32-true on a CPU")
     devices: int = option(1, "processes (CPU) or GPUs to train on: DDP when > 1", added=True)
     strategy: Strategy = option(
         "auto", "devices > 1: auto (ddp_fork on CPU, ddp_spawn on GPU) or Lightning's", added=True
@@ -148,6 +146,9 @@ class TrainConfig:
     )
     keep_checkpoints: bool = option(
         False, "keep checkpoints/ after a successful run (default: only the weights)", added=True
+    )
+    profile: bool = option(
+        False, "write Lightning's per-hook timings (fit-profile.txt) to the run", identity=False
     )
     runs_dir: str = option("runs", "where run folders are written")
 

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.trainer.states import TrainerFn
 from safetensors.torch import save_model
 
@@ -216,6 +217,7 @@ def _trainer(
             str(work), name=runs.TENSORBOARD, version="", default_hp_metric=False
         ),
         callbacks=[best, last, TQDMProgressBar(refresh_rate=20), ReportCallback(tracker, work)],
+        profiler=SimpleProfiler(str(work), runs.PROFILE) if t.profile else None,
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         enable_model_summary=False,

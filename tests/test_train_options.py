@@ -199,3 +199,18 @@ def test_precision_is_a_knob_recorded_in_the_fingerprint_and_part_of_the_bits(
     emulated = [n for n in runs["bf16-mixed"].notes if "without bf16 units" in n]
     assert bool(emulated) != cpu_has_bf16()
     assert not [n for n in runs["auto"].notes if "bf16" in n]
+
+
+def test_profile_writes_lightnings_per_hook_timings_and_leaves_the_hash(
+    tiny_model: Path, tiny_split: Path, tmp_path: Path
+) -> None:
+    """train.profile=true: Lightning's SimpleProfiler table in the run folder (where a real run's
+    time goes, evaluation included); a timing aid, so the config hash is that of the plain run."""
+    overrides = train_overrides(tiny_model, tiny_split, tmp_path, "train.profile=true")
+    result = train(load_config(None, overrides))
+    fit = (result.run_dir / "fit-profile.txt").read_text()
+    for action in ("run_training_batch", "[LightningModule]SstClassifier.optimizer_step"):
+        assert action in fit, fit[:2000]
+    assert "SingleDeviceStrategy.test_step" in (result.run_dir / "test-profile.txt").read_text()
+    plain = load_config(None, train_overrides(tiny_model, tiny_split, tmp_path))
+    assert load_config(None, overrides).hash() == plain.hash()
