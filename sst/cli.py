@@ -113,17 +113,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from sst import bench
 
-    cfg = _load(args)
-    out = Path(args.out) if args.out else None
+    cfg, out, n = _load(args), Path(args.out) if args.out else None, args.phrases
     if args.what == "split":
         return bench.bench_split(cfg, args.seeds, args.peer_seeds, out)
-    if args.what == "isa":
-        return bench.bench_isa(cfg, args.phrases, out)
-    if args.what == "ours":
-        return bench.bench_ours(cfg, args.phrases)
-    if args.what == "profile":
-        return bench.bench_profile(cfg, args.phrases, out)
-    return bench.bench_train(cfg, args.phrases, out)
+    verbs = {"isa": bench.bench_isa, "profile": bench.bench_profile, "train": bench.bench_train}
+    return bench.bench_ours(cfg, n) if args.what == "ours" else verbs[args.what](cfg, n, out)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -219,6 +213,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if verdict.identical else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from sst.export import export
+
+    out, status = export(Path(args.run), Path(args.out) if args.out else None, force=args.force)
+    print(f"{out}: {status} (from_pretrained(folder, trust_remote_code=True) loads it)")
+    return 0
+
+
 def _verb(sub: Any, func: Callable[[argparse.Namespace], int], help: str) -> Any:
     """The sub-command named after ``func`` (``cmd_<verb>``), which runs it."""
     p = sub.add_parser(func.__name__.removeprefix("cmd_"), help=help)
@@ -312,20 +314,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", help="server: clone the task onto this queue instead of running here")
     p.add_argument("--out", help="where the replay's run folder goes (default <runs>/replays)")
     p = _verb(sub, cmd_verify, "is a run intact? do two runs match: BIT-IDENTICAL or what differs")
-    p.description = (
-        "Every file a run folder's fingerprint records (weights, config, metrics, predictions, "
-        "figure) is re-hashed first; a changed one is refused. With one run, that is all."
-    )
+    p.description = "Re-hashes every file the fingerprint records first; a changed one is refused."
     p.add_argument("a", help=SOURCE_HELP)
     p.add_argument("b", nargs="?", help=f"{SOURCE_HELP} (none: only check that a is intact)")
     p = _verb(sub, cmd_upload, "import an offline session into ClearML; print the task link")
-    p.description = (
-        "Imports the session (Task.import_offline_session) and attaches the run folder's config, "
-        "fingerprint, metrics, predictions, weights and figure as artifacts, so the link is "
-        "enough to replay, verify and predict elsewhere."
-    )
+    p.description = "Imports the session and attaches the run folder (to replay, verify, predict)."
     p.add_argument("session", help="the offline session .zip that sst train printed")
     p.add_argument("--run", help="the run folder to attach (default: found in runs/ by task id)")
+    p = _verb(sub, cmd_export, "a run as a folder plain transformers loads, with a model card")
+    p.add_argument("run", help="runs/<id> (verified against its fingerprint first)")
+    p.add_argument("--out", help="the folder to write (default exports/<id>)")
+    p.add_argument("--force", action="store_true", help="replace a different export there")
     return parser
 
 

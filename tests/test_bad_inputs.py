@@ -168,6 +168,11 @@ def _predict_truncated(tmp: Path, tracked: dict) -> tuple[list[str], str]:
     return ["predict", "--run", str(run), "a film"], f"{run}/weights.safetensors: sha256 "
 
 
+def _export_flipped(tmp: Path, tracked: dict) -> tuple[list[str], str]:
+    run = run_copy(tracked, tmp, lambda r: flip_bytes(r / "weights.safetensors"))
+    return ["export", str(run), "--out", str(tmp / "export")], f"{run}/weights.safetensors: sha256 "
+
+
 def _predict_latin1(tmp: Path, tracked: dict) -> tuple[list[str], str]:
     src = tmp / "phrases.txt"
     src.write_bytes(b"a fine film\nanother one\ncaf\xe9 society\n")
@@ -250,6 +255,7 @@ CASES: dict[str, Case] = {
     "predict: flipped weights": _predict_flipped,
     "predict: truncated weights": _predict_truncated,
     "predict: a latin-1 input file": _predict_latin1,
+    "export: flipped weights": _export_flipped,
     "predict: a TSV row with a tab in its phrase": _predict_extra_tab,
     "split: PTB dev file named mydev.txt": _ptb_unnamed_dev,
     "split: canonical without dev": _ptb_no_dev,

@@ -14,7 +14,15 @@ from sst import runs
 PACKAGE = Path(__file__).resolve().parent.parent / "sst"
 # One module per CLI verb (or pair of verbs); the recipes `train` and `prepare` are what verbs
 # share (replay re-trains, train and replay make a missing split), so they are not verbs here.
-VERBS = {"sst.predict", "sst.replay", "sst.sweep", "sst.report", "sst.ensemble", "sst.bench"}
+VERBS = {
+    "sst.predict",
+    "sst.replay",
+    "sst.sweep",
+    "sst.report",
+    "sst.ensemble",
+    "sst.bench",
+    "sst.export",
+}
 MAX_LINES = 360
 CONTRACT_NAMES = {
     runs.CONFIG,

@@ -25,6 +25,7 @@ from sst.config import Config
 from sst.data import N_CLASSES
 from sst.errors import SstError
 from sst.model.metrics import HEADLINE, LEVELS, summarize
+from sst.model.modeling_sst import pool
 from sst.repro import seeded_torch
 
 
@@ -123,11 +124,7 @@ class SstClassifier(L.LightningModule):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.hparams["pooling"] == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        pooled = pool(hidden, attention_mask, self.hparams["pooling"])
         return self.head(self.dropout(pooled))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
