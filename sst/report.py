@@ -15,7 +15,6 @@ to ClearML (offline without a server).
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -29,7 +28,7 @@ from typing import TextIO
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from sst import agent, runs, server, tracking
+from sst import agent, board, pictures, runs, server, tracking
 from sst.data.stats import save_png
 from sst.data.versioning import private_sibling
 from sst.errors import SstError
@@ -49,6 +48,7 @@ from sst.ranking import (
 
 NOTE = f"{BALANCED_RULE}; contamination RISK = the checkpoint was fine-tuned on SST/GLUE."
 FILES = ("leaderboard.md", "leaderboard.html", "leaderboard.json", "confusion_grid.png")
+TOP_CURVES = 3  # learning curves embedded in the page
 
 
 def from_project(project: str, tag: str) -> list[Row]:
@@ -183,20 +183,28 @@ def markdown(rows: list[Row], by: str) -> str:
     return "\n".join(lines)
 
 
-def render_html(rows: list[Row], by: str) -> str:
+def render_html(rows: list[Row], by: str, out_dir: Path, tmp: Path) -> str:
+    """The browsable page (:mod:`sst.board`); the top rows' learning curves are copied into
+    ``tmp/pictures/`` (drawn there first for a run made before runs had pictures)."""
     header, body = leaderboard_cells(rows)
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    trs = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body
-    )
-    return (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>sst leaderboard</title>'
-        "<style>table{border-collapse:collapse;font:13px sans-serif}td,th{border:1px solid #ccc;"
-        "padding:2px 6px;text-align:right}td:nth-child(-n+6){text-align:left}</style></head>"
-        f"<body><h1>Leaderboard (ranked by {html.escape(by)}, test set)</h1>\n"
-        f"<table>\n<thead><tr>{th}</tr></thead>\n<tbody>\n{trs}\n</tbody>\n</table>\n"
-        f"<p>{html.escape(NOTE)}</p>\n"
-        '<img src="confusion_grid.png" alt="confusion matrices">\n</body></html>\n'
+    configs = {}
+    for r in rows:
+        if r.status == "completed" and (Path(r.path) / runs.CONFIG).is_file():
+            configs[r.name] = runs.Run(Path(r.path)).config.to_dict()
+    curves = {}
+    for r in [r for r in rows if r.name in configs][:TOP_CURVES]:
+        run = runs.Run(Path(r.path))
+        curve = run.path / runs.PICTURES / pictures.CURVE
+        if not curve.is_file():
+            curve = pictures.draw(run, tmp / runs.PICTURES / r.name).get(pictures.CURVE, curve)
+        if curve.is_file():
+            (tmp / runs.PICTURES).mkdir(exist_ok=True)
+            shutil.copyfile(curve, tmp / runs.PICTURES / f"{r.name}.png")
+            curves[r.name] = f"{runs.PICTURES}/{r.name}.png"
+    title = f"Leaderboard (ranked by {by}, test set)"
+    changes = board.overrides(configs)
+    return board.render(
+        rows, header, body, title=title, note=NOTE, out_dir=out_dir, changes=changes, curves=curves
     )
 
 
@@ -225,12 +233,13 @@ def write_report(
     try:
         md, page, table, grid = (tmp / name for name in FILES)
         md.write_text(markdown(ranked, by))
-        page.write_text(render_html(ranked, by))
+        page.write_text(render_html(ranked, by, out_dir.resolve(), tmp))
         table.write_text(
             json.dumps({"by": by, "rows": [asdict(r) for r in ranked]}, indent=1) + "\n"
         )
         confusion_grid(ranked, grid)
         out_dir.mkdir(exist_ok=True)
+        shutil.rmtree(out_dir / runs.PICTURES, ignore_errors=True)  # this report's curves only
         for f in sorted(tmp.iterdir()):
             os.replace(f, out_dir / f.name)
     finally:

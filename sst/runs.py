@@ -43,6 +43,7 @@ TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
 BEST, LAST = "best", "last"  # checkpoint names (Lightning adds .ckpt)
 CONFUSION_DIR = "confusion"
+PICTURES = "pictures"  # sst.pictures: learning curve, per class, by length, reliability, errors
 PROFILE = "profile"  # train.profile: Lightning's SimpleProfiler writes fit-profile.txt, test-…
 PARTIAL = ".partial"
 REPLAYS = "replays"  # <runs_dir>/replays/: where `sst replay` trains

@@ -23,13 +23,18 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.trainer.states import TrainerFn
 from safetensors.torch import save_model
 
-from sst import agent, runs, tracking
+from sst import agent, pictures, runs, tracking
 from sst.config import Config
 from sst.data import LABELS
 from sst.data.sources import sha256_file
@@ -102,12 +107,14 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
         notes += _precision_note(determinism["precision"])
         task_id = tracker.id if tracker is not None else None
         metrics, fingerprint = _record(cfg, work, model, data, determinism, task_id)
+        drawn = pictures.draw(runs.Run(work), work / runs.PICTURES)
         final = runs.finish(work)
         if not cfg.train.keep_checkpoints and (removed := runs.drop_checkpoints(final)):
             notes.append(removed)
         where = None
         if tracker is not None:  # after the rename: ClearML reads the figure when it uploads
             _report_run(tracker, fingerprint, metrics["test"], final / runs.CONFUSION_PNG)
+            pictures.report(tracker, {n: final / runs.PICTURES / n for n in drawn})
             tracker.upload_run(final, runs.SHARED)
             where = tracker.describe(run=final)
     seconds = time.perf_counter() - t0
@@ -216,7 +223,13 @@ def _trainer(
         logger=TensorBoardLogger(
             str(work), name=runs.TENSORBOARD, version="", default_hp_metric=False
         ),
-        callbacks=[best, last, TQDMProgressBar(refresh_rate=20), ReportCallback(tracker, work)],
+        callbacks=[
+            best,
+            last,
+            LearningRateMonitor(logging_interval="step"),  # the learning curve's lr panel
+            TQDMProgressBar(refresh_rate=20),
+            ReportCallback(tracker, work),
+        ],
         profiler=SimpleProfiler(str(work), runs.PROFILE) if t.profile else None,
         use_distributed_sampler=False,
         num_sanity_val_steps=0,

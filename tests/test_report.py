@@ -51,8 +51,8 @@ def test_leaderboard_ranks_by_the_chosen_metric_and_lists_the_failure(local_swee
     parser = Cells()
     parser.feed((report / "leaderboard.html").read_text())
     header, *body = parser.rows
-    assert header[:3] == ["#", "run", "model"] and len(body) == 3
-    assert body[0][1] == rows[0]["name"] and body[2][3].startswith("failed")
+    assert header[:4] == ["#", "run", "overrides", "model"] and len(body) == 3
+    assert body[0][1] == rows[0]["name"] and body[2][4].startswith("failed")
 
     # any other metric re-ranks the same rows; lower-is-better metrics ascend
     ranked = rank(collect([local_sweep["runs"]]), "mae")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.aggregation import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sst.config import Config
@@ -92,6 +93,7 @@ class SstClassifier(L.LightningModule):
                 for level in LEVELS
             }
         )
+        self.losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         self.results: dict[str, dict[str, dict[str, Any]]] = {}
         self.test_probs: dict[int, torch.Tensor] = {}
 
@@ -144,6 +146,8 @@ class SstClassifier(L.LightningModule):
             logits = logits[batch["expand"]]
         pred = logits.argmax(-1)
         self._cm(stage, "phrase").update(pred, batch["labels"])
+        loss = F.cross_entropy(logits.float(), batch["labels"], reduction="none")
+        self.losses[stage].update(loss)  # type: ignore[operator]  # mean over tree nodes
         roots = batch["is_root"]
         if roots.any():
             self._cm(stage, "root").update(pred[roots], batch["labels"][roots])
@@ -159,6 +163,9 @@ class SstClassifier(L.LightningModule):
             self.test_probs[i] = p
 
     def _finish(self, stage: str) -> None:
+        loss = self.losses[stage]
+        self.log(f"{stage}/loss", loss.compute(), sync_dist=True)  # type: ignore[operator]
+        loss.reset()  # type: ignore[operator]
         self.results[stage] = {}
         for level in LEVELS:
             cm = self._cm(stage, level)
