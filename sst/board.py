@@ -18,7 +18,7 @@ SORT_SCRIPT = """
 function sortBy(col, desc) {
   const body = document.querySelector("#board tbody");
   const rows = Array.from(body.rows);
-  const key = r => r.cells[col].dataset.v ?? r.cells[col].textContent.trim();
+  const key = r => r.cells[col].textContent.trim();
   const num = v => v !== "" && !isNaN(Number(v));
   rows.sort((a, b) => {
     const x = key(a), y = key(b);
@@ -92,8 +92,9 @@ def render(
         tds = []
         for i, cell in enumerate(cells):
             text = html.escape(cell)
-            if i == run_col and row.path:
-                href = os.path.relpath(row.path, out_dir) + ("/" if Path(row.path).is_dir() else "")
+            target = Path(row.path).resolve() if row.path else None
+            if i == run_col and target is not None and target.exists():  # not a task id
+                href = os.path.relpath(target, out_dir) + ("/" if target.is_dir() else "")
                 text = f'<a class="run" href="{html.escape(href)}">{text}</a>'
             left = ' class="t"' if i <= run_col + 4 else ""
             tds.append(f"<td{left}>{text}</td>")

@@ -34,7 +34,7 @@ Optimizer = Literal["adamw_torch", "adamw_torch_fused"]  # HF TrainingArguments.
 Pooling = Literal["cls", "mean"]
 Scheduler = Literal["linear", "cosine", "constant", "one_cycle"]
 Precision = Literal["auto", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
-Strategy = Literal["auto", "ddp_fork", "ddp_spawn", "ddp"]  # Lightning's names
+Strategy = Literal["auto", "ddp_fork", "ddp_spawn"]  # Lightning's; its "ddp" re-runs the command
 
 
 def option(
@@ -222,7 +222,7 @@ def _coerce(
 
     origin = typing.get_origin(tp)
     if origin is tuple:
-        if isinstance(value, str):  # `train.seeds=0,1,2` on the command line
+        if isinstance(value, str) and typing.get_args(tp)[0] is int:  # `train.seeds=0,1,2`
             value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
         items = value if isinstance(value, list | tuple) else [value]
         return tuple(_coerce(typing.get_args(tp)[0], v, key, where, as_written) for v in items)

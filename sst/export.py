@@ -31,13 +31,13 @@ CARD_METRICS = ("n", *HEADLINE)
 def export(folder: Path, out: Path | None = None, force: bool = False) -> tuple[Path, str]:
     """Export the finished run at ``folder`` to ``out`` (default ``exports/<run id>``); returns
     the folder and whether it was ``written``, ``unchanged`` or ``replaced``."""
-    run = Run.open(folder, need=(CONFIG, FINGERPRINT, METRICS, WEIGHTS))
-    if run.members:
+    if Run.open(folder).members:
         raise SstError(
             "an ensemble has no single model to export",
             path=folder,
             fix="export one of its member runs",
         )
+    run = Run.open(folder, need=(CONFIG, FINGERPRINT, METRICS, WEIGHTS))
     classifier = run.load_classifier()  # verifies every file against the fingerprint
     out = Path(out or Path("exports") / run.name)
 

@@ -30,7 +30,7 @@ from sst.data.versioning import MANIFEST
 from sst.errors import SstError
 from sst.figures import SHORT
 from sst.model.metrics import LEVELS
-from sst.runs import PARTIAL, PROBS, Run
+from sst.runs import PARTIAL, PREDICTIONS, PROBS, Run
 
 CURVE, PER_CLASS, BY_LENGTH, RELIABILITY = (
     "learning_curve.png",
@@ -44,7 +44,8 @@ LENGTHS = ((1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 10_000))
 
 def draw(run: Run, out: Path, errors: int = 25) -> dict[str, Path]:
     """Every picture of ``run`` into ``out``, by name; the learning curve needs ``tb/``, the
-    length view and the error table the split the run recorded (left out when it is gone)."""
+    reliability diagram ``predictions.tsv``, the length view and the error table the split the
+    run recorded (each left out when what it needs is gone)."""
     out.mkdir(parents=True, exist_ok=True)
     drawn: dict[str, Path] = {}
     name = run.name.removesuffix(PARTIAL)  # train draws before the rename
@@ -58,6 +59,8 @@ def draw(run: Run, out: Path, errors: int = 25) -> dict[str, Path]:
         save(CURVE, plot_learning_curve(curves, name))
     test = run.metrics["test"]
     save(PER_CLASS, plot_per_class(test, name))
+    if not (run.path / PREDICTIONS).is_file():
+        return drawn
     frame = test_frame(run)
     save(RELIABILITY, plot_reliability(frame, name))
     if "text" in frame:
@@ -71,13 +74,13 @@ def scalars(tb: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar logged to TensorBoard under ``tb`` (all event files), by tag, step-sorted."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    tags: dict[str, list[tuple[int, float]]] = {}
-    for events in sorted(tb.rglob("events.out.tfevents.*")):
+    tags: dict[str, dict[int, float]] = {}
+    for events in sorted(tb.rglob("events.out.tfevents.*")):  # by creation time (in the name)
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            tags.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return {tag: sorted(points) for tag, points in tags.items()}
+        for tag in acc.Tags()["scalars"]:  # a resumed run logs its last steps again: newest wins
+            tags.setdefault(tag, {}).update((e.step, e.value) for e in acc.Scalars(tag))
+    return {tag: sorted(points.items()) for tag, points in tags.items()}
 
 
 def test_frame(run: Run) -> pd.DataFrame:

@@ -49,6 +49,7 @@ from sst.ranking import (
 NOTE = f"{BALANCED_RULE}; contamination RISK = the checkpoint was fine-tuned on SST/GLUE."
 FILES = ("leaderboard.md", "leaderboard.html", "leaderboard.json", "confusion_grid.png")
 TOP_CURVES = 3  # learning curves embedded in the page
+PICTURES = "run-pictures"  # their copies, and the pictures drawn for runs made before pictures
 
 
 def from_project(project: str, tag: str) -> list[Row]:
@@ -185,7 +186,7 @@ def markdown(rows: list[Row], by: str) -> str:
 
 def render_html(rows: list[Row], by: str, out_dir: Path, tmp: Path) -> str:
     """The browsable page (:mod:`sst.board`); the top rows' learning curves are copied into
-    ``tmp/pictures/`` (drawn there first for a run made before runs had pictures)."""
+    ``tmp/run-pictures/`` (all its pictures drawn there first for a run made before them)."""
     header, body = leaderboard_cells(rows)
     configs = {}
     for r in rows:
@@ -196,11 +197,11 @@ def render_html(rows: list[Row], by: str, out_dir: Path, tmp: Path) -> str:
         run = runs.Run(Path(r.path))
         curve = run.path / runs.PICTURES / pictures.CURVE
         if not curve.is_file():
-            curve = pictures.draw(run, tmp / runs.PICTURES / r.name).get(pictures.CURVE, curve)
+            curve = pictures.draw(run, tmp / PICTURES / r.name).get(pictures.CURVE, curve)
         if curve.is_file():
-            (tmp / runs.PICTURES).mkdir(exist_ok=True)
-            shutil.copyfile(curve, tmp / runs.PICTURES / f"{r.name}.png")
-            curves[r.name] = f"{runs.PICTURES}/{r.name}.png"
+            (tmp / PICTURES).mkdir(exist_ok=True)
+            shutil.copyfile(curve, tmp / PICTURES / f"{r.name}.png")
+            curves[r.name] = f"{PICTURES}/{r.name}.png"
     title = f"Leaderboard (ranked by {by}, test set)"
     changes = board.overrides(configs)
     return board.render(
@@ -239,7 +240,7 @@ def write_report(
         )
         confusion_grid(ranked, grid)
         out_dir.mkdir(exist_ok=True)
-        shutil.rmtree(out_dir / runs.PICTURES, ignore_errors=True)  # this report's curves only
+        shutil.rmtree(out_dir / PICTURES, ignore_errors=True)  # the previous report's
         for f in sorted(tmp.iterdir()):
             os.replace(f, out_dir / f.name)
     finally:

@@ -117,9 +117,12 @@ def _cpu_flags() -> set[str]:
         return set()
 
 
-def cpu_has_bf16() -> bool:
+BF16_UNITS = {"avx512_bf16", "amx_bf16"}
+
+
+def cpu_has_bf16(flags: set[str] | None = None) -> bool:
     """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it."""
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return bool((_cpu_flags() if flags is None else flags) & BF16_UNITS)
 
 
 def cpu_summary() -> str:
@@ -127,7 +130,7 @@ def cpu_summary() -> str:
     flags = _cpu_flags()
     units = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
     have = [u for u in units if u in flags]
-    bf16 = "" if cpu_has_bf16() else "; no bf16 units"
+    bf16 = "" if cpu_has_bf16(flags) else "; no bf16 units"
     return f"{_cpu_model()} ({os.cpu_count()} cores; {', '.join(have) or 'no AVX2'}{bf16})"
 
 

@@ -147,7 +147,7 @@ def _chosen_checkpoint(cfg: Config, trainer: L.Trainer) -> tuple[str | None, lis
     if isinstance(best, ModelCheckpoint) and best.best_model_path:
         score = best.best_model_score
         if score is None:  # DDP workers hand back only the path; the checkpoint holds the score
-            state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+            state = torch.load(best.best_model_path, weights_only=False, mmap=True)
             (score,) = (
                 v["best_model_score"]
                 for v in state["callbacks"].values()
@@ -184,15 +184,9 @@ def _strategy(cfg: Config) -> str:
 
 
 def _trainer(
-    cfg: Config,
-    work: Path,
-    tracker: tracking.Tracker | None,
-    *,
-    epochs: int,
-    devices: int | None = None,
+    cfg: Config, work: Path, tracker: tracking.Tracker | None, *, epochs: int
 ) -> L.Trainer:
     t = cfg.train
-    devices = devices or t.devices
     folder = work / runs.CHECKPOINTS
     best = ModelCheckpoint(
         dirpath=folder,
@@ -215,8 +209,8 @@ def _trainer(
     return L.Trainer(
         max_epochs=epochs,
         accelerator="auto",
-        devices=devices,
-        strategy=_strategy(cfg) if devices > 1 else "auto",
+        devices=t.devices,
+        strategy=_strategy(cfg),
         precision=_precision(t.precision),  # type: ignore[arg-type]
         deterministic=True,
         gradient_clip_val=t.grad_clip or None,

@@ -14,6 +14,7 @@ import pytest
 from sst.cli import main
 from sst.ensemble import ensemble
 from sst.errors import SstError
+from sst.export import export
 from sst.model.metrics import confusion, summarize
 from sst.report import collect
 
@@ -130,6 +131,9 @@ def test_ensemble_averages_probabilities_and_is_scored_like_a_run(tmp_path: Path
     }
     (row,) = collect([folder])
     assert row.status == "ensemble" and "textattack/roberta-base-SST-2" in row.contamination
+    with pytest.raises(SstError, match="an ensemble has no single model to export"):
+        export(folder, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
 
 
 def test_ensemble_refuses_runs_of_another_split(tmp_path: Path) -> None:

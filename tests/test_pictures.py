@@ -87,10 +87,10 @@ def test_report_redraws_the_pictures_of_a_run_made_before_them(
     shutil.rmtree(old / "pictures")
     out = tmp_path / "report"
     assert main(["report", str(old.parent), "--out", str(out), "--no-clearml"]) == 0
-    redrawn = out / "pictures" / old.name
+    redrawn = out / "run-pictures" / old.name
     for name in PNGS:
         assert (redrawn / name).is_file(), name
-    assert (out / "pictures" / f"{old.name}.png").is_file()  # embedded in the page
+    assert (out / "run-pictures" / f"{old.name}.png").is_file()  # embedded in the page
     assert not (old / "pictures").exists()  # the run folder is not written to
 
 
@@ -150,6 +150,6 @@ def test_leaderboard_sorts_and_links_in_a_real_browser(local_sweep: dict) -> Non
     for href in links:
         target = page.parent / href
         assert (target / "config.yaml").is_file() if href.endswith("/") else target.is_file()
-    assert re.findall(r'<img src="(pictures/[^"]+)"', asc)
+    assert re.findall(r'<img src="(run-pictures/[^"]+)"', asc)
     for src in re.findall(r'<img src="([^"]+)"', asc):
         assert (page.parent / src).is_file(), src

@@ -299,8 +299,15 @@ class SstDataModule(L.LightningDataModule):
         under DDP every process scores every ``world``-th batch (the metrics sync on compute)."""
         distinct = Distinct(self.parts[name])
         rank, world = self._rank()
-        size = min(self.eval_batch_size, -(-len(distinct) // world))  # a batch for each process
-        batches = length_sorted_batches(distinct.lengths, max(size, 1))
+        batches = length_sorted_batches(distinct.lengths, self.eval_batch_size)
+        if len(batches) < world:  # every process needs a batch, or the metric sync waits forever
+            if len(distinct) < world:
+                raise SstError(
+                    f"the {name} part holds {len(distinct)} distinct texts for {world} processes",
+                    path=self.split_dir,
+                    fix="use fewer train.devices or a larger part",
+                )
+            batches = np.array_split(np.argsort(distinct.lengths, kind="stable"), world)
         return self._loader(distinct, [b.tolist() for b in batches[rank::world]])
 
     def val_dataloader(self) -> DataLoader[Any]:

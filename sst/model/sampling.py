@@ -196,8 +196,9 @@ class BucketBatchSampler:
 
 class RankShare:
     """DDP: the same batches in the same order on every process, each taking its ``rank``-th
-    share of every batch, so ``train.batch_size`` stays the batch one optimizer step sees and
-    the schedule, epochs and resume point are those of a single-process run."""
+    share of every batch: one optimizer step sees the draws of one ``train.batch_size`` batch,
+    and the schedule and epochs are a single-process run's. DDP averages the processes' mean
+    losses, so a batch split unevenly (17 and 16) weighs its draws slightly unequally."""
 
     def __init__(self, sampler: BucketBatchSampler, rank: int, world: int) -> None:
         self.sampler, self.rank, self.world = sampler, rank, world
