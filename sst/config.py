@@ -52,9 +52,7 @@ def option(
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: DataFormat = option(
-        "kaggle", "source format: kaggle (the phrase TSV), ptb (the SST trees)"
-    )
+    format: DataFormat = option("kaggle", "kaggle (the phrase TSV) or ptb (the SST trees)")
     sources: tuple[str, ...] = option(
         (),
         "files to read: local paths, http(s):// URLs or s3://bucket/key (zip: uri#member); "
@@ -71,9 +69,7 @@ class DataConfig:
     sha256: tuple[str, ...] = option(
         (), "expected sha256 per source (of the file, or of a gzip's content); '' = unchecked"
     )
-    dedup: Dedup = option(
-        "none", "none: every node; sentence: a text once per sentence; global: once"
-    )
+    dedup: Dedup = option("none", "none: every node; sentence: a text per sentence; global: once")
     roles: tuple[PtbRole, ...] = option(
         (),
         "ptb: per source, the part it holds (train, dev or test); default: from the file name "
@@ -107,6 +103,7 @@ class ModelConfig:
     dropout: float = option(0.1, "dropout before the classification layer")
     freeze_backbone: bool = option(False, "train only the classification layer")
     max_length: int = option(128, "tokens per phrase at most (SST phrases: p95 22, max ~70)")
+    init_from: str = option("", "start from this run's weights (runs/<id>, verified)", added=True)
 
 
 @dataclass(frozen=True)
@@ -147,6 +144,7 @@ class TrainConfig:
     keep_checkpoints: bool = option(
         False, "keep checkpoints/ after a successful run (default: only the weights)", added=True
     )
+    prune: float = option(0.0, "sparsity of the encoder's linear weights (L1)", added=True)
     profile: bool = option(
         False, "write Lightning's per-hook timings (fit-profile.txt) to the run", identity=False
     )

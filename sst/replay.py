@@ -39,6 +39,7 @@ INPUTS = {
     "config_sha256": "another config: not a replay of the same run",
     "seed": "another seed",
     "split_manifest_sha256": "another split (data)",
+    "init_weights_sha256": "started from another run's weights (model.init_from)",
     "model": "another model",
     "model_revision": "another hub revision of the model",
     "model_files_sha256": "other model files",

@@ -185,6 +185,12 @@ def fingerprint(
         "clearml_task_id": task_id,
         "weights_sha256": weights_sha256,
         "files_sha256": files_sha256(work),
+        # model.init_from: the weights it started from
+        **(
+            {"init_weights_sha256": Run(Path(init)).fingerprint.get("weights_sha256")}
+            if (init := cfg.model.init_from)
+            else {}
+        ),
     }
 
 
@@ -284,14 +290,26 @@ class Run:
     def load_classifier(self) -> Any:
         """The trained classifier: the recorded config's model with the run's weights, once
         every recorded file is verified."""
-        from safetensors.torch import load_model
-
         from sst.model.module import SstClassifier
 
         self.verify(reads=(CONFIG, WEIGHTS))
         model = SstClassifier.from_config(self.config)
-        load_model(model, str(self.weights))
+        self.load_into(model)
         return model.eval()
+
+    def load_into(self, model: Any) -> None:
+        """This run's weights into ``model`` (built like this run's), once verified."""
+        from safetensors.torch import load_model
+
+        self.verify(reads=(WEIGHTS,))
+        try:
+            load_model(model, str(self.weights))
+        except RuntimeError as e:
+            raise SstError(
+                f"these weights do not fit the model: {str(e).splitlines()[0][:160]}",
+                path=self.weights,
+                fix="use the run's own model.name and model.pooling",
+            ) from None
 
     @property
     def members(self) -> list[str] | None:

@@ -43,6 +43,7 @@ from sst.figures import plot_confusion, plot_test_confusion
 from sst.model.datamodule import SstDataModule
 from sst.model.metrics import HEADLINE, LEVELS, mean_sd
 from sst.model.module import SstClassifier
+from sst.model.pruning import PruneAtStart, sparsity
 from sst.repro import configure_determinism, cpu_has_bf16, seed_everything
 
 
@@ -72,6 +73,8 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
     model = SstClassifier.from_config(cfg)
     if cfg.train.devices > 1:
         model.freeze_unused()
+    if cfg.model.init_from:  # verified against its fingerprint, then its weights loaded
+        runs.Run.open(Path(cfg.model.init_from), need=(runs.WEIGHTS,)).load_into(model)
     if resume is not None:
         work, checkpoint = resume, runs.resume_point(resume)
     else:
@@ -97,7 +100,7 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
             tracker.record_container()
             tracker.connect("model", dict(model.hparams))
         seed_everything(cfg.train.seed)  # after Task.init, so tracked and untracked runs agree
-        trainer = _trainer(cfg, work, tracker, epochs=len(data.schedule))
+        trainer = _trainer(cfg, work, tracker, model, len(data.schedule))
         trainer.fit(model, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None)
         chosen, notes = _chosen_checkpoint(cfg, trainer)
         if trainer.world_size > 1:  # the DDP workers are gone with their results: score here
@@ -105,6 +108,8 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
             trainer.validate(model, datamodule=data, verbose=False)  # the last weights
         trainer.test(model, datamodule=data, ckpt_path=chosen, verbose=False)  # loads it
         notes += _precision_note(determinism["precision"])
+        if cfg.train.prune:
+            notes.append(f"pruned: {sparsity(model):.1%} of the encoder's linear weights are 0")
         task_id = tracker.id if tracker is not None else None
         metrics, fingerprint = _record(cfg, work, model, data, determinism, task_id)
         drawn = pictures.draw(runs.Run(work), work / runs.PICTURES)
@@ -184,7 +189,7 @@ def _strategy(cfg: Config) -> str:
 
 
 def _trainer(
-    cfg: Config, work: Path, tracker: tracking.Tracker | None, *, epochs: int
+    cfg: Config, work: Path, tracker: tracking.Tracker | None, model: SstClassifier, epochs: int
 ) -> L.Trainer:
     t = cfg.train
     folder = work / runs.CHECKPOINTS
@@ -218,6 +223,7 @@ def _trainer(
             str(work), name=runs.TENSORBOARD, version="", default_hp_metric=False
         ),
         callbacks=[
+            *([PruneAtStart(model, t.prune)] if t.prune else []),
             best,
             last,
             LearningRateMonitor(logging_interval="step"),  # the learning curve's lr panel

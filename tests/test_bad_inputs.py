@@ -248,6 +248,13 @@ def _train_other_dedup(tmp: Path, tracked: dict) -> tuple[list[str], str]:
     return argv, "manifest.json: the split was made with data.dedup=none, the config asks sentence"
 
 
+def _train_from_flipped(tmp: Path, tracked: dict) -> tuple[list[str], str]:
+    run = run_copy(tracked, tmp, lambda r: flip_bytes(r / "weights.safetensors"))
+    recorded = tracked["run"] / "config.yaml"
+    argv = ["train", "-c", str(recorded), f"model.init_from={run}", f"train.runs_dir={tmp}/out"]
+    return argv, f"{run}/weights.safetensors: sha256 "
+
+
 CASES: dict[str, Case] = {
     "verify: flipped weights": _verify_flipped,
     "verify: two runs, one truncated": _verify_pair_truncated,
@@ -266,6 +273,7 @@ CASES: dict[str, Case] = {
     "split: a gzip cut in the middle": _cut_gzip,
     "split: a validation fraction that leaves val empty": _empty_val,
     "train: a split made with another data.dedup": _train_other_dedup,
+    "train: model.init_from a run with flipped weights": _train_from_flipped,
 }
 
 
