@@ -298,10 +298,9 @@ class Run:
         return model.eval()
 
     def load_into(self, model: Any) -> None:
-        """This run's weights into ``model`` (built like this run's), once verified."""
+        """This run's weights into ``model`` (built like this run's); :meth:`verify` first."""
         from safetensors.torch import load_model
 
-        self.verify(reads=(WEIGHTS,))
         try:
             load_model(model, str(self.weights))
         except RuntimeError as e:

@@ -70,11 +70,14 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
     determinism["precision"] = _precision(cfg.train.precision)  # "auto" differs by device
     data = SstDataModule.from_config(cfg)
     data.setup("fit")  # verifies the split against its manifest
+    init = cfg.model.init_from and runs.Run.open(Path(cfg.model.init_from), need=(runs.WEIGHTS,))
+    if init:
+        init.verify(reads=(runs.WEIGHTS,))  # before the model loads: a tampered run fails first
     model = SstClassifier.from_config(cfg)
     if cfg.train.devices > 1:
         model.freeze_unused()
-    if cfg.model.init_from:  # verified against its fingerprint, then its weights loaded
-        runs.Run.open(Path(cfg.model.init_from), need=(runs.WEIGHTS,)).load_into(model)
+    if init:
+        init.load_into(model)
     if resume is not None:
         work, checkpoint = resume, runs.resume_point(resume)
     else:
