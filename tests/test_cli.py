@@ -27,6 +27,7 @@ VERBS = [
     "replay",
     "verify",
     "upload",
+    "export",
 ]
 
 
