@@ -28,11 +28,12 @@ from scipy.stats import wasserstein_distance
 
 from sst import repro
 from sst.agent import child_environment
-from sst.config import Config, Optimizer
+from sst.config import Config
 from sst.data import N_CLASSES
 from sst.data import split as tree_split
 from sst.data.pipeline import fetch_sources, load_table
 from sst.loops import PHASES, Clock, PeakRss, hf_train, ours_train, train_data
+from sst.sections import Optimizer
 
 HF_GBL = "HF Trainer, dynamic padding, group_by_length"
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sst.config import flatten
 from sst.ranking import Row, seed_groups, within_noise
 
 SORT_SCRIPT = """
@@ -47,7 +48,7 @@ STYLE = (
 def overrides(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Per run, ``key=value`` for each config key whose value differs among the runs (the seed
     and where things are written left out: the seed has its own column)."""
-    flat = {name: _flatten(c) for name, c in configs.items()}
+    flat = {name: flatten(c) for name, c in configs.items()}
     keys = sorted({k for f in flat.values() for k in f})
     ignored = ("train.seed", "train.seeds", "train.runs_dir", "name")
     varying = [
@@ -56,16 +57,6 @@ def overrides(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {
         name: " ".join(f"{k}={f.get(k)}" for k in varying if k in f) for name, f in flat.items()
     }
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= _flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def render(

@@ -153,8 +153,8 @@ def subset(frame: Any, n: int, seed: int) -> Any:
 def train_data(cfg: Config, n_phrases: int) -> tuple[list[str], Any, Any, Any, Any, int]:
     """``n_phrases`` of the train split (seeded sample): texts, token ids, labels, lengths, the
     tokenizer and its pad id; after an untimed warm-up of our loop (allocator, thread pools)."""
-    from sst.model.datamodule import pad_id
     from sst.model.module import load_pretrained
+    from sst.model.tokens import pad_id
 
     t = cfg.train
     repro.configure_determinism(t.threads)

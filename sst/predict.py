@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from sst import server
 from sst.data import LABELS, N_CLASSES
-from sst.data.lines import iter_lines, tab_fields
+from sst.data.lines import read_phrases
 from sst.errors import SstError
 from sst.model.inference import Predictor
 from sst.runs import CONFIG, WEIGHTS, Run
@@ -40,22 +39,6 @@ def load_predictor(folder: Path) -> Predictor:
     """The classifier a finished run trained, with its tokenizer."""
     run = Run.open(folder, need=(CONFIG, WEIGHTS))
     return Predictor.from_config(run.load_classifier(), run.config)
-
-
-def read_phrases(path: Path) -> pd.DataFrame:
-    """The phrases of a TSV with a ``text`` (or ``Phrase``) column, or of a plain text file (one
-    per non-blank line); UTF-8, gzip or not (errors name the line, as for the data sources)."""
-    if not path.is_file():
-        raise SstError("input file not found", path=path, fix="check the path")
-    lines = list(iter_lines(path))
-    header = lines[0][1].split("\t") if lines else []
-    column = next((c for c in ("text", "Phrase") if c in header), None)
-    if column is None:
-        return pd.DataFrame({"text": [line for _, line in lines if line.strip()]})
-    fix = "as many fields as the header, no tabs inside a phrase"
-    rows = [tab_fields(line, len(header), path, n, fix) for n, line in lines[1:]]
-    frame = pd.DataFrame(rows, columns=header, dtype=str)
-    return frame.rename(columns={column: "text"})
 
 
 def predict_file(run: Path, src: Path, out: Path) -> int:

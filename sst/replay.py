@@ -18,14 +18,13 @@ for identical weights.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sst import runs, server
 from sst.agent import parameters_to_overrides
-from sst.config import Config, load_config
+from sst.config import Config, flatten, load_config
 from sst.data.sources import sha256_file
 from sst.data.versioning import MANIFEST, verify
 from sst.errors import SstError
@@ -40,6 +39,9 @@ INPUTS = {
     "seed": "another seed",
     "split_manifest_sha256": "another split (data)",
     "init_weights_sha256": "started from another run's weights (model.init_from)",
+    "teacher_weights_sha256": "another teacher labelled train.unlabeled",
+    "unlabeled_sha256": "other unlabeled texts (train.unlabeled)",
+    "pseudo_sha256": "other pseudo labels (the teacher labelled the texts differently)",
     "model": "another model",
     "model_revision": "another hub revision of the model",
     "model_files_sha256": "other model files",
@@ -100,17 +102,6 @@ class Recorded:
         return self.fingerprint.get("weights_sha256", "")
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
-    """Nested dicts → ``a/b`` keys with text values (as ClearML shows a connected section)."""
-    if isinstance(tree, dict):
-        out: dict[str, str] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}/"))
-        return out
-    text = json.dumps(tree) if isinstance(tree, list | bool) or tree is None else str(tree)
-    return {prefix.rstrip("/"): text}
-
-
 def _normal(value: str) -> str:
     """One spelling for values that went through ClearML (True/true, 1/1.0, ['a']/["a"])."""
     v = value.strip()
@@ -136,7 +127,7 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def from_run(folder: Path, reads: tuple[str, ...] | None = (runs.CONFIG,)) -> Recorded:
     """A run folder, its files verified (those it ``reads`` must be there: None, all)."""
     run = runs.Run.open(folder, need=(runs.CONFIG, runs.FINGERPRINT)).verify(reads)
-    return Recorded(str(folder), run.config, flatten(run.fingerprint), _metrics(run.metrics))
+    return Recorded(str(folder), run.config, flatten(run.fingerprint, "/"), _metrics(run.metrics))
 
 
 def from_parameters(source: str, params: dict[str, str], single: dict[str, float]) -> Recorded:
@@ -278,7 +269,7 @@ def replay(
 
 
 def _as_overrides(cfg: Config) -> list[str]:
-    return [f"{k.replace('/', '.')}={v}" for k, v in flatten(cfg.to_dict()).items()]
+    return [f"{k}={v}" for k, v in flatten(cfg.to_dict()).items()]
 
 
 def check_split(cfg: Config, recorded_sha: str) -> None:

@@ -125,6 +125,18 @@ def cpu_has_bf16(flags: set[str] | None = None) -> bool:
     return bool((_cpu_flags() if flags is None else flags) & BF16_UNITS)
 
 
+def precision_note(precision: str) -> list[str]:
+    """A run's note when its precision is bf16 on a CPU that emulates it."""
+    import torch
+
+    if "bf16" in precision and not torch.cuda.is_available() and not cpu_has_bf16():
+        return [
+            f"precision {precision} on a CPU without bf16 units (avx512_bf16/amx_bf16): "
+            "emulated, slower than 32-true"
+        ]
+    return []
+
+
 def cpu_summary() -> str:
     """The CPU model and the vector units that decide kernels, for benchmark tables."""
     flags = _cpu_flags()

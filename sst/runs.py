@@ -39,6 +39,7 @@ METRICS = "metrics.json"
 WEIGHTS = "weights.safetensors"
 CONFUSION_PNG = "confusion_matrix.png"
 PREDICTIONS = "predictions.tsv"
+PSEUDO = "pseudo.tsv"  # train.unlabeled: the teacher's kept labels (sst.pseudo)
 TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
 BEST, LAST = "best", "last"  # checkpoint names (Lightning adds .ckpt)
@@ -52,7 +53,7 @@ SWEEP_RECORD = "sweep.json"
 # What a shared task carries as artifacts (`sst upload`, online training), enough to predict
 SHARED = (CONFIG, FINGERPRINT, METRICS, PREDICTIONS, WEIGHTS, CONFUSION_PNG)
 # What the fingerprint's files_sha256 records beside weights_sha256, re-hashed by Run.verify
-CHECKED = (CONFIG, METRICS, PREDICTIONS, CONFUSION_PNG)
+CHECKED = (CONFIG, METRICS, PREDICTIONS, CONFUSION_PNG, PSEUDO)
 PROBS = tuple(f"p{c}" for c in range(N_CLASSES))  # class-probability columns of predictions.tsv
 # Fields written twice by runs made before the fingerprint recorded each field once: dropped
 # when comparing, so those runs still compare equal to new ones.

@@ -34,7 +34,7 @@ from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.trainer.states import TrainerFn
 from safetensors.torch import save_model
 
-from sst import agent, pictures, runs, tracking
+from sst import agent, pictures, pseudo, runs, tracking
 from sst.config import Config
 from sst.data import LABELS
 from sst.data.sources import sha256_file
@@ -44,7 +44,7 @@ from sst.model.datamodule import SstDataModule
 from sst.model.metrics import HEADLINE, LEVELS, mean_sd
 from sst.model.module import SstClassifier
 from sst.model.pruning import PruneAtStart, sparsity
-from sst.repro import configure_determinism, cpu_has_bf16, seed_everything
+from sst.repro import configure_determinism, precision_note, seed_everything
 
 
 @dataclass
@@ -68,7 +68,8 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
     t0 = time.perf_counter()
     determinism = configure_determinism(cfg.train.threads)  # first, always
     determinism["precision"] = _precision(cfg.train.precision)  # "auto" differs by device
-    data = SstDataModule.from_config(cfg)
+    taught = pseudo.label(cfg)  # train.teacher, verified, labels train.unlabeled (or None)
+    data = SstDataModule.from_config(cfg, taught and taught.frame)
     data.setup("fit")  # verifies the split against its manifest
     init = cfg.model.init_from and runs.Run.open(Path(cfg.model.init_from), need=(runs.WEIGHTS,))
     if init:
@@ -89,6 +90,7 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
                 file=sys.stderr,
             )
         work, checkpoint = runs.create(runs_dir, cfg), None
+    notes = [taught.write(work)] if taught else []  # pseudo.tsv: checked again on resume
     with tracking.task(
         cfg.tracking.project,
         f"train {cfg.name}",
@@ -105,16 +107,18 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
         seed_everything(cfg.train.seed)  # after Task.init, so tracked and untracked runs agree
         trainer = _trainer(cfg, work, tracker, model, len(data.schedule))
         trainer.fit(model, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None)
-        chosen, notes = _chosen_checkpoint(cfg, trainer)
+        chosen, chosen_note = _chosen_checkpoint(cfg, trainer)
+        notes += chosen_note
         if trainer.world_size > 1:  # the DDP workers are gone with their results: score here
             trainer = _scorer(cfg, work, tracker)
             trainer.validate(model, datamodule=data, verbose=False)  # the last weights
         trainer.test(model, datamodule=data, ckpt_path=chosen, verbose=False)  # loads it
-        notes += _precision_note(determinism["precision"])
+        notes += precision_note(determinism["precision"])
         if cfg.train.prune:
             notes.append(f"pruned: {sparsity(model):.1%} of the encoder's linear weights are 0")
         task_id = tracker.id if tracker is not None else None
-        metrics, fingerprint = _record(cfg, work, model, data, determinism, task_id)
+        inputs = taught.inputs if taught else {}
+        metrics, fingerprint = _record(cfg, work, model, data, determinism, task_id, inputs)
         drawn = pictures.draw(runs.Run(work), work / runs.PICTURES)
         final = runs.finish(work)
         if not cfg.train.keep_checkpoints and (removed := runs.drop_checkpoints(final)):
@@ -172,15 +176,6 @@ def _precision(value: str) -> str:
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
-
-
-def _precision_note(precision: str) -> list[str]:
-    if "bf16" in precision and not torch.cuda.is_available() and not cpu_has_bf16():
-        return [
-            f"precision {precision} on a CPU without bf16 units (avx512_bf16/amx_bf16): "
-            "emulated, slower than 32-true"
-        ]
-    return []
 
 
 def _strategy(cfg: Config) -> str:
@@ -296,6 +291,7 @@ def _record(
     data: SstDataModule,
     determinism: dict[str, Any],
     task_id: str | None,
+    inputs: dict[str, str],  # digests of other inputs, taken when read (pseudo-labelling)
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's outputs: weights, metrics, the test figure and predictions, the fingerprint.
     Returns the metrics and the fingerprint."""
@@ -310,8 +306,11 @@ def _record(
     rows = {"phrase_id": part.phrase_id, "sentence_id": part.sentence_id}
     rows |= {"is_root": part.is_root, "label": part.labels}
     runs.write_predictions(work / runs.PREDICTIONS, rows, probs)
-    fingerprint = runs.fingerprint(
-        cfg, work, determinism=determinism, task_id=task_id, weights_sha256=weights_sha
+    fingerprint = (
+        runs.fingerprint(
+            cfg, work, determinism=determinism, task_id=task_id, weights_sha256=weights_sha
+        )
+        | inputs
     )
     runs.write_json(work / runs.FINGERPRINT, fingerprint)
     return metrics, fingerprint

@@ -47,6 +47,58 @@ def test_alpha_one_is_a_permutation_alpha_zero_is_balanced() -> None:
         assert len(set(members.tolist())) == min(len(members), n)
 
 
+# sha256 of two epochs' batches, from the sampler before train.root_weight existed (4bc5acc):
+# runs without the knob must keep their batches, or they would no longer replay
+BATCHES_BEFORE_ROOT_WEIGHT = {
+    ("random:1", 4000): "f7f96d08fba68267e2fdc59c3b23525cccd0be6782bea228ae7c3f6d71e5ef97",
+    ("random:1", None): "3a2f1154bd40ba00c7b2db6ba4f2fca083c29357ad421dc35a48bcc13f073510",
+    (
+        "stratified:1,random:1",
+        4000,
+    ): "45bf4e1779dd52733c25df5fd9f1086910f67b380457e1778bb966b5d665480a",
+    (
+        "stratified:1,random:1",
+        None,
+    ): "bb00ffbebffce72618cc6b923c807e5534b26dfda8ead477885ce017f9ed52c0",
+}
+
+
+@pytest.mark.parametrize(("sampling", "size"), sorted(BATCHES_BEFORE_ROOT_WEIGHT, key=str))
+@pytest.mark.parametrize(
+    "repeats", [None, np.ones(len(LABELS), dtype=np.int64)], ids=["none", "ones"]
+)
+def test_root_weight_one_draws_the_batches_of_earlier_runs(
+    sampling: str, size: int | None, repeats: np.ndarray | None
+) -> None:
+    import hashlib
+
+    s = BucketBatchSampler(
+        LABELS, LENGTHS, 32, Schedule.parse(sampling), 0, epoch_size=size, repeats=repeats
+    )
+    h = hashlib.sha256()
+    for epoch in range(2):
+        for batch in s.epoch_batches(epoch):
+            h.update(np.asarray(batch, dtype=np.int64).tobytes())
+    assert h.hexdigest() == BATCHES_BEFORE_ROOT_WEIGHT[(sampling, size)]
+
+
+def test_roots_up_weighted_are_drawn_that_many_times() -> None:
+    roots = RNG.random(len(LABELS)) < 0.1
+    up = BucketBatchSampler(
+        LABELS, LENGTHS, 32, Schedule.parse("random:1"), 0, repeats=np.where(roots, 3, 1)
+    )
+    drawn = np.bincount(np.concatenate(up.epoch_batches(0)), minlength=len(LABELS))
+    assert len(up) * 32 >= len(LABELS) + 2 * roots.sum() > (len(up) - 1) * 32
+    assert (drawn[roots] == 3).all() and (drawn[~roots] == 1).all()  # an epoch: roots 3x
+    strat = BucketBatchSampler(
+        LABELS, LENGTHS, 32, Schedule.parse("stratified:1"), 0, repeats=np.where(roots, 3, 1)
+    )
+    drawn = np.concatenate(strat.epoch_batches(0))
+    assert np.allclose(np.bincount(LABELS[drawn], minlength=5) / len(drawn), 0.2, atol=1e-3)
+    share = roots[drawn].mean()  # within each class, a root is three times as likely
+    assert share > 1.8 * roots.mean()
+
+
 def test_class_quotas_sum_and_shares() -> None:
     counts = np.array([10, 40, 100, 40, 10])
     assert class_quotas(counts, 1.0, 200).tolist() == [10, 40, 100, 40, 10]

@@ -173,7 +173,8 @@ def test_worker_processes_load_the_same_batches(two_runs, tiny_model, tiny_split
 def test_predict_reads_a_plain_text_file(two_runs, tmp_path: Path, capsys) -> None:
     """A file without a text/Phrase header column: one phrase per non-blank line, as written
     (quotes and a leading "text" word are part of the phrase)."""
-    from sst.predict import predict_texts, read_phrases
+    from sst.data.lines import read_phrases
+    from sst.predict import predict_texts
 
     src = tmp_path / "phrases.txt"
     src.write_text(

@@ -214,3 +214,31 @@ def test_profile_writes_lightnings_per_hook_timings_and_leaves_the_hash(
     assert "SingleDeviceStrategy.test_step" in (result.run_dir / "test-profile.txt").read_text()
     plain = load_config(None, train_overrides(tiny_model, tiny_split, tmp_path))
     assert load_config(None, overrides).hash() == plain.hash()
+
+
+def test_root_weight_draws_the_split_roots_that_many_times_and_refuses_zero(
+    tiny_model: Path, tiny_split: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from sst.errors import SstError
+    from sst.model.datamodule import SstDataModule
+
+    extra = ("train.sampling=random:1", "train.epoch_size=0")
+
+    def sampler(weight: int) -> tuple[np.ndarray, np.ndarray]:
+        over = (*extra, f"train.root_weight={weight}")
+        data = SstDataModule.from_config(
+            load_config(None, train_overrides(tiny_model, tiny_split, tmp_path, *over))
+        )
+        data.setup("fit")
+        assert data.sampler is not None
+        drawn = np.concatenate(data.sampler.epoch_batches(0))
+        return np.bincount(drawn, minlength=len(data.parts["train"])), data.parts["train"].is_root
+
+    once, roots = sampler(1)
+    assert (once == 1).all() and roots.any() and not roots.all()
+    twice, _ = sampler(2)
+    assert (twice[roots] == 2).all() and (twice[~roots] == 1).all()
+    with pytest.raises(SstError, match="train.root_weight=0 would drop the roots"):
+        sampler(0)

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from sst.data.sources import GZIP_ERRORS, read_chunks, truncated_gzip
 from sst.errors import SstError
 
@@ -63,3 +65,19 @@ def tab_fields(line: str, n: int, path: Path, lineno: int, fix: str) -> list[str
             f"{len(fields)} tab-separated fields, expected {n}", path=path, line=lineno, fix=fix
         )
     return fields
+
+
+def read_phrases(path: Path) -> pd.DataFrame:
+    """The phrases of a TSV with a ``text`` (or ``Phrase``) column, or of a plain text file (one
+    per non-blank line); UTF-8, gzip or not (errors name the line, as for the data sources)."""
+    if not path.is_file():
+        raise SstError("input file not found", path=path, fix="check the path")
+    lines = list(iter_lines(path))
+    header = lines[0][1].split("\t") if lines else []
+    column = next((c for c in ("text", "Phrase") if c in header), None)
+    if column is None:
+        return pd.DataFrame({"text": [line for _, line in lines if line.strip()]})
+    fix = "as many fields as the header, no tabs inside a phrase"
+    rows = [tab_fields(line, len(header), path, n, fix) for n, line in lines[1:]]
+    frame = pd.DataFrame(rows, columns=header, dtype=str)
+    return frame.rename(columns={column: "text"})

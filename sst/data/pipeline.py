@@ -30,6 +30,7 @@ from sst.errors import SstError
 from sst.variables import expand, unset_variables
 
 SPLIT_NAMES = ("train", "val", "test")
+HELDOUT, UNLABELED = "heldout", "unlabeled.txt"  # split.unlabeled_fraction (never read as a part)
 
 
 @dataclass
@@ -184,8 +185,26 @@ def make_parts(cfg: Config, table: PhraseTable) -> tuple[dict[str, pd.DataFrame]
                 f"the {name} part of the split has no phrases",
                 fix="use more data, or change split.test_fraction / split.val_fraction",
             )
+    if sc.unlabeled_fraction:
+        parts = _hold_back(parts, sc.unlabeled_fraction, sc.seed, record)
     record["overlap"] = tree_split.overlap_report(parts)
     return parts, record
+
+
+def _hold_back(
+    parts: dict[str, pd.DataFrame], fraction: float, seed: int, record: dict[str, Any]
+) -> dict[str, pd.DataFrame]:
+    """``split.unlabeled_fraction``: whole train sentences (stratified by root label) leave train
+    for ``heldout`` (gold, to measure pseudo labels; never trained on); their sentences' texts
+    are written to ``unlabeled.txt`` for a teacher to label. Dev and test are never touched."""
+    train = parts["train"]
+    index = tree_split.SentenceIndex.of(train)
+    # its own random stream ([seed, 1]), not the validation holdout's (seed)
+    mask = tree_split.holdout_mask(index, fraction, [seed, 1], True, "split.unlabeled_fraction")
+    held = train["sentence_id"].isin(index.ids[mask]).to_numpy()
+    record["unlabeled"] = {"fraction": fraction, "seed": seed, "sentences": int(mask.sum())}
+    kept, out = train[~held].reset_index(drop=True), train[held].reset_index(drop=True)
+    return {**parts, "train": kept, HELDOUT: out}
 
 
 def _train_val(cfg: Config, rest: pd.DataFrame, record: dict[str, Any]) -> dict[str, pd.DataFrame]:
@@ -263,6 +282,9 @@ def run_split(cfg: Config, *, force: bool = False) -> SplitResult:
     def build(tmp: Path) -> dict[str, Any]:
         for name, frame in parts.items():
             (tmp / f"{name}.tsv").write_bytes(to_tsv(frame))
+        if HELDOUT in parts:  # what a teacher labels: the held-back sentences, one per line
+            roots = parts[HELDOUT][parts[HELDOUT]["is_root"]]["text"]
+            (tmp / UNLABELED).write_text("".join(f"{t}\n" for t in roots), encoding="utf-8")
         plots.update(stats.write_plots(parts, tmp / "plots", title))
         return {
             "kind": "split",

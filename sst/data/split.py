@@ -166,9 +166,16 @@ def assign_folds(index: SentenceIndex, k: int, seed: int, stratify: bool) -> np.
     return folds
 
 
-def holdout_mask(index: SentenceIndex, fraction: float, seed: int, stratify: bool) -> np.ndarray:
-    """Validation sentences for a holdout ``fraction`` (per root label when ``stratify``)."""
-    n_val = n_test_for(len(index), fraction, "split.val_fraction")
+def holdout_mask(
+    index: SentenceIndex,
+    fraction: float,
+    seed: int | list[int],
+    stratify: bool,
+    key: str = "split.val_fraction",
+) -> np.ndarray:
+    """Sentences for a holdout ``fraction`` (the config's ``key``; per root label when
+    ``stratify``)."""
+    n_val = n_test_for(len(index), fraction, key)
     rng = np.random.default_rng(seed)
     mask = np.zeros(len(index), dtype=bool)
     if not stratify:

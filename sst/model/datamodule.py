@@ -2,9 +2,9 @@
 
     python -c "from sst.model.datamodule import SstDataModule"   # used by `sst train`
 
-Token ids are cached in ``$SST_CACHE_DIR/tokens/<key>.npz`` where the key hashes the tokenizer
-(its serialized JSON), ``max_length`` and the split's manifest: a different tokenizer or split
-never reads a stale cache. Training batches come from :class:`BucketBatchSampler`; evaluation
+Token ids are cached (:mod:`sst.model.tokens`) under a key of the tokenizer, ``max_length``, the
+split file and the rows read (pseudo-labelled texts join train with their texts in the key).
+Training batches come from :class:`BucketBatchSampler`; evaluation
 predicts each distinct text once (:class:`Distinct`; the canonical test set's 82,600 nodes hold
 46,663 texts) in length-sorted batches (order does not change metrics; predictions are re-sorted
 by phrase id).
@@ -13,21 +13,20 @@ by phrase id).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sst.config import Config
 from sst.data.pipeline import read_split
-from sst.data.sources import default_cache_dir
 from sst.errors import SstError
 from sst.model.sampling import BucketBatchSampler, RankShare, Schedule, length_sorted_batches
+from sst.model.tokens import encode_cached, pad, pad_id
 
 
 class Encoded(Dataset[dict[str, Any]]):
@@ -86,61 +85,6 @@ class Distinct(Dataset[dict[str, Any]]):
         }
 
 
-def tokenizer_digest(tokenizer: Any) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise SstError(
-            f"{type(tokenizer).__name__} is not a fast tokenizer",
-            fix="use a model that ships a tokenizer.json (fast tokenizer)",
-        )
-    return hashlib.sha256(backend.to_str().encode()).hexdigest()
-
-
-def encode_texts(
-    tokenizer: Any, texts: list[str], max_length: int
-) -> tuple[np.ndarray, np.ndarray]:
-    enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)
-    lists = enc["input_ids"]
-    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in lists], out=offsets[1:])
-    flat = np.fromiter((t for x in lists for t in x), dtype=np.int32, count=int(offsets[-1]))
-    return flat, offsets
-
-
-def encode_cached(
-    tokenizer: Any, frame: Any, max_length: int, key_parts: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    key = hashlib.sha256(
-        "\0".join([tokenizer_digest(tokenizer), str(max_length), *key_parts]).encode()
-    ).hexdigest()
-    path = default_cache_dir() / "tokens" / f"{key}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return z["ids"], z["offsets"]
-    ids, offsets = encode_texts(tokenizer, frame["text"].tolist(), max_length)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tokens-", suffix=".npz", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, ids=ids, offsets=offsets)
-    os.replace(tmp, path)
-    return ids, offsets
-
-
-def pad_id(tokenizer: Any) -> int:
-    return 0 if tokenizer.pad_token_id is None else int(tokenizer.pad_token_id)
-
-
-def pad(sequences: list[np.ndarray], pad_token: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic padding: (input_ids, attention_mask) as wide as the longest sequence."""
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_token, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.from_numpy(np.asarray(seq, dtype=np.int64))
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
 class Collate:
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
@@ -190,9 +134,12 @@ class SstDataModule(L.LightningDataModule):
         num_workers: int = 0,
         val_sentences: int = 0,
         test_sentences: int = 0,
+        root_weight: int = 1,
         data: dict[str, str] | None = None,
+        pseudo: Any = None,
     ) -> None:
         super().__init__()
+        self.pseudo = pseudo  # texts with teacher labels that join train (sst.pseudo), or None
         self.data = data or {}  # the config's data.format/dedup, checked against the split's
         self.split_dir = Path(split_dir)
         self.tokenizer = tokenizer
@@ -205,14 +152,16 @@ class SstDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.val_sentences = val_sentences
         self.test_sentences = test_sentences
+        self.root_weight = root_weight
         self.parts: dict[str, Encoded] = {}
         self.manifest: dict[str, Any] = {}
         self.sampler: BucketBatchSampler | None = None
         self.collate = Collate(pad_id(tokenizer))
 
     @classmethod
-    def from_config(cls, cfg: Config) -> SstDataModule:
-        """The split ``cfg`` trains on, tokenized by its model's tokenizer (pinned revision)."""
+    def from_config(cls, cfg: Config, pseudo: Any = None) -> SstDataModule:
+        """The split ``cfg`` trains on, tokenized by its model's tokenizer (pinned revision), and
+        the ``pseudo`` labelled texts (``text``, ``label``) that join its train part."""
         from sst.model.module import load_pretrained
 
         m, t = cfg.model, cfg.train
@@ -228,7 +177,9 @@ class SstDataModule(L.LightningDataModule):
             num_workers=t.num_workers,
             val_sentences=t.val_sentences,
             test_sentences=t.test_sentences,
+            root_weight=t.root_weight,
             data={"format": cfg.data.format, "dedup": cfg.data.dedup},
+            pseudo=pseudo,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -256,13 +207,22 @@ class SstDataModule(L.LightningDataModule):
             frames["val"] = _subset_sentences(frames["val"], self.val_sentences, self.seed)
         if self.test_sentences:  # one fixed subset (seed 0): every run is scored on the same
             frames["test"] = _subset_sentences(frames["test"], self.test_sentences, 0)
+        extra = {"train": _pseudo_rows(self.pseudo)} if self.pseudo is not None else {}
         for name, frame in frames.items():
-            sha = self.manifest["files"][f"{name}.tsv"]["sha256"]
+            cached = [self.manifest["files"][f"{name}.tsv"]["sha256"]]
+            if name in extra:  # appended after the split's rows; their texts join the key
+                frame = frames[name] = pd.concat([frame, extra[name]], ignore_index=True)
+                cached.append(hashlib.sha256("\n".join(extra[name]["text"]).encode()).hexdigest())
             # the rows encoded: a subset's key differs from the whole file's and from other subsets
-            rows = hashlib.sha256(frame["phrase_id"].to_numpy().tobytes()).hexdigest()
-            ids, offsets = encode_cached(self.tokenizer, frame, self.max_length, [sha, rows])
+            cached.append(hashlib.sha256(frame["phrase_id"].to_numpy().tobytes()).hexdigest())
+            ids, offsets = encode_cached(self.tokenizer, frame, self.max_length, cached)
             self.parts[name] = Encoded(ids, offsets, frame)
         train = self.parts["train"]
+        if self.root_weight < 1:
+            raise SstError(
+                f"train.root_weight={self.root_weight} would drop the roots",
+                fix="set train.root_weight to 1 (each root once) or more",
+            )
         self.sampler = BucketBatchSampler(
             train.labels,
             train.lengths,
@@ -270,6 +230,7 @@ class SstDataModule(L.LightningDataModule):
             self.schedule,
             self.seed,
             epoch_size=self.epoch_size or None,
+            repeats=np.where(train.is_root, self.root_weight, 1) if self.root_weight > 1 else None,
         )
 
     def _loader(self, dataset: Dataset[dict[str, Any]], batch_sampler: Any) -> DataLoader[Any]:
@@ -333,6 +294,22 @@ class SstDataModule(L.LightningDataModule):
             self.setup("fit")
             assert self.sampler is not None
             self.sampler.load_state_dict(state)
+
+
+def _pseudo_rows(pseudo: Any) -> pd.DataFrame:
+    """Pseudo-labelled texts as split rows: each its own root, negative ids (never a split's)."""
+    ids = -np.arange(1, len(pseudo) + 1, dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "sentence_id": ids,
+            "phrase_id": ids,
+            "label": pseudo["label"].to_numpy().astype(np.int8),
+            "n_tokens": [len(t.split()) for t in pseudo["text"]],
+            "is_root": True,
+            "split": "pseudo",
+            "text": pseudo["text"].to_numpy(),
+        }
+    )
 
 
 def _subset_sentences(frame: Any, n: int, seed: int) -> Any:

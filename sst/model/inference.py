@@ -12,9 +12,9 @@ import torch
 
 from sst.config import Config
 from sst.data import N_CLASSES
-from sst.model.datamodule import encode_texts, pad, pad_id
 from sst.model.module import load_pretrained
 from sst.model.sampling import length_sorted_batches
+from sst.model.tokens import encode_texts, pad, pad_id
 
 
 class Predictor:

@@ -10,6 +10,10 @@ cut into ``ceil(epoch_size / batch_size)`` batches. The share of class ``c`` in 
 - ``alpha = 0`` (``stratified``): every class the same share, the original project's
   "maximally informative stratified mini-batches"; rare classes repeat, neutral is subsampled.
 
+``train.root_weight = w`` counts every root (a whole sentence; a pseudo-labelled text is one)
+``w`` times in what an epoch draws from: ``N`` grows by ``w - 1`` per root, class counts and
+shares follow, and a root's copies are drawn like distinct phrases.
+
 Within a class, draws walk through seeded permutations of its phrases (without replacement until
 the class is exhausted, then a new permutation), so no phrase repeats before its whole class has
 been seen. The draws are shuffled, grouped into pools of ``pool_batches`` batches, each pool
@@ -125,17 +129,21 @@ class BucketBatchSampler:
         seed: int,
         epoch_size: int | None = None,
         pool_batches: int = 256,
+        repeats: np.ndarray | None = None,
     ) -> None:
         if batch_size < 1:
             raise SstError(f"batch size {batch_size}", fix="use a positive batch size")
         self.labels = np.asarray(labels, dtype=np.int64)
         self.lengths = np.asarray(lengths, dtype=np.int64)
+        # what an epoch draws from: every phrase once, or ``repeats[i]`` times (roots up-weighted)
+        n = len(self.labels)
+        self.ids = np.arange(n) if repeats is None else np.repeat(np.arange(n), repeats)
         self.batch_size = batch_size
         self.schedule = schedule
         self.seed = seed
-        self.epoch_size = epoch_size or len(self.labels)
+        self.epoch_size = epoch_size or len(self.ids)
         self.pool = pool_batches * batch_size
-        self.by_class = [np.flatnonzero(self.labels == c) for c in range(N_CLASSES)]
+        self.by_class = [self.ids[self.labels[self.ids] == c] for c in range(N_CLASSES)]
         self.epoch = 0
         self.batches_done = 0  # batches of the current epoch already consumed (resume point)
         self.sampler = _EpochHook(self)
@@ -156,8 +164,8 @@ class BucketBatchSampler:
         self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
 
     def _draws(self, rng: np.random.Generator, alpha: float) -> np.ndarray:
-        if alpha == 1.0 and self.epoch_size == len(self.labels):
-            return rng.permutation(len(self.labels))
+        if alpha == 1.0 and self.epoch_size == len(self.ids):
+            return self.ids[rng.permutation(len(self.ids))]
         counts = np.array([len(m) for m in self.by_class])
         parts = []
         for members, quota in zip(
