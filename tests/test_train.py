@@ -148,8 +148,8 @@ def test_worker_processes_load_the_same_batches(two_runs, tiny_model, tiny_split
     fetched = tmp_path / "fetched-by.txt"  # each process that collated a batch: its pid
     collate = SstDataModule.from_config  # the loader's collate runs where the batch is fetched
 
-    def spying(cfg):  # type: ignore[no-untyped-def]
-        data = collate(cfg)
+    def spying(cfg, pseudo=None):  # type: ignore[no-untyped-def]
+        data = collate(cfg, pseudo)
         real = data.collate
 
         def call(items):  # type: ignore[no-untyped-def]
