@@ -2,6 +2,7 @@
 
     make bench-split      # sst bench split: vectorised seed search vs the original per-seed loop
     make bench            # sst bench train (vs HF Trainer), profile (where a step goes), isa
+    sst bench prune --runs runs/<dense>... runs/<pruned>...   # what sparsity buys on this CPU
 
 split: the vectorised Wasserstein seed search against the per-seed loop the original project ran
 (pandas rows, then ``scipy.stats.wasserstein_distance``); both use the same seed → split rule, so
@@ -12,6 +13,7 @@ training step, ours vs HF Trainer (:mod:`sst.loops`).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -20,19 +22,20 @@ import time
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
 from scipy.stats import wasserstein_distance
 
-from sst import repro
+from sst import loops, repro
 from sst.agent import child_environment
 from sst.config import Config
-from sst.data import N_CLASSES
 from sst.data import split as tree_split
-from sst.data.pipeline import fetch_sources, load_table
-from sst.loops import PHASES, Clock, PeakRss, hf_train, ours_train, train_data
+from sst.data.pipeline import fetch_sources, load_table, read_split
+from sst.errors import SstError
+from sst.loops import PHASES, Clock, PeakRss, hf_train, infer_rate, ours_train, train_data
+from sst.model.metrics import mean_sd
+from sst.runs import CONFIG, METRICS, WEIGHTS, Run
 from sst.sections import Optimizer
 
 HF_GBL = "HF Trainer, dynamic padding, group_by_length"
@@ -122,8 +125,8 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         rows.append((f"HF Trainer, dynamic padding, {strategy}", rate, tokens, "", rss.mib))
     infer = texts[: min(len(texts), 4000)]
     for name, run in (
-        ("ours, inference (length-sorted)", _ours_infer),
-        ("HF pipeline, inference (length-sorted)", _hf_infer),
+        ("ours, inference (length-sorted)", loops.ours_infer),
+        ("HF pipeline, inference (length-sorted)", loops.hf_infer),
     ):
         with PeakRss() as rss:
             rate = run(cfg, tokenizer, infer)
@@ -160,6 +163,71 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     if out_md is not None:
         _update_benchmarks(out_md, "Training throughput (`make bench`)", text)
     return 0
+
+
+def bench_prune(paths: list[Path], n_texts: int, out_md: Path | None) -> int:
+    """Pruned runs beside dense ones, grouped by config without seed and starting run: test
+    root accuracy (mean ± sd over seeds), the measured sparsity, inference phrases/s on the same
+    test texts with dense kernels (the zeros are still multiplied) and with sparse CSR kernels,
+    and the weights' size raw and gzip-compressed; ratios against the least sparse group."""
+    import torch
+
+    from sst.model.inference import Predictor
+    from sst.model.pruning import gzip_bytes, sparsity, to_csr
+
+    if not paths:
+        raise SstError("no runs to compare", fix="pass --runs runs/<dense> runs/<pruned> ...")
+    groups: dict[str, list[Run]] = {}
+    for path in paths:
+        run = Run.open(path, need=(CONFIG, WEIGHTS, METRICS))
+        cfg = run.config.without_seed()
+        key = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from="")).hash()
+        groups.setdefault(key, []).append(run)
+    parts, _ = read_split(Path(run.config.train.split))  # one test set: the last run's split
+    texts = parts["test"]["text"].drop_duplicates()
+    texts = texts.sample(min(n_texts, len(texts)), random_state=0).tolist()
+    rows = []
+    for members in groups.values():
+        run, batch = members[0], members[0].config.train.eval_batch_size
+        model = run.load_classifier()
+        zeros = sparsity(model)
+        dense = infer_rate(Predictor.from_config(model, run.config), texts, batch)
+        csr = infer_rate(Predictor.from_config(to_csr(model), run.config), texts, batch)
+        scores = [[r.metrics["test"]["root"][m] for r in members] for m in ("accuracy", "macro_f1")]
+        mb = [run.weights.stat().st_size / 2**20, gzip_bytes(run.weights) / 2**20]
+        rows.append((zeros, _prune_label(run), members, scores, dense, csr, mb))
+    rows.sort(key=lambda row: row[0])
+    ref = rows[0]
+    lines = [
+        f"{len(texts)} test phrases, batch {ref[2][0].config.train.eval_batch_size}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; sparsity: the share of "
+        "zeros among the encoder's linear weights; ×: against the first row",
+        "",
+        "| runs | n (seeds) | sparsity | root accuracy | root macro-F1 | dense phrases/s | × "
+        "| CSR phrases/s | × | weights MiB | gzip MiB |",
+        "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for zeros, label, members, scores, dense, csr, (raw, packed) in rows:
+        acc, f1 = ("{:.3f} ± {:.3f}".format(*mean_sd(v)) for v in scores)
+        seeds = ",".join(str(r.config.train.seed) for r in members)
+        lines.append(
+            f"| {label} | {len(members)} ({seeds}) | {zeros:.1%} | {acc} | {f1} | {dense:.0f} "
+            f"| {dense / ref[4]:.2f} | {csr:.0f} | {csr / ref[4]:.2f} | {raw:.1f} | {packed:.1f} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    if out_md is not None:
+        _update_benchmarks(out_md, "Pruning (`sst bench prune`)", text)
+    return 0
+
+
+def _prune_label(run: Run) -> str:
+    """A group's name: its preset, or the preset it was pruned from and how it was fine-tuned."""
+    cfg, t = run.config, run.config.train
+    if not cfg.model.init_from:
+        return cfg.name + (f", train.prune={t.prune:g}" if t.prune else "")
+    parent = Run(Path(cfg.model.init_from)).config.name
+    return f"{parent} → train.prune={t.prune:g}, {t.sampling} × {t.epoch_size} draws, lr {t.lr:g}"
 
 
 def bench_ours(cfg: Config, n_phrases: int) -> int:
@@ -216,39 +284,6 @@ def bench_isa(cfg: Config, n_phrases: int, out_md: Path | None, rounds: int = 2)
     if out_md is not None:
         _update_benchmarks(out_md, "Portable CPU kernels (`make bench`)", text)
     return 0
-
-
-def _ours_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
-    import torch
-
-    from sst.model.inference import Predictor
-    from sst.model.module import SstClassifier
-
-    predictor = Predictor(SstClassifier.from_config(cfg), tokenizer, cfg.model.max_length)
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        predictor.probabilities(texts, batch_size=cfg.train.eval_batch_size)
-        return len(texts) / (time.perf_counter() - t0)
-
-
-def _hf_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
-    from transformers import AutoModelForSequenceClassification, pipeline
-
-    from sst.model.module import resolve_model
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model(cfg.model.name), revision=cfg.model.revision, num_labels=N_CLASSES
-    )
-    pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
-    ordered = sorted(texts, key=len)  # length-sorted: the peer's best case
-    t0 = time.perf_counter()
-    pipe(
-        ordered,
-        batch_size=cfg.train.eval_batch_size,
-        truncation=True,
-        max_length=cfg.model.max_length,
-    )
-    return len(texts) / (time.perf_counter() - t0)
 
 
 def _update_benchmarks(path: Path, heading: str, body: str) -> None:

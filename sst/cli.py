@@ -114,6 +114,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from sst import bench
 
     cfg, out, n = _load(args), Path(args.out) if args.out else None, args.phrases
+    if args.what == "prune":
+        return bench.bench_prune([Path(r) for r in args.runs], args.texts, out)
     if args.what == "split":
         return bench.bench_split(cfg, args.seeds, args.peer_seeds, out)
     verbs = {"isa": bench.bench_isa, "profile": bench.bench_profile, "train": bench.bench_train}
@@ -127,10 +129,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.local == bool(args.queue):
         raise SstError("choose where the sweep runs", fix="pass --local or --queue NAME")
-    base = Path(args.config) if args.config else None
     sweep_dir, outcomes = sweep(
         Path(args.models),
-        base=base,
+        base=Path(args.config) if args.config else None,
         extra=args.overrides,
         local=args.local,
         queue=args.queue,
@@ -162,8 +163,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from sst.report import collect, print_top
 
     if args.runs:
-        members = [Path(r) for r in args.runs]
-        by = "given"
+        members, by = [Path(r) for r in args.runs], "given"
     else:
         members = select(Path(args.runs_dir), args.top, args.by)
         by = f"top {args.top} by validation {args.by}"
@@ -182,9 +182,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise SstError("an online replay clones the task as recorded", fix="drop key=value")
         rec, new, verdict = replay_online(args.source, args.queue)
     else:
-        rec, new, verdict = replay(
-            args.source, args.overrides, out_root=Path(args.out) if args.out else None
-        )
+        out = Path(args.out) if args.out else None
+        rec, new, verdict = replay(args.source, args.overrides, out_root=out)
     print(f"recorded {rec.source}\nreplayed {new.source}")
     if new.tracking:
         print(new.tracking)
@@ -259,13 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(_verb(sub, cmd_config, "list every config key, or print a resolved config"))
     p = _verb(sub, cmd_bench, "benchmarks, as ratios against a peer measured in the same run")
     p.description = (
-        "split: vectorised seed search vs the per-seed pandas+scipy loop. train: our training "
-        "loop (random, stratified) vs HF Trainer (dynamic padding, group_by_length) and inference "
-        "vs a length-sorted HF pipeline. profile: where a training step's time goes, ours vs HF "
-        "Trainer. isa: our loop with the CPU's own kernels vs pinned to "
-        "AVX2 (SST_CPU_ISA), in fresh processes; ours: one such process."
+        "split: vectorised seed search vs the per-seed pandas+scipy loop. train: our loop "
+        "(random, stratified) vs HF Trainer (group_by_length), inference vs an HF pipeline. "
+        "profile: where a step's time goes, ours vs HF Trainer. isa: our loop with the CPU's own "
+        "kernels vs pinned to AVX2 (SST_CPU_ISA), fresh processes; ours: one such process. "
+        "prune: --runs (dense, pruned) by seed group: accuracy, speed, size on disk."
     )
-    p.add_argument("what", choices=["split", "train", "profile", "isa", "ours"], help="which")
+    p.add_argument("what", choices=["split", "train", "profile", "isa", "ours", "prune"])
+    p.add_argument("--runs", nargs="+", default=[], help="run folders (prune)")
+    p.add_argument("--texts", type=int, default=1000, help="test phrases timed (prune)")
     _config_args(p)
     p.add_argument("--phrases", type=int, default=3000, help="train phrases (train benchmark)")
     p.add_argument("--out", help="update this Markdown file's section (BENCHMARKS.md)")

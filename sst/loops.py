@@ -268,3 +268,40 @@ def hf_train(
         t0 = time.perf_counter()
         trainer.train()
         return len(data) / (time.perf_counter() - t0)
+
+
+def infer_rate(predictor: Any, texts: list[str], batch_size: int) -> float:
+    """Phrases per second of one ``predictor.probabilities`` pass over ``texts``."""
+    t0 = time.perf_counter()
+    predictor.probabilities(texts, batch_size=batch_size)
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def ours_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
+    """Our inference (length-sorted batches) with ``cfg``'s model."""
+    from sst.model.inference import Predictor
+    from sst.model.module import SstClassifier
+
+    predictor = Predictor(SstClassifier.from_config(cfg), tokenizer, cfg.model.max_length)
+    return infer_rate(predictor, texts, cfg.train.eval_batch_size)
+
+
+def hf_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
+    """The peer: an HF text-classification pipeline over the length-sorted texts."""
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    from sst.model.module import resolve_model
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model(cfg.model.name), revision=cfg.model.revision, num_labels=N_CLASSES
+    )
+    pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+    ordered = sorted(texts, key=len)  # length-sorted: the peer's best case
+    t0 = time.perf_counter()
+    pipe(
+        ordered,
+        batch_size=cfg.train.eval_batch_size,
+        truncation=True,
+        max_length=cfg.model.max_length,
+    )
+    return len(texts) / (time.perf_counter() - t0)

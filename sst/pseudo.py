@@ -137,9 +137,25 @@ def label(cfg: Config) -> PseudoLabels | None:
         + f"); dropped {len(read) - len(distinct)} blank or repeated, "
         f"{len(distinct) - len(texts)} dev/test texts"
     )
+    if scored := held_back_agreement(frame, Path(t.split)):
+        note += f"; the held-back gold agrees on {scored[0]} of {scored[1]}"
     inputs = {
         "teacher_weights_sha256": teacher.fingerprint["weights_sha256"],
         "unlabeled_sha256": sha256_file(path),
         "pseudo_sha256": _digest(frame),
     }
     return PseudoLabels(frame, note, inputs)
+
+
+def held_back_agreement(frame: pd.DataFrame, split: Path) -> tuple[int, int] | None:
+    """On a simulation split (``split.unlabeled_fraction``): of the kept texts whose gold label
+    the split held back, how many the teacher labelled right, and how many there are."""
+    from sst.data.pipeline import HELDOUT, read_tsv
+
+    held = split / f"{HELDOUT}.tsv"
+    if not held.is_file():
+        return None
+    gold = read_tsv(held).drop_duplicates("text").set_index("text")["label"]
+    truth = frame["text"].map(gold)
+    known = truth.notna().to_numpy()
+    return int((truth[known] == frame["label"][known]).sum()), int(known.sum())

@@ -18,7 +18,7 @@ from sst.data.sources import sha256_file
 from sst.errors import SstError
 from sst.model.datamodule import SstDataModule
 from sst.model.inference import Predictor
-from sst.pseudo import check, select
+from sst.pseudo import check, held_back_agreement, select
 from sst.runs import PSEUDO, WEIGHTS, Run
 from sst.train import train
 from tests.conftest import split_config, synthetic_rows, train_overrides, write_kaggle
@@ -88,6 +88,12 @@ def test_the_simulation_split_holds_back_whole_train_sentences_and_leaves_val_an
     texts = (held.out / UNLABELED).read_text(encoding="utf-8").splitlines()
     assert texts == out[out["is_root"]]["text"].tolist()  # the sentences, one per line
     assert manifest["files"][UNLABELED]["sha256"] == sha256_file(held.out / UNLABELED)
+    # the held-back gold scores a teacher's labels for those sentences: here 2 right of 3
+    gold = out[out["is_root"]].drop_duplicates("text").head(3)
+    guess = (gold["label"].to_numpy() + np.array([0, 0, 1])) % 5
+    labels = pd.DataFrame({"text": [*gold["text"], "not held back"], "label": [*guess, 0]})
+    assert held_back_agreement(labels, held.out) == (2, 3)
+    assert held_back_agreement(labels, plain.out) is None  # not a simulation split
 
 
 def test_a_fraction_outside_zero_and_one_is_refused_naming_the_key(tmp_path: Path) -> None:
