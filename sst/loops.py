@@ -270,20 +270,15 @@ def hf_train(
         return len(data) / (time.perf_counter() - t0)
 
 
-def infer_rate(predictor: Any, texts: list[str], batch_size: int) -> float:
-    """Phrases per second of one ``predictor.probabilities`` pass over ``texts``."""
-    t0 = time.perf_counter()
-    predictor.probabilities(texts, batch_size=batch_size)
-    return len(texts) / (time.perf_counter() - t0)
-
-
 def ours_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
     """Our inference (length-sorted batches) with ``cfg``'s model."""
     from sst.model.inference import Predictor
     from sst.model.module import SstClassifier
 
     predictor = Predictor(SstClassifier.from_config(cfg), tokenizer, cfg.model.max_length)
-    return infer_rate(predictor, texts, cfg.train.eval_batch_size)
+    t0 = time.perf_counter()
+    predictor.probabilities(texts, batch_size=cfg.train.eval_batch_size)
+    return len(texts) / (time.perf_counter() - t0)
 
 
 def hf_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
