@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("what", choices=["split", "train", "profile", "isa", "ours", "prune"])
     p.add_argument("--runs", nargs="+", default=[], help="run folders (prune)")
-    p.add_argument("--texts", type=int, default=1000, help="test phrases timed (prune)")
+    p.add_argument("--texts", type=int, default=500, help="test phrases timed (prune)")
     _config_args(p)
     p.add_argument("--phrases", type=int, default=3000, help="train phrases (train benchmark)")
     p.add_argument("--out", help="update this Markdown file's section (BENCHMARKS.md)")

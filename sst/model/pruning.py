@@ -11,6 +11,7 @@ the run's weights hold the pruned weights as zeros (``make_pruning_permanent``).
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ class CsrLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": measured, not relied on
+            warnings.simplefilter("ignore", UserWarning)
+            self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
