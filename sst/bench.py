@@ -78,7 +78,9 @@ def bench_split(cfg: Config, n_seeds: int, n_peer: int, out_md: Path | None = No
     agree = np.allclose(
         tree_split.seed_distances(index, peer_seeds, fraction), peer_dist, atol=1e-12
     )
-    text = "\n".join(
+    _publish(
+        out_md,
+        "Seed search (`make bench-split`)",
         [
             f"{len(frame)} phrases, {len(index)} sentences, test fraction {fraction}",
             "",
@@ -90,11 +92,8 @@ def bench_split(cfg: Config, n_seeds: int, n_peer: int, out_md: Path | None = No
             f"{peer_per_seed * 1e6:.1f} | 1.0x |",
             "",
             f"distances agree on the peer's seeds: {agree}",
-        ]
+        ],
     )
-    print(text)
-    if out_md is not None:
-        _update_benchmarks(out_md, "Seed search (`make bench-split`)", text)
     return 0 if agree else 1
 
 
@@ -160,10 +159,7 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         "bf16 (issue 13: >= 1.5x the fp32 peer where the CPU has bf16 units): "
         + (f"{peer[BF16] / gbl:.2f}x" if BF16 in peer else "not measured, no bf16 units here"),
     ]
-    text = "\n".join(lines)
-    print(text)
-    if out_md is not None:
-        _update_benchmarks(out_md, "Training throughput (`make bench`)", text)
+    _publish(out_md, "Training throughput (`make bench`)", lines)
     return 0
 
 
@@ -219,10 +215,7 @@ def bench_prune(paths: list[Path], n_texts: int, out_md: Path | None) -> int:
             f"| {label} | {len(members)} ({seeds}) | {zeros:.1%} | {acc} | {f1} | {dense:.0f} "
             f"| {dense / ref[4]:.2f} | {csr:.0f} | {csr / ref[4]:.2f} | {raw:.1f} | {packed:.1f} |"
         )
-    text = "\n".join(lines)
-    print(text)
-    if out_md is not None:
-        _update_benchmarks(out_md, "Pruning (`sst bench prune`)", text)
+    _publish(out_md, "Pruning (`sst bench prune`)", lines)
     return 0
 
 
@@ -285,11 +278,16 @@ def bench_isa(cfg: Config, n_phrases: int, out_md: Path | None, rounds: int = 2)
             f"| {level} | {kernels} | {pins.get('MKL_CBWR', 'auto')} | "
             f"{pins.get('ONEDNN_MAX_CPU_ISA', 'none')} | {rate:.1f} | {rate / native:.2f}x |"
         )
+    _publish(out_md, "Portable CPU kernels (`make bench`)", lines)
+    return 0
+
+
+def _publish(out_md: Path | None, heading: str, lines: list[str]) -> None:
+    """Print a benchmark's table; with ``out_md``, make it that file's ``## heading`` section."""
     text = "\n".join(lines)
     print(text)
     if out_md is not None:
-        _update_benchmarks(out_md, "Portable CPU kernels (`make bench`)", text)
-    return 0
+        _update_benchmarks(out_md, heading, text)
 
 
 def _update_benchmarks(path: Path, heading: str, body: str) -> None:
@@ -353,8 +351,6 @@ def bench_profile(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         "Lightning's hooks (rest) cost about 1 ms a step. The presets use adamw_torch_fused; the "
         "default stays adamw_torch so that earlier runs replay bit-identically.",
     ]
-    text = "\n".join(lines)
-    print(f"{repro.cpu_summary()}\n{text}")
-    if out_md is not None:
-        _update_benchmarks(out_md, "Where a training step goes (`sst bench profile`)", text)
+    print(repro.cpu_summary())
+    _publish(out_md, "Where a training step goes (`sst bench profile`)", lines)
     return 0
