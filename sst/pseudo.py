@@ -137,7 +137,7 @@ def label(cfg: Config) -> PseudoLabels | None:
         + f"); dropped {len(read) - len(distinct)} blank or repeated, "
         f"{len(distinct) - len(texts)} dev/test texts"
     )
-    if scored := held_back_agreement(frame, Path(t.split)):
+    if (scored := held_back_agreement(frame, Path(t.split))) and scored[1]:
         note += f"; the held-back gold agrees on {scored[0]} of {scored[1]}"
     inputs = {
         "teacher_weights_sha256": teacher.fingerprint["weights_sha256"],
@@ -155,7 +155,8 @@ def held_back_agreement(frame: pd.DataFrame, split: Path) -> tuple[int, int] | N
     held = split / f"{HELDOUT}.tsv"
     if not held.is_file():
         return None
-    gold = read_tsv(held).drop_duplicates("text").set_index("text")["label"]
+    roots = read_tsv(held).query("is_root")  # what unlabeled.txt holds: the sentences
+    gold = roots.drop_duplicates("text").set_index("text")["label"]
     truth = frame["text"].map(gold)
     known = truth.notna().to_numpy()
     return int((truth[known] == frame["label"][known]).sum()), int(known.sum())

@@ -87,7 +87,13 @@ def test_bench_prune_tables_the_dense_and_the_pruned_run(
     dense, half = (line.split(" | ") for line in rows)  # the least sparse row first
     assert (dense[2], half[2]) == ("0.0%", "50.0%")
     assert "→ train.prune=0.5, random:2" in half[0]  # named by where it came from
-    assert dense[5] != "0" and half[7] != "0"  # measured, dense and CSR kernels
+    assert dense[6] == "1.00"  # the reference: the unpruned run, though given last
+    for row in (dense, half):  # CSR ×: against the same row's dense kernels
+        assert float(row[8]) == pytest.approx(float(row[7]) / float(row[5]), abs=0.02, rel=0.05)
+    assert [row[3][:5] for row in (dense, half)] == [
+        f"{Run(r).metrics['test']['root']['accuracy']:.3f}"
+        for r in (tracked_run["run"], pruned.run_dir)
+    ]
     weights = [r / "weights.safetensors" for r in (tracked_run["run"], pruned.run_dir)]
     assert weights[0].stat().st_size == weights[1].stat().st_size  # dense storage: no smaller
     assert gzip_bytes(weights[1]) < 0.9 * gzip_bytes(weights[0])  # but the zeros compress

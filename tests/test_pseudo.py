@@ -91,7 +91,9 @@ def test_the_simulation_split_holds_back_whole_train_sentences_and_leaves_val_an
     # the held-back gold scores a teacher's labels for those sentences: here 2 right of 3
     gold = out[out["is_root"]].drop_duplicates("text").head(3)
     guess = (gold["label"].to_numpy() + np.array([0, 0, 1])) % 5
-    labels = pd.DataFrame({"text": [*gold["text"], "not held back"], "label": [*guess, 0]})
+    inner = out[~out["is_root"] & ~out["text"].isin(out[out["is_root"]]["text"])].iloc[0]
+    texts = [*gold["text"], "not held back", inner["text"]]  # a phrase is not a sentence
+    labels = pd.DataFrame({"text": texts, "label": [*guess, 0, inner["label"]]})
     assert held_back_agreement(labels, held.out) == (2, 3)
     assert held_back_agreement(labels, plain.out) is None  # not a simulation split
 
