@@ -181,7 +181,7 @@ def bench_prune(paths: list[Path], n_texts: int, out_md: Path | None) -> int:
         cfg = run.config.without_seed()
         key = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from="")).hash()
         groups.setdefault(key, []).append(run)
-    first = Run(Path(paths[0]))
+    first = next(iter(groups.values()))[0]
     parts, _ = read_split(Path(first.config.train.split))  # one test set: the first run's split
     texts = parts["test"]["text"].drop_duplicates()
     texts = texts.sample(min(n_texts, len(texts)), random_state=0).tolist()
@@ -198,7 +198,8 @@ def bench_prune(paths: list[Path], n_texts: int, out_md: Path | None) -> int:
         scores = [[r.metrics["test"]["root"][m] for r in members] for m in ("accuracy", "macro_f1")]
         mb = [run.weights.stat().st_size / 2**20, gzip_bytes(run.weights) / 2**20]
         rows.append((zeros, _prune_label(run), members, scores, dense, csr, mb))
-    rows.sort(key=lambda row: (row[0], "→" in row[1]))  # an unpruned preset before its children
+    # by sparsity; an unpruned preset before the runs that started from it
+    rows.sort(key=lambda row: (row[0], bool(row[2][0].config.model.init_from)))
     ref = rows[0]
     lines = [
         f"{len(texts)} test phrases, batch {ref[2][0].config.train.eval_batch_size}, "
