@@ -1,10 +1,6 @@
 """The `sst` command: argument parsing and dispatch; each verb is one call into the core, which
 also prints its result. Heavy libraries (torch, transformers, ClearML) load only in the verb
-that needs them, so `sst --help` is instant.
-
-    sst --help
-    sst <verb> --help
-"""
+that needs them, so `sst --help` (and `sst <verb> --help`) is instant."""
 
 from __future__ import annotations
 
@@ -31,6 +27,12 @@ def _config_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. split.n_seeds=100"
     )
     return p
+
+
+def _no_config(args: argparse.Namespace, why: str, also: Sequence[str] = ()) -> None:
+    """Refuse -c or key=value (also in ``also``, a list that swallows them): not read here."""
+    if args.config or args.overrides or any("=" in a for a in also):
+        raise SstError(why, fix="drop --config and key=value arguments")
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -61,11 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sst.train import print_summary, resume, seeds_summary, train_each_seed
 
     if args.resume:
-        if args.config or args.overrides:
-            raise SstError(
-                "--resume takes the run's recorded config",
-                fix="drop --config and key=value arguments",
-            )
+        _no_config(args, "--resume takes the run's recorded config")
         print_summary(resume(Path(args.resume)))
         return 0
     cfg = _load(args)
@@ -113,9 +111,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from sst import bench
 
-    cfg, out, n = _load(args), Path(args.out) if args.out else None, args.phrases
-    if args.what == "prune":
+    out = Path(args.out) if args.out else None
+    if args.what == "prune":  # it reads each run's own config: a -c or key=value would be ignored
+        _no_config(args, "bench prune reads each run's own config", also=args.runs)
         return bench.bench_prune([Path(r) for r in args.runs], args.texts, out)
+    cfg, n = _load(args), args.phrases
     if args.what == "split":
         return bench.bench_split(cfg, args.seeds, args.peer_seeds, out)
     verbs = {"isa": bench.bench_isa, "profile": bench.bench_profile, "train": bench.bench_train}

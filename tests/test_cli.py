@@ -82,3 +82,26 @@ def test_config_verb_prints_resolved(monkeypatch, capsys) -> None:
     monkeypatch.setenv("SST_DATA", "/d")
     assert main(["config", "-c", str(REPO / "configs" / "ptb.yaml")]) == 0
     assert '"mode": "canonical"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["bench", "prune", "--runs", "runs/a", "runs/b", "model.pooling=cls"], "bench prune"),
+        (
+            ["bench", "prune", "-c", "configs/demo.yaml", "--runs", "runs/a", "runs/b"],
+            "bench prune",
+        ),
+        (["train", "--resume", "runs/a.partial", "train.lr=1e-3"], "--resume"),
+    ],
+    ids=["bench prune, key=value swallowed by --runs", "bench prune, a preset", "train --resume"],
+)
+def test_verbs_reading_a_recorded_config_refuse_another(argv: list[str], why: str, capsys) -> None:
+    """bench prune reads each run's config, --resume the partial run's: a -c or key=value would
+    silently change nothing, so it is refused before any run is opened (runs/a does not exist,
+    and that is not the error)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sst {argv[0]}: error: {why}"), err
+    assert err.endswith("(fix: drop --config and key=value arguments)"), err
+    assert "runs/a" not in err
