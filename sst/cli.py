@@ -30,8 +30,8 @@ def _config_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _no_config(args: argparse.Namespace, why: str, also: Sequence[str] = ()) -> None:
-    """Refuse -c or key=value (also in ``also``, a list that swallows them): not read here."""
-    if args.config or args.overrides or any("=" in a for a in also):
+    """Refuse -c or key=value (also in ``also``, folders that swallow them): not read here."""
+    if args.config or args.overrides or any("=" in a and not Path(a).is_dir() for a in also):
         raise SstError(why, fix="drop --config and key=value arguments")
 
 

@@ -105,3 +105,13 @@ def test_verbs_reading_a_recorded_config_refuse_another(argv: list[str], why: st
     assert err.startswith(f"sst {argv[0]}: error: {why}"), err
     assert err.endswith("(fix: drop --config and key=value arguments)"), err
     assert "runs/a" not in err
+
+
+def test_bench_prune_takes_a_run_folder_with_an_equals_sign_for_a_folder(tmp_path, capsys) -> None:
+    """runs_dir=runs/lr=5e-5 is a folder a user may choose: an existing directory is a run to
+    read, not a key=value, so the error is about the folder's contents, not the config."""
+    folder = tmp_path / "lr=5e-5"
+    folder.mkdir()
+    assert main(["bench", "prune", "--runs", str(folder), str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "reads each run's own config" not in err and "lr=5e-5" in err, err
