@@ -65,6 +65,9 @@ EXPECTED = {
     "environment/python": "another Python",
     "environment/lock_sha256": "another locked environment",
     "environment/lock_drift": "installed packages differ from the lock",
+    "determinism/precision": "another precision (train.precision=auto: bf16/16-mixed on a GPU)",
+    "determinism/attention": "other attention kernels (model.attention=auto: eager under bf16 "
+    "on a CPU)",
 }
 PINNED = "environment/cpu_isa/level"  # SST_CPU_ISA: the kernels, not the CPU model, decide
 PINNED_HARMLESS = {"environment/cpu", "environment/cpu_isa/aten"}

@@ -125,6 +125,30 @@ def cpu_has_bf16(flags: set[str] | None = None) -> bool:
     return bool((_cpu_flags() if flags is None else flags) & BF16_UNITS)
 
 
+def resolve_precision(value: str) -> str:
+    """``train.precision`` as Lightning takes it ("auto": bf16/16-mixed on a GPU, fp32 on a CPU)."""
+    import torch
+
+    if value != "auto":
+        return value
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def resolve_attention(attention: str, precision: str) -> str | None:
+    """``model.attention`` as transformers' ``attn_implementation`` (None: the model's default).
+    "auto" is eager under bf16 on a CPU: there torch's fused attention (sdpa) runs its bf16
+    backward 10-25x slower than in fp32 at SST's short phrases, and the whole step loses the bf16
+    gain that eager keeps (BENCHMARKS.md, "bf16 on a CPU")."""
+    import torch
+
+    if attention != "auto":
+        return attention
+    bf16_cpu = "bf16" in resolve_precision(precision) and not torch.cuda.is_available()
+    return "eager" if bf16_cpu else None
+
+
 def precision_note(precision: str) -> list[str]:
     """A run's note when its precision is bf16 on a CPU that emulates it."""
     import torch

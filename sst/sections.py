@@ -16,6 +16,7 @@ PtbRole = Literal["train", "dev", "test"]
 Checkpoint = Literal["last", "best"]
 Optimizer = Literal["adamw_torch", "adamw_torch_fused"]  # HF TrainingArguments.optim names
 Pooling = Literal["cls", "mean"]
+Attention = Literal["auto", "sdpa", "eager"]  # transformers' attn_implementation
 Scheduler = Literal["linear", "cosine", "constant", "one_cycle"]
 Precision = Literal["auto", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
 Strategy = Literal["auto", "ddp_fork", "ddp_spawn"]  # Lightning's; its "ddp" re-runs the command
@@ -93,6 +94,12 @@ class ModelConfig:
     dropout: float = option(0.1, "dropout before the classification layer")
     freeze_backbone: bool = option(False, "train only the classification layer")
     max_length: int = option(128, "tokens per phrase at most (SST phrases: p95 22, max ~70)")
+    attention: Attention = option(
+        "auto",
+        "attention kernels: sdpa, eager, or auto (eager under bf16 on a CPU, where torch's fused "
+        "attention backward is slow; the model's default elsewhere)",
+        added=True,
+    )
     init_from: str = option("", "start from this run's weights (runs/<id>, verified)", added=True)
 
 

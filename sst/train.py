@@ -44,7 +44,7 @@ from sst.model.datamodule import SstDataModule
 from sst.model.metrics import HEADLINE, LEVELS, mean_sd
 from sst.model.module import SstClassifier
 from sst.model.pruning import PruneAtStart, sparsity
-from sst.repro import configure_determinism, precision_note, seed_everything
+from sst.repro import configure_determinism, precision_note, resolve_precision, seed_everything
 
 
 @dataclass
@@ -67,7 +67,7 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
     """
     t0 = time.perf_counter()
     determinism = configure_determinism(cfg.train.threads)  # first, always
-    determinism["precision"] = _precision(cfg.train.precision)  # "auto" differs by device
+    determinism["precision"] = resolve_precision(cfg.train.precision)  # "auto" differs by device
     taught = pseudo.label(cfg)  # train.teacher, verified, labels train.unlabeled (or None)
     data = SstDataModule.from_config(cfg, taught and taught.frame)
     data.setup("fit")  # verifies the split against its manifest
@@ -75,6 +75,7 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
     if init:
         init.verify(reads=(runs.WEIGHTS,))  # before the model loads: a tampered run fails first
     model = SstClassifier.from_config(cfg)
+    determinism["attention"] = model.backbone.config._attn_implementation  # model.attention=auto
     if cfg.train.devices > 1:
         model.freeze_unused()
     if init:
@@ -170,14 +171,6 @@ def _chosen_checkpoint(cfg: Config, trainer: L.Trainer) -> tuple[str | None, lis
     return None, ["train.evaluate=best, but nothing was validated: tested the last weights"]
 
 
-def _precision(value: str) -> str:
-    if value != "auto":
-        return value
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
-
-
 def _strategy(cfg: Config) -> str:
     t = cfg.train
     if t.devices == 1 or t.strategy != "auto":
@@ -214,7 +207,7 @@ def _trainer(
         accelerator="auto",
         devices=t.devices,
         strategy=_strategy(cfg),
-        precision=_precision(t.precision),  # type: ignore[arg-type]
+        precision=resolve_precision(t.precision),  # type: ignore[arg-type]
         deterministic=True,
         gradient_clip_val=t.grad_clip or None,
         logger=TensorBoardLogger(
@@ -242,7 +235,7 @@ def _scorer(cfg: Config, work: Path, tracker: tracking.Tracker | None) -> L.Trai
     return L.Trainer(
         accelerator="auto",
         devices=1,
-        precision=_precision(cfg.train.precision),  # type: ignore[arg-type]
+        precision=resolve_precision(cfg.train.precision),  # type: ignore[arg-type]
         deterministic=True,
         logger=False,
         callbacks=[TQDMProgressBar(refresh_rate=20), ReportCallback(tracker, work)],

@@ -82,6 +82,7 @@ def test_every_key_has_help() -> None:
         ("data.dedup=all", "data.dedup", "none, sentence, global"),
         ("data.format=csv", "data.format", "kaggle, ptb"),
         ("train.precision=fp16", "train.precision", "auto, 32-true"),
+        ("model.attention=flash", "model.attention", "auto, sdpa, eager"),
     ],
 )
 def test_a_choice_outside_its_values_is_one_line_naming_key_and_values(

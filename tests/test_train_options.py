@@ -181,7 +181,9 @@ def test_precision_is_a_knob_recorded_in_the_fingerprint_and_part_of_the_bits(
 ) -> None:
     """train.precision=bf16-mixed trains under CPU autocast: other bits than fp32 ("auto" on a
     CPU), the resolved precision in the fingerprint, and a note where the CPU has no bf16 units
-    (torch emulates them: slower, never a default there)."""
+    (torch emulates them: slower, never a default there). model.attention=auto loads eager
+    attention under bf16 on a CPU (sdpa's bf16 backward is slow there), the model's sdpa in fp32,
+    and the fingerprint records which."""
     from sst.repro import cpu_has_bf16
     from sst.runs import Run
 
@@ -195,6 +197,8 @@ def test_precision_is_a_knob_recorded_in_the_fingerprint_and_part_of_the_bits(
     }
     recorded = {p: Run(r.run_dir).fingerprint["determinism"]["precision"] for p, r in runs.items()}
     assert recorded == {"auto": "32-true", "bf16-mixed": "bf16-mixed"}
+    attention = {p: Run(r.run_dir).fingerprint["determinism"]["attention"] for p, r in runs.items()}
+    assert attention == {"auto": "sdpa", "bf16-mixed": "eager"}
     assert runs["auto"].weights_sha256 != runs["bf16-mixed"].weights_sha256
     emulated = [n for n in runs["bf16-mixed"].notes if "without bf16 units" in n]
     assert bool(emulated) != cpu_has_bf16()
@@ -242,3 +246,43 @@ def test_root_weight_draws_the_split_roots_that_many_times_and_refuses_zero(
     assert (twice[roots] == 2).all() and (twice[~roots] == 1).all()
     with pytest.raises(SstError, match="train.root_weight=0 would drop the roots"):
         sampler(0)
+
+
+@pytest.mark.parametrize(
+    ("attention", "precision", "cuda", "expected"),
+    [
+        ("auto", "bf16-mixed", False, "eager"),
+        ("auto", "bf16-true", False, "eager"),
+        ("auto", "32-true", False, None),
+        ("auto", "auto", False, None),  # fp32 on a CPU
+        ("auto", "bf16-mixed", True, None),  # a GPU's fused attention is fast in bf16
+        ("sdpa", "bf16-mixed", False, "sdpa"),  # asked for: as asked
+        ("eager", "32-true", False, "eager"),
+    ],
+)
+def test_attention_auto_is_eager_only_under_bf16_on_a_cpu(
+    attention: str,
+    precision: str,
+    cuda: bool,
+    expected: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sst.repro import resolve_attention
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_attention(attention, precision) == expected
+
+
+def test_an_explicit_attention_reaches_the_backbone(tiny_model: Path) -> None:
+    """model.attention=eager on an fp32 run: the loaded encoder runs eager attention (the knob is
+    not only a record), and its hash changes only when set (added=True keeps old hashes)."""
+    plain = load_config(None, [f"model.name={tiny_model}"])
+    eager = load_config(None, [f"model.name={tiny_model}", "model.attention=eager"])
+    assert SstClassifier.from_config(eager).backbone.config._attn_implementation == "eager"
+    assert SstClassifier.from_config(plain).backbone.config._attn_implementation == "sdpa"
+    assert (
+        plain.hash()
+        == load_config(None, [f"model.name={tiny_model}", "model.attention=auto"]).hash()
+    )
+    assert plain.hash() != eager.hash()

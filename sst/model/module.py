@@ -27,7 +27,7 @@ from sst.data import N_CLASSES
 from sst.errors import SstError
 from sst.model.metrics import HEADLINE, LEVELS, summarize
 from sst.model.modeling_sst import pool
-from sst.repro import seeded_torch
+from sst.repro import resolve_attention, seeded_torch
 
 
 def resolve_model(name: str) -> str:
@@ -43,9 +43,12 @@ def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
-def load_pretrained(kind: str, name: str, revision: str = "main") -> Any:
+def load_pretrained(
+    kind: str, name: str, revision: str = "main", attention: str | None = None
+) -> Any:
     """``AutoModel`` or ``AutoTokenizer`` from a hub id (downloaded once at ``revision`` into
-    the HF cache) or a folder (the embedded MiniLM is one: never a hub call), one-line errors."""
+    the HF cache) or a folder (the embedded MiniLM is one: never a hub call), one-line errors.
+    ``attention``: the model's ``attn_implementation`` (None: its default)."""
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_model(name)
@@ -53,8 +56,9 @@ def load_pretrained(kind: str, name: str, revision: str = "main") -> Any:
     if local and not Path(path).expanduser().is_dir():
         raise SstError("model folder not found", path=path, fix="pass an existing folder or hub id")
     loader = AutoModel if kind == "model" else AutoTokenizer
+    extra = {"attn_implementation": attention} if attention else {}
     try:
-        return loader.from_pretrained(path, revision=revision, local_files_only=local)
+        return loader.from_pretrained(path, revision=revision, local_files_only=local, **extra)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SstError(
@@ -77,10 +81,11 @@ class SstClassifier(L.LightningModule):
         scheduler: str = "linear",
         warmup_ratio: float = 0.06,
         optimizer: str = "adamw_torch",
+        attention: str | None = None,
     ) -> None:
         super().__init__()  # choices (pooling, scheduler) are checked when the config is built
         self.save_hyperparameters()
-        self.backbone = load_pretrained("model", model_name, revision)
+        self.backbone = load_pretrained("model", model_name, revision, attention)
         self.backbone.train()  # from_pretrained returns eval mode: dropout would be silently off
         if freeze_backbone:
             self.backbone.requires_grad_(False)
@@ -114,6 +119,7 @@ class SstClassifier(L.LightningModule):
                 scheduler=t.scheduler,
                 warmup_ratio=t.warmup_ratio,
                 optimizer=t.optimizer,
+                attention=resolve_attention(m.attention, t.precision),
             )
 
     def freeze_unused(self) -> None:
