@@ -184,6 +184,7 @@ def ours_train(
 
     from sst.model.datamodule import Collate
     from sst.model.module import SstClassifier
+    from sst.model.precision import trainer_precision
     from sst.model.sampling import BucketBatchSampler, Schedule, padding_waste
 
     t = cfg.train
@@ -207,7 +208,7 @@ def ours_train(
         enable_model_summary=False,
         use_distributed_sampler=False,
         deterministic=True,
-        precision=None if t.precision == "auto" else t.precision,
+        **trainer_precision("32-true" if t.precision == "auto" else t.precision),  # vs fp32 peers
         callbacks=[lightning_callback(clock)] if clock else None,
     )
     repro.seed_everything(t.seed)

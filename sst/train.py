@@ -43,6 +43,7 @@ from sst.figures import plot_confusion, plot_test_confusion
 from sst.model.datamodule import SstDataModule
 from sst.model.metrics import HEADLINE, LEVELS, mean_sd
 from sst.model.module import SstClassifier
+from sst.model.precision import trainer_precision
 from sst.model.pruning import PruneAtStart, sparsity
 from sst.repro import configure_determinism, precision_note, resolve_precision, seed_everything
 
@@ -207,7 +208,7 @@ def _trainer(
         accelerator="auto",
         devices=t.devices,
         strategy=_strategy(cfg),
-        precision=resolve_precision(t.precision),  # type: ignore[arg-type]
+        **trainer_precision(t.precision),
         deterministic=True,
         gradient_clip_val=t.grad_clip or None,
         logger=TensorBoardLogger(
@@ -235,7 +236,7 @@ def _scorer(cfg: Config, work: Path, tracker: tracking.Tracker | None) -> L.Trai
     return L.Trainer(
         accelerator="auto",
         devices=1,
-        precision=resolve_precision(cfg.train.precision),  # type: ignore[arg-type]
+        **trainer_precision(cfg.train.precision),
         deterministic=True,
         logger=False,
         callbacks=[TQDMProgressBar(refresh_rate=20), ReportCallback(tracker, work)],
