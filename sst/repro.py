@@ -126,14 +126,15 @@ def cpu_has_bf16(flags: set[str] | None = None) -> bool:
 
 
 def resolve_precision(value: str) -> str:
-    """``train.precision`` as Lightning takes it ("auto": bf16/16-mixed on a GPU, fp32 on a CPU)."""
+    """``train.precision`` as Lightning runs it ("auto": bf16/16-mixed on a GPU, fp32 on a CPU;
+    16-mixed on a CPU: bf16-mixed, as Lightning switches it)."""
     import torch
 
-    if value != "auto":
-        return value
-    if torch.cuda.is_available():
+    if value == "auto" and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+    if value == "auto":
+        return "32-true"
+    return "bf16-mixed" if value == "16-mixed" and not torch.cuda.is_available() else value
 
 
 def resolve_attention(attention: str, precision: str) -> str | None:

@@ -294,7 +294,7 @@ class Run:
         from sst.model.module import SstClassifier
 
         self.verify(reads=(CONFIG, WEIGHTS))
-        model = SstClassifier.from_config(self.config)
+        model = SstClassifier.from_config(self.config, precision="32-true")  # inference: fp32
         self.load_into(model)
         return model.eval()
 

@@ -199,6 +199,8 @@ def test_precision_is_a_knob_recorded_in_the_fingerprint_and_part_of_the_bits(
     assert recorded == {"auto": "32-true", "bf16-mixed": "bf16-mixed"}
     attention = {p: Run(r.run_dir).fingerprint["determinism"]["attention"] for p, r in runs.items()}
     assert attention == {"auto": "sdpa", "bf16-mixed": "eager"}
+    reloaded = Run(runs["bf16-mixed"].run_dir).load_classifier()  # predict, ensemble: fp32
+    assert reloaded.backbone.config._attn_implementation == "sdpa"
     assert runs["auto"].weights_sha256 != runs["bf16-mixed"].weights_sha256
     emulated = [n for n in runs["bf16-mixed"].notes if "without bf16 units" in n]
     assert bool(emulated) != cpu_has_bf16()
@@ -256,6 +258,7 @@ def test_root_weight_draws_the_split_roots_that_many_times_and_refuses_zero(
         ("auto", "32-true", False, None),
         ("auto", "auto", False, None),  # fp32 on a CPU
         ("auto", "bf16-mixed", True, None),  # a GPU's fused attention is fast in bf16
+        ("auto", "16-mixed", False, "eager"),  # bf16 on a CPU (Lightning's switch)
         ("sdpa", "bf16-mixed", False, "sdpa"),  # asked for: as asked
         ("eager", "32-true", False, "eager"),
     ],
@@ -288,7 +291,9 @@ def test_an_explicit_attention_reaches_the_backbone(tiny_model: Path) -> None:
     assert plain.hash() != eager.hash()
 
 
-def test_bf16_mixed_clips_gradients_beside_a_fused_optimizer() -> None:
+def test_bf16_mixed_clips_gradients_beside_a_fused_optimizer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The presets clip (train.grad_clip) with the fused AdamW: Lightning 2.6.6's bf16-mixed plugin
     refuses that pair although bf16 has no scaler (Lightning#21435); the kit's clips. When the
     second assertion fails, a Lightning release has the fix and Bf16Mixed can go."""
@@ -303,8 +308,11 @@ def test_bf16_mixed_clips_gradients_beside_a_fused_optimizer() -> None:
     assert float(param.grad.norm()) == pytest.approx(1.0, rel=1e-5)
     with pytest.raises(RuntimeError, match="fused"):
         MixedPrecision("bf16-mixed", "cpu").clip_gradients(fused, 1.0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     (plugin,) = trainer_precision("bf16-mixed")["plugins"]
     assert isinstance(plugin, Bf16Mixed) and trainer_precision("auto") == {"precision": "32-true"}
+    (plugin,) = trainer_precision("16-mixed")["plugins"]  # Lightning runs bf16 on a CPU: so do we
+    assert isinstance(plugin, Bf16Mixed)
 
 
 def test_a_bf16_mixed_run_with_the_presets_fused_optimizer_and_clip_trains(

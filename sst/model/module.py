@@ -103,9 +103,10 @@ class SstClassifier(L.LightningModule):
         self.test_probs: dict[int, torch.Tensor] = {}
 
     @classmethod
-    def from_config(cls, cfg: Config) -> SstClassifier:
+    def from_config(cls, cfg: Config, precision: str | None = None) -> SstClassifier:
         """The classifier ``cfg`` describes. Its fresh head is drawn from torch's RNG seeded with
-        ``train.seed`` (and the global RNG restored): the same whatever ran before."""
+        ``train.seed`` (and the global RNG restored): the same whatever ran before. ``precision``:
+        what it will run at when not ``train.precision`` (inference: fp32), for its attention."""
         m, t = cfg.model, cfg.train
         with seeded_torch(t.seed):
             return cls(
@@ -119,7 +120,7 @@ class SstClassifier(L.LightningModule):
                 scheduler=t.scheduler,
                 warmup_ratio=t.warmup_ratio,
                 optimizer=t.optimizer,
-                attention=resolve_attention(m.attention, t.precision),
+                attention=resolve_attention(m.attention, precision or t.precision),
             )
 
     def freeze_unused(self) -> None:
