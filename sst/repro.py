@@ -140,7 +140,7 @@ def resolve_precision(value: str) -> str:
 def resolve_attention(attention: str, precision: str) -> str | None:
     """``model.attention`` as transformers' ``attn_implementation`` (None: the model's default).
     "auto" is eager under bf16 on a CPU: there torch's fused attention (sdpa) runs its bf16
-    backward 10-25x slower than in fp32 at SST's short phrases, and the whole step loses the bf16
+    backward up to 24x slower than in fp32 at SST's short phrases, and the whole step loses the bf16
     gain that eager keeps (BENCHMARKS.md, "bf16 on a CPU")."""
     import torch
 
