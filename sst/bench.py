@@ -116,9 +116,7 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         )
     if repro.cpu_has_bf16():  # emulated elsewhere: slower than fp32, not worth a row
         bf16 = cfg.with_train(precision="bf16-mixed")
-        # untimed first: oneDNN builds its bf16 kernels once per batch shape (a real run repeats
-        # each shape hundreds of times); fp32 runs MKL's prebuilt ones
-        ours_train(bf16, enc, labels, lengths, "random", pad_token)
+        ours_train(bf16, enc, labels, lengths, "random", pad_token)  # untimed: JIT per shape
         with PeakRss() as rss:
             rate, tokens, _ = ours_train(bf16, enc, labels, lengths, "random", pad_token)
         rows.append((BF16, rate, tokens, "train.precision=bf16-mixed", rss.mib))
