@@ -142,19 +142,21 @@ def resolve_attention(attention: str, precision: str) -> str | None:
     "auto" is eager under bf16 on a CPU: there torch's fused attention (sdpa) runs its bf16
     backward up to 24x slower than in fp32 at SST's short phrases, and the whole step loses the bf16
     gain that eager keeps (BENCHMARKS.md, "bf16 on a CPU")."""
-    import torch
-
     if attention != "auto":
         return attention
-    bf16_cpu = "bf16" in resolve_precision(precision) and not torch.cuda.is_available()
-    return "eager" if bf16_cpu else None
+    return "eager" if _bf16_on_cpu(resolve_precision(precision)) else None
+
+
+def _bf16_on_cpu(precision: str) -> bool:
+    """Whether a resolved ``precision`` runs bf16 under CPU autocast."""
+    import torch
+
+    return "bf16" in precision and not torch.cuda.is_available()
 
 
 def precision_note(precision: str) -> list[str]:
     """A run's note when its precision is bf16 on a CPU that emulates it."""
-    import torch
-
-    if "bf16" in precision and not torch.cuda.is_available() and not cpu_has_bf16():
+    if _bf16_on_cpu(precision) and not cpu_has_bf16():
         return [
             f"precision {precision} on a CPU without bf16 units (avx512_bf16/amx_bf16): "
             "emulated, slower than 32-true"

@@ -162,6 +162,14 @@ def test_compare_explains_each_kind_of_difference() -> None:
     )
     assert not gpu.identical
     assert 'environment/devices: [] → ["NVIDIA H100 80GB HBM3"]  (expected to break' in gpu.render()
+    kernels = compare(
+        _rec("a" * 64, **{"determinism/attention": "sdpa"}),
+        _rec("b" * 64, **{"determinism/attention": "eager"}),
+    )
+    assert (
+        "determinism/attention: sdpa → eager  (expected to break bit-identity: other attention"
+        in (kernels.render())
+    )
     bug = compare(_rec("a" * 64), _rec("b" * 64))
     assert "determinism bug" in bug.render() and bug.render().endswith("…)")
     harmless = compare(
