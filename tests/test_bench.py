@@ -56,5 +56,6 @@ def test_bench_profile_times_every_phase_of_both_loops(
         steps, phases, total = int(cells[2]), [float(c) for c in cells[3:8]], float(cells[8])
         assert steps == 10, row
         assert all(ms > 0 for ms in phases[:4]), row  # collate, forward, backward, optimizer
-        assert abs(sum(phases) - total) < 0.2, row
+        # each printed cell is rounded to 0.1 ms (error <= 0.05): six cells bound the gap by 0.3
+        assert abs(sum(phases) - total) <= 0.05 * (len(phases) + 1) + 1e-9, row
     assert re.search(r"## Where a training step goes .*\n\nMeasured ", out.read_text())
