@@ -93,6 +93,12 @@ class ModelConfig:
     pooling: Pooling = option("mean", "sentence vector: cls (first token) or mean (masked mean)")
     dropout: float = option(0.1, "dropout before the classification layer")
     freeze_backbone: bool = option(False, "train only the classification layer")
+    freeze_embeddings: bool = option(
+        False,
+        "keep the word-embedding matrix as pretrained (half of MiniLM-L6's weights: the optimizer "
+        "and backward skip it)",
+        added=True,
+    )
     max_length: int = option(128, "tokens per phrase at most (SST phrases: p95 22, max ~70)")
     attention: Attention = option(
         "auto",

@@ -1,9 +1,10 @@
 """Training options against values worked out by hand: every learning-rate schedule (warmup
-included), ``train.epoch_size`` and ``model.freeze_backbone``."""
+included), ``train.epoch_size``, ``model.freeze_backbone`` and ``model.freeze_embeddings``."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -108,13 +109,20 @@ def test_epoch_size_and_warmup_in_a_real_run(
     assert [s["lr"] for s in steps] == pytest.approx(expected, rel=1e-6)
 
 
-def test_freeze_backbone_trains_only_the_head(
-    tiny_model, tiny_split, tmp_path: Path, monkeypatch
+@pytest.mark.parametrize(
+    ("knob", "frozen"),
+    [
+        ("freeze_backbone", lambda name: True),  # every backbone weight
+        ("freeze_embeddings", lambda name: name == "embeddings.word_embeddings.weight"),
+    ],
+)
+def test_frozen_weights_stay_pretrained_and_the_rest_learns(
+    knob: str, frozen: Callable[[str], bool], tiny_model, tiny_split, tmp_path: Path, monkeypatch
 ) -> None:
     from transformers import AutoModel
 
     steps = _recording(monkeypatch)
-    extra = ("model.freeze_backbone=true", "train.epoch_size=40", "tracking.enabled=false")
+    extra = (f"model.{knob}=true", "train.epoch_size=40", "tracking.enabled=false")
     cfg = load_config(None, train_overrides(tiny_model, tiny_split, tmp_path, *extra))
     result = train(cfg)
     assert len(steps) == 6  # it did train
@@ -122,8 +130,10 @@ def test_freeze_backbone_trains_only_the_head(
     pretrained = AutoModel.from_pretrained(tiny_model).state_dict()
     backbone = {k.removeprefix("backbone."): v for k, v in weights.items() if k[:9] == "backbone."}
     assert backbone.keys() == pretrained.keys()
-    changed = [k for k in pretrained if not torch.equal(backbone[k], pretrained[k])]
-    assert changed == []
+    unchanged = {k for k in pretrained if torch.equal(backbone[k], pretrained[k])}
+    trained = {k for k in pretrained if not k.startswith("pooler.")}  # the loss never reaches it
+    assert {k for k in trained if frozen(k)} <= unchanged
+    assert not {k for k in trained if not frozen(k)} & unchanged  # everything else moved
     # the head did learn: it is not the freshly drawn head it started from
     start = SstClassifier.from_config(cfg).head
     assert not torch.equal(weights["head.weight"], start.weight.detach())

@@ -76,6 +76,7 @@ class SstClassifier(L.LightningModule):
         pooling: str = "mean",
         dropout: float = 0.1,
         freeze_backbone: bool = False,
+        freeze_embeddings: bool = False,
         lr: float = 5e-5,
         weight_decay: float = 0.01,
         scheduler: str = "linear",
@@ -89,6 +90,8 @@ class SstClassifier(L.LightningModule):
         self.backbone.train()  # from_pretrained returns eval mode: dropout would be silently off
         if freeze_backbone:
             self.backbone.requires_grad_(False)
+        if freeze_embeddings:
+            self.backbone.get_input_embeddings().requires_grad_(False)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.backbone.config.hidden_size, N_CLASSES)
         self.cms = nn.ModuleDict(
@@ -115,6 +118,7 @@ class SstClassifier(L.LightningModule):
                 pooling=m.pooling,
                 dropout=m.dropout,
                 freeze_backbone=m.freeze_backbone,
+                freeze_embeddings=m.freeze_embeddings,
                 lr=t.lr,
                 weight_decay=t.weight_decay,
                 scheduler=t.scheduler,
