@@ -2,7 +2,7 @@
 
     make bench-split      # sst bench split: vectorised seed search vs the original per-seed loop
     make bench            # sst bench train (vs HF Trainer), profile (where a step goes), isa
-    sst bench prune --runs runs/<dense>... runs/<pruned>...   # what sparsity buys on this CPU
+    sst bench prune ...   # what sparsity buys on this CPU: sst/bench_prune.py
 
 split: the vectorised Wasserstein seed search against the per-seed loop the original project ran
 (pandas rows, then ``scipy.stats.wasserstein_distance``); both use the same seed → split rule, so
@@ -13,9 +13,6 @@ training step, ours vs HF Trainer (:mod:`sst.loops`).
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import functools
 import re
 import subprocess
 import sys
@@ -33,17 +30,14 @@ from sst import loops, repro
 from sst.agent import child_environment
 from sst.config import Config
 from sst.data import split as tree_split
-from sst.data.pipeline import fetch_sources, load_table, read_split
-from sst.errors import SstError
+from sst.data.pipeline import fetch_sources, load_table
 from sst.loops import PHASES, Clock, PeakRss, hf_train, ours_train, train_data
-from sst.model.metrics import mean_sd
-from sst.runs import CONFIG, METRICS, WEIGHTS, Run
 from sst.sections import Optimizer
 
 HF_GBL = "HF Trainer, dynamic padding, group_by_length"
 
 
-def _best_of(fn: Callable[[], object], repeat: int = 3) -> float:
+def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     """The fastest of ``repeat`` timed calls, in seconds."""
     times = []
     for _ in range(repeat):
@@ -59,7 +53,7 @@ def bench_split(cfg: Config, n_seeds: int, n_peer: int, out_md: Path | None = No
     index = tree_split.SentenceIndex.of(frame)
     fraction = cfg.split.test_fraction
     seeds = np.arange(n_seeds, dtype=np.int64)
-    ours = _best_of(lambda: tree_split.seed_distances(index, seeds, fraction))
+    ours = best_of(lambda: tree_split.seed_distances(index, seeds, fraction))
 
     labels = frame["label"].to_numpy()
     sentence = frame["sentence_id"]
@@ -72,13 +66,13 @@ def bench_split(cfg: Config, n_seeds: int, n_peer: int, out_md: Path | None = No
             in_test = sentence.isin(test_ids).to_numpy()
             peer_dist[i] = wasserstein_distance(labels[~in_test], labels[in_test])
 
-    peer_time = _best_of(peer, repeat=1)
+    peer_time = best_of(peer, repeat=1)
     ours_per_seed = ours / n_seeds
     peer_per_seed = peer_time / n_peer
     agree = np.allclose(
         tree_split.seed_distances(index, peer_seeds, fraction), peer_dist, atol=1e-12
     )
-    _publish(
+    publish(
         out_md,
         "Seed search (`make bench-split`)",
         [
@@ -97,7 +91,9 @@ def bench_split(cfg: Config, n_seeds: int, n_peer: int, out_md: Path | None = No
     return 0 if agree else 1
 
 
-BF16 = "ours, random (length-bucketed), bf16-mixed"
+OURS = "ours, random (length-bucketed)"
+BF16 = f"{OURS}, bf16-mixed"
+FROZEN = "word embeddings frozen"
 
 
 def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
@@ -105,6 +101,7 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     padding, group_by_length) and a length-sorted HF pipeline, same model/data/threads/batch."""
     import torch  # torch, Lightning and the model modules: only for this benchmark
 
+    cfg = cfg.with_model(freeze_embeddings=False)  # every weight trained, as by the peers
     t = cfg.train
     texts, enc, labels, lengths, tokenizer, pad_token = train_data(cfg, n_phrases)
     rows: list[tuple[str, float, float | None, str, float]] = []  # name, rate, tokens, note, MiB
@@ -114,12 +111,17 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         rows.append(
             (f"ours, {mode} (length-bucketed)", rate, tokens, f"padding {waste:.1%}", rss.mib)
         )
+    frozen = cfg.with_model(freeze_embeddings=True)
+    variants = [(f"{OURS}, {FROZEN}", frozen)]
     if repro.cpu_has_bf16():  # emulated elsewhere: slower than fp32, not worth a row
-        bf16 = cfg.with_train(precision="bf16-mixed")
-        ours_train(bf16, enc, labels, lengths, "random", pad_token)  # untimed: JIT per shape
+        variants += [(BF16, cfg), (f"{BF16}, {FROZEN}", frozen)]
+    for name, variant in variants:
+        if name.startswith(BF16):
+            variant = variant.with_train(precision="bf16-mixed")
+            ours_train(variant, enc, labels, lengths, "random", pad_token)  # untimed: JIT per shape
         with PeakRss() as rss:
-            rate, tokens, _ = ours_train(bf16, enc, labels, lengths, "random", pad_token)
-        rows.append((BF16, rate, tokens, "train.precision=bf16-mixed", rss.mib))
+            rate, tokens, _ = ours_train(variant, enc, labels, lengths, "random", pad_token)
+        rows.append((name, rate, tokens, "", rss.mib))
     for strategy in ("random", "group_by_length"):
         with PeakRss() as rss:
             rate = hf_train(cfg, tokenizer, enc, labels, strategy)
@@ -148,7 +150,7 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         ref = peer["HF pipeline, inference (length-sorted)"] if "inference" in name else gbl
         tok = f"{tok_rate:.0f}" if tok_rate is not None else ""
         lines.append(f"| {name} | {rate:.1f} | {rate / ref:.2f}x | {tok} | {mib:.0f} | {note} |")
-    random = peer["ours, random (length-bucketed)"] / gbl
+    random = peer[OURS] / gbl
     per_token = {row[0]: row[2] or 0.0 for row in rows}
     strat = per_token["ours, stratified (length-bucketed)"] / per_token[HF_GBL]
     lines += [
@@ -157,80 +159,16 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         f"stratified >= 1.1x per real token: {strat:.2f}x. A stratified epoch draws the longer "
         "non-neutral phrases more often, so modes compare by real tokens/s. Inference peer: the "
         "length-sorted HF pipeline.",
-        "bf16 (issue 13: >= 1.5x the fp32 peer where the CPU has bf16 units): "
-        + (f"{peer[BF16] / gbl:.2f}x" if BF16 in peer else "not measured, no bf16 units here"),
+        f"{FROZEN}: model.freeze_embeddings=true; bf16-mixed: train.precision=bf16-mixed. bf16 "
+        "(issue 13: >= 1.5x the fp32 peer where the CPU has bf16 units): "
+        + (
+            f"{peer[BF16] / gbl:.2f}x, {FROZEN} {peer[f'{BF16}, {FROZEN}'] / gbl:.2f}x"
+            if BF16 in peer
+            else "not measured, no bf16 units here"
+        ),
     ]
-    _publish(out_md, "Training throughput (`make bench`)", lines)
+    publish(out_md, "Training throughput (`make bench`)", lines)
     return 0
-
-
-def bench_prune(paths: list[Path], n_texts: int, out_md: Path | None) -> int:
-    """Pruned runs beside dense ones, grouped by config without seed and starting run: test
-    root accuracy (mean ± sd over seeds), the measured sparsity, inference phrases/s on the same
-    test texts with dense kernels (the zeros are still multiplied) and with sparse CSR kernels,
-    and the weights' size raw and gzip-compressed; ratios against the least sparse group."""
-    import torch
-
-    from sst.model.inference import Predictor
-    from sst.model.pruning import gzip_bytes, sparsity, to_csr
-
-    if not paths:
-        raise SstError("no runs to compare", fix="pass --runs runs/<dense> runs/<pruned> ...")
-    groups: dict[str, list[Run]] = {}
-    for path in paths:
-        run = Run.open(path, need=(CONFIG, WEIGHTS, METRICS))
-        cfg = run.config.without_seed()
-        key = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from="")).hash()
-        groups.setdefault(key, []).append(run)
-    first = next(iter(groups.values()))[0]
-    parts, _ = read_split(Path(first.config.train.split))  # one test set: the first run's split
-    texts = parts["test"]["text"].drop_duplicates()
-    texts = texts.sample(min(n_texts, len(texts)), random_state=0).tolist()
-    rows = []
-    for members in groups.values():
-        run, batch = members[0], members[0].config.train.eval_batch_size
-        model = run.load_classifier()
-        zeros = sparsity(model)
-        rates = []
-        for kernels, passes in ((model, 2), (to_csr(copy.deepcopy(model)), 1)):  # CSR: slow
-            predict = Predictor.from_config(kernels, run.config).probabilities
-            rates.append(len(texts) / _best_of(functools.partial(predict, texts, batch), passes))
-        dense, csr = rates
-        scores = [[r.metrics["test"]["root"][m] for r in members] for m in ("accuracy", "macro_f1")]
-        mb = [run.weights.stat().st_size / 2**20, gzip_bytes(run.weights) / 2**20]
-        rows.append((zeros, _prune_label(run), members, scores, dense, csr, mb))
-    # by sparsity; an unpruned preset before the runs that started from it
-    rows.sort(key=lambda row: (row[0], bool(row[2][0].config.model.init_from)))
-    ref = rows[0]
-    lines = [
-        f"{len(texts)} test phrases, batch {ref[2][0].config.train.eval_batch_size}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}; sparsity: the share of "
-        "zeros among the encoder's linear weights; dense ×: against the first row; CSR ×: "
-        "against the same row's dense kernels",
-        "",
-        "| runs | n (seeds) | sparsity | root accuracy | root macro-F1 | dense phrases/s | dense × "
-        "| CSR phrases/s | CSR × | weights MiB | gzip MiB |",
-        "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for zeros, label, members, scores, dense, csr, (raw, packed) in rows:
-        acc, f1 = ("{:.3f} ± {:.3f}".format(*mean_sd(v)) for v in scores)
-        seeds = ",".join(str(r.config.train.seed) for r in members)
-        lines.append(
-            f"| {label} | {len(members)} ({seeds}) | {zeros:.1%} | {acc} | {f1} | {dense:.0f} "
-            f"| {dense / ref[4]:.2f} | {csr:.0f} | {csr / dense:.2f} | {raw:.1f} | {packed:.1f} |"
-        )
-    _publish(out_md, "Pruning (`sst bench prune`)", lines)
-    return 0
-
-
-def _prune_label(run: Run) -> str:
-    """A group's name: its preset, or the preset it was pruned from and how it was fine-tuned."""
-    cfg, t = run.config, run.config.train
-    if not cfg.model.init_from:
-        return cfg.name + (f", train.prune={t.prune:g}" if t.prune else "")
-    init = Path(cfg.model.init_from)
-    parent = Run(init).config.name if (init / CONFIG).is_file() else init.name
-    return f"{parent} → train.prune={t.prune:g}, {t.sampling} × {t.epoch_size} draws, lr {t.lr:g}"
 
 
 def bench_ours(cfg: Config, n_phrases: int) -> int:
@@ -282,11 +220,11 @@ def bench_isa(cfg: Config, n_phrases: int, out_md: Path | None, rounds: int = 2)
             f"| {level} | {kernels} | {pins.get('MKL_CBWR', 'auto')} | "
             f"{pins.get('ONEDNN_MAX_CPU_ISA', 'none')} | {rate:.1f} | {rate / native:.2f}x |"
         )
-    _publish(out_md, "Portable CPU kernels (`make bench`)", lines)
+    publish(out_md, "Portable CPU kernels (`make bench`)", lines)
     return 0
 
 
-def _publish(out_md: Path | None, heading: str, lines: list[str]) -> None:
+def publish(out_md: Path | None, heading: str, lines: list[str]) -> None:
     """Print a benchmark's table; with ``out_md``, make it that file's ``## heading`` section."""
     text = "\n".join(lines)
     print(text)
@@ -356,5 +294,5 @@ def bench_profile(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         "default stays adamw_torch so that earlier runs replay bit-identically.",
     ]
     print(repro.cpu_summary())
-    _publish(out_md, "Where a training step goes (`sst bench profile`)", lines)
+    publish(out_md, "Where a training step goes (`sst bench profile`)", lines)
     return 0

@@ -109,12 +109,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sst import bench
+    from sst import bench, bench_prune
 
     out = Path(args.out) if args.out else None
     if args.what == "prune":  # it reads each run's own config: a -c or key=value would be ignored
         _no_config(args, "bench prune reads each run's own config", also=args.runs)
-        return bench.bench_prune([Path(r) for r in args.runs], args.texts, out)
+        return bench_prune.bench_prune([Path(r) for r in args.runs], args.texts, out)
     cfg, n = _load(args), args.phrases
     if args.what == "split":
         return bench.bench_split(cfg, args.seeds, args.peer_seeds, out)

@@ -43,6 +43,10 @@ class Config:
         for one run of a multi-seed config."""
         return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
 
+    def with_model(self, **changes: Any) -> Config:
+        """This config with ``model.<key>=value`` changed."""
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, **changes))
+
     def without_seed(self) -> Config:
         """What runs that differ only by seed (or by the folder they were written to) share."""
         return self.with_train(seed=0, seeds=(), runs_dir="")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sst.bench import BF16, bench_profile, bench_split, bench_train
+from sst.bench import BF16, FROZEN, OURS, bench_profile, bench_split, bench_train
 from sst.config import load_config
 from sst.repro import cpu_has_bf16
 from tests.conftest import split_config, train_overrides
@@ -25,7 +25,9 @@ def test_bench_train_prints_the_ratio_table(tiny_model, tiny_split, tmp_path: Pa
     ):
         assert row in text
     assert "targets (issue 13): ours random >= 1.1x HF group_by_length: " in text
-    assert (BF16 in text) == cpu_has_bf16()  # a bf16 row only where the CPU has bf16 units
+    assert f"| {OURS}, {FROZEN} |" in text  # the same loop, the word embeddings not trained
+    for row in (BF16, f"{BF16}, {FROZEN}"):  # bf16 rows only where the CPU has bf16 units
+        assert (f"| {row} |" in text) == cpu_has_bf16()
     assert out.read_text().count("## Training throughput") == 1
     assert bench_train(cfg, 150, out) == 0  # the section is replaced, not appended
     assert out.read_text().count("## Training throughput") == 1

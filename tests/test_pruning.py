@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sst.bench import bench_prune
+from sst.bench_prune import bench_prune
 from sst.config import load_config
 from sst.data.pipeline import read_split
 from sst.model.inference import Predictor
