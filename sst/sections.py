@@ -95,8 +95,8 @@ class ModelConfig:
     freeze_backbone: bool = option(False, "train only the classification layer")
     freeze_embeddings: bool = option(
         False,
-        "keep the word-embedding matrix as pretrained (half of MiniLM-L6's weights: the optimizer "
-        "and backward skip it)",
+        "keep the word-embedding matrix as pretrained (half of MiniLM-L6's weights: backward and "
+        "the optimizer skip it; faster, free at the demo's budget, not at the full preset's)",
         added=True,
     )
     max_length: int = option(128, "tokens per phrase at most (SST phrases: p95 22, max ~70)")
