@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -31,20 +30,19 @@ from sst.agent import child_environment
 from sst.config import Config
 from sst.data import split as tree_split
 from sst.data.pipeline import fetch_sources, load_table
-from sst.loops import PHASES, Clock, PeakRss, hf_train, ours_train, train_data
+from sst.loops import (
+    PHASES,
+    Clock,
+    PeakRss,
+    best_of,
+    hf_train,
+    ours_train,
+    publish,
+    train_data,
+)
 from sst.sections import Optimizer
 
 HF_GBL = "HF Trainer, dynamic padding, group_by_length"
-
-
-def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
-    """The fastest of ``repeat`` timed calls, in seconds."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def bench_split(cfg: Config, n_seeds: int, n_peer: int, out_md: Path | None = None) -> int:
@@ -96,12 +94,17 @@ BF16 = f"{OURS}, bf16-mixed"
 FROZEN = "word embeddings frozen"
 
 
+def every_weight(cfg: Config) -> Config:
+    """``cfg`` training every weight, as the HF peers do: the loops compare like with like."""
+    return cfg.with_model(freeze_embeddings=False)
+
+
 def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     """Training and inference throughput: our loop (random, stratified) vs HF Trainer (dynamic
     padding, group_by_length) and a length-sorted HF pipeline, same model/data/threads/batch."""
     import torch  # torch, Lightning and the model modules: only for this benchmark
 
-    cfg = cfg.with_model(freeze_embeddings=False)  # every weight trained, as by the peers
+    cfg = every_weight(cfg)
     t = cfg.train
     texts, enc, labels, lengths, tokenizer, pad_token = train_data(cfg, n_phrases)
     rows: list[tuple[str, float, float | None, str, float]] = []  # name, rate, tokens, note, MiB
@@ -114,11 +117,11 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     frozen = cfg.with_model(freeze_embeddings=True)
     variants = [(f"{OURS}, {FROZEN}", frozen)]
     if repro.cpu_has_bf16():  # emulated elsewhere: slower than fp32, not worth a row
-        variants += [(BF16, cfg), (f"{BF16}, {FROZEN}", frozen)]
+        for name, c in ((BF16, cfg), (f"{BF16}, {FROZEN}", frozen)):
+            variants.append((name, c.with_train(precision="bf16-mixed")))
     for name, variant in variants:
-        if name.startswith(BF16):
-            variant = variant.with_train(precision="bf16-mixed")
-            ours_train(variant, enc, labels, lengths, "random", pad_token)  # untimed: JIT per shape
+        if variant.train.precision == "bf16-mixed":  # untimed: oneDNN builds kernels per shape
+            ours_train(variant, enc, labels, lengths, "random", pad_token)
         with PeakRss() as rss:
             rate, tokens, _ = ours_train(variant, enc, labels, lengths, "random", pad_token)
         rows.append((name, rate, tokens, "", rss.mib))
@@ -159,10 +162,12 @@ def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
         f"stratified >= 1.1x per real token: {strat:.2f}x. A stratified epoch draws the longer "
         "non-neutral phrases more often, so modes compare by real tokens/s. Inference peer: the "
         "length-sorted HF pipeline.",
-        f"{FROZEN}: model.freeze_embeddings=true; bf16-mixed: train.precision=bf16-mixed. bf16 "
-        "(issue 13: >= 1.5x the fp32 peer where the CPU has bf16 units): "
+        f"{FROZEN}: model.freeze_embeddings=true (the peers train every weight); bf16-mixed: "
+        "train.precision=bf16-mixed. bf16 (issue 13: >= 1.5x the fp32 peer where the CPU has bf16 "
+        "units): "
         + (
-            f"{peer[BF16] / gbl:.2f}x, {FROZEN} {peer[f'{BF16}, {FROZEN}'] / gbl:.2f}x"
+            f"{peer[BF16] / gbl:.2f}x training every weight, "
+            f"{peer[f'{BF16}, {FROZEN}'] / gbl:.2f}x with the word embeddings frozen"
             if BF16 in peer
             else "not measured, no bf16 units here"
         ),
@@ -175,6 +180,7 @@ def bench_ours(cfg: Config, n_phrases: int) -> int:
     """One line for :func:`bench_isa`: our random-batch loop under this process's kernels."""
     import torch
 
+    cfg = every_weight(cfg)
     _, enc, labels, lengths, _, pad_token = train_data(cfg, n_phrases)
     rate, _, _ = ours_train(cfg, enc, labels, lengths, "random", pad_token)
     print(f"kernels {torch.backends.cpu.get_cpu_capability()} samples/s {rate:.3f}")
@@ -224,37 +230,13 @@ def bench_isa(cfg: Config, n_phrases: int, out_md: Path | None, rounds: int = 2)
     return 0
 
 
-def publish(out_md: Path | None, heading: str, lines: list[str]) -> None:
-    """Print a benchmark's table; with ``out_md``, make it that file's ``## heading`` section."""
-    text = "\n".join(lines)
-    print(text)
-    if out_md is not None:
-        _update_benchmarks(out_md, heading, text)
-
-
-def _update_benchmarks(path: Path, heading: str, body: str) -> None:
-    """Replace (or add) the ``## heading`` section of BENCHMARKS.md with ``body``."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    marker = f"## {heading}"
-    stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    section = (
-        f"{marker}\n\nMeasured {stamp} on {repro.cpu_summary()}, peers in the same run.\n\n{body}\n"
-    )
-    if marker in text:
-        head, rest = text.split(marker, 1)
-        tail = rest.split("\n## ", 1)
-        text = head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
 def bench_profile(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     """One epoch of ``n_phrases`` random batches through each loop, phases per step: ours with
     each AdamW implementation (the per-tensor loop was where our time went), HF Trainer with its
     default (fused)."""
     import torch
 
+    cfg = every_weight(cfg)
     texts, enc, labels, lengths, tokenizer, pad_token = train_data(cfg, n_phrases)
     rows = []
 

@@ -11,9 +11,9 @@ import copy
 import functools
 from pathlib import Path
 
-from sst.bench import best_of, publish
 from sst.data.pipeline import read_split
 from sst.errors import SstError
+from sst.loops import best_of, publish
 from sst.model.metrics import mean_sd
 from sst.runs import CONFIG, METRICS, WEIGHTS, Run
 

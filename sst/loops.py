@@ -10,7 +10,8 @@ Each phase is timed by the framework's own hooks (Lightning callbacks; HF ``Trai
 ``Trainer.compute_loss``/``training_step``) and by the collate function; "rest" is the step's
 wall time minus the phases. Gradient clipping falls in "optimizer" for ours (Lightning clips
 after ``on_before_optimizer_step``) and in "rest" for HF (it clips before
-``on_pre_optimizer_step``).
+``on_pre_optimizer_step``). Also what every benchmark (``sst bench``) shares: best-of timing and
+writing its table as a section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -301,3 +302,38 @@ def hf_infer(cfg: Config, tokenizer: Any, texts: list[str]) -> float:
         max_length=cfg.model.max_length,
     )
     return len(texts) / (time.perf_counter() - t0)
+
+
+def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
+    """The fastest of ``repeat`` timed calls, in seconds."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def publish(out_md: Path | None, heading: str, lines: list[str]) -> None:
+    """Print a benchmark's table; with ``out_md``, make it that file's ``## heading`` section."""
+    text = "\n".join(lines)
+    print(text)
+    if out_md is not None:
+        _update_benchmarks(out_md, heading, text)
+
+
+def _update_benchmarks(path: Path, heading: str, body: str) -> None:
+    """Replace (or add) the ``## heading`` section of BENCHMARKS.md with ``body``."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    marker = f"## {heading}"
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    section = (
+        f"{marker}\n\nMeasured {stamp} on {repro.cpu_summary()}, peers in the same run.\n\n{body}\n"
+    )
+    if marker in text:
+        head, rest = text.split(marker, 1)
+        tail = rest.split("\n## ", 1)
+        text = head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")

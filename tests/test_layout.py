@@ -21,6 +21,7 @@ VERBS = {
     "sst.report",
     "sst.ensemble",
     "sst.bench",
+    "sst.bench_prune",
     "sst.export",
 }
 MAX_LINES = 360

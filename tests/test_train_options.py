@@ -131,7 +131,8 @@ def test_frozen_weights_stay_pretrained_and_the_rest_learns(
     backbone = {k.removeprefix("backbone."): v for k, v in weights.items() if k[:9] == "backbone."}
     assert backbone.keys() == pretrained.keys()
     unchanged = {k for k in pretrained if torch.equal(backbone[k], pretrained[k])}
-    trained = {k for k in pretrained if not k.startswith("pooler.")}  # the loss never reaches it
+    trained = {k for k in pretrained if not k.startswith("pooler.")}
+    assert set(pretrained) - trained <= unchanged  # the pooler: the loss never reaches it
     assert {k for k in trained if frozen(k)} <= unchanged
     assert not {k for k in trained if not frozen(k)} & unchanged  # everything else moved
     # the head did learn: it is not the freshly drawn head it started from
