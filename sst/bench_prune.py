@@ -10,12 +10,25 @@ from __future__ import annotations
 import copy
 import functools
 from pathlib import Path
+from typing import NamedTuple
 
 from sst.data.pipeline import read_split
 from sst.errors import SstError
 from sst.loops import best_of, publish
 from sst.model.metrics import mean_sd
 from sst.runs import CONFIG, METRICS, WEIGHTS, Run
+
+
+class _Group(NamedTuple):
+    """One row of the table: runs that differ only by seed."""
+
+    sparsity: float
+    label: str
+    members: list[Run]
+    scores: list[list[float]]  # root accuracy, root macro-F1: one value per member
+    dense: float  # phrases/s, dense kernels
+    csr: float  # phrases/s, sparse CSR kernels
+    mib: tuple[float, float]  # the weights' size raw, gzip-compressed
 
 
 def bench_prune(paths: list[Path], n_texts: int, out_md: Path | None) -> int:
@@ -40,7 +53,7 @@ def bench_prune(paths: list[Path], n_texts: int, out_md: Path | None) -> int:
     parts, _ = read_split(Path(first.config.train.split))  # one test set: the first run's split
     texts = parts["test"]["text"].drop_duplicates()
     texts = texts.sample(min(n_texts, len(texts)), random_state=0).tolist()
-    rows = []
+    rows: list[_Group] = []
     for members in groups.values():
         run, batch = members[0], members[0].config.train.eval_batch_size
         model = run.load_classifier()
@@ -51,13 +64,13 @@ def bench_prune(paths: list[Path], n_texts: int, out_md: Path | None) -> int:
             rates.append(len(texts) / best_of(functools.partial(predict, texts, batch), passes))
         dense, csr = rates
         scores = [[r.metrics["test"]["root"][m] for r in members] for m in ("accuracy", "macro_f1")]
-        mb = [run.weights.stat().st_size / 2**20, gzip_bytes(run.weights) / 2**20]
-        rows.append((zeros, _prune_label(run), members, scores, dense, csr, mb))
+        mib = (run.weights.stat().st_size / 2**20, gzip_bytes(run.weights) / 2**20)
+        rows.append(_Group(zeros, _prune_label(run), members, scores, dense, csr, mib))
     # by sparsity; an unpruned preset before the runs that started from it
-    rows.sort(key=lambda row: (row[0], bool(row[2][0].config.model.init_from)))
+    rows.sort(key=lambda g: (g.sparsity, bool(g.members[0].config.model.init_from)))
     ref = rows[0]
     lines = [
-        f"{len(texts)} test phrases, batch {ref[2][0].config.train.eval_batch_size}, "
+        f"{len(texts)} test phrases, batch {ref.members[0].config.train.eval_batch_size}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}; sparsity: the share of "
         "zeros among the encoder's linear weights; dense ×: against the first row; CSR ×: "
         "against the same row's dense kernels",
@@ -70,8 +83,8 @@ def bench_prune(paths: list[Path], n_texts: int, out_md: Path | None) -> int:
         acc, f1 = ("{:.3f} ± {:.3f}".format(*mean_sd(v)) for v in scores)
         seeds = ",".join(str(r.config.train.seed) for r in members)
         lines.append(
-            f"| {label} | {len(members)} ({seeds}) | {zeros:.1%} | {acc} | {f1} | {dense:.0f} "
-            f"| {dense / ref[4]:.2f} | {csr:.0f} | {csr / dense:.2f} | {raw:.1f} | {packed:.1f} |"
+            f"| {label} | {len(members)} ({seeds}) | {zeros:.1%} | {acc} | {f1} | {dense:.0f} | "
+            f"{dense / ref.dense:.2f} | {csr:.0f} | {csr / dense:.2f} | {raw:.1f} | {packed:.1f} |"
         )
     publish(out_md, "Pruning (`sst bench prune`)", lines)
     return 0
