@@ -38,8 +38,9 @@ test: setup ## the fast test tier (CPU only; no slow, docker or gpu tests)
 test-all: setup ## every test tier this machine can run, slow included
 	$(VENV)/bin/pytest -q -m "not docker and not gpu"
 
-lint: setup ## ruff (lint + format check) and mypy on sst/
+lint: setup ## ruff (lint + format check), mypy on sst/, and the largest modules (a review signal)
 	$(VENV)/bin/ruff check sst tests colab && $(VENV)/bin/ruff format --check sst tests colab && $(VENV)/bin/mypy
+	@echo "largest modules (lines; a signal for review, not a limit):" && find sst -name '*.py' -exec wc -l {} + | sort -rn | sed -n '2,11p'
 
 doctor: setup ## environment fingerprint; fails on drift from environment.lock
 	$(SST) doctor

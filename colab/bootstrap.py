@@ -43,7 +43,8 @@ CREDENTIALS = (
     "CLEARML_API_SECRET_KEY",
 )
 # What a task needs in its container: the locked venv as is, and the determinism variables
-# (sst.repro.DETERMINISM_ENV; repeated because this runs before sst is installed; a test checks).
+# (sst.env.determinism.DETERMINISM_ENV; repeated because this runs before sst is installed; a
+# test checks).
 TASK_ENV = {
     "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",

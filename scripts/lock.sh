@@ -13,7 +13,7 @@ check=0
 py=${1:-python3.11}
 source_sha() {
   "$py" -c 'import sys; sys.path.insert(0, "."); from pathlib import Path
-from sst.locks import declared_sha256, stale_locks
+from sst.env.locks import declared_sha256, stale_locks
 if sys.argv[1] == "check":
     problems = stale_locks(Path("."))
     print("\n".join(problems) or "locks: both generated from the current pyproject.toml")

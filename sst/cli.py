@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sst
+from sst.env.cpu import pin_cpu_isa
 from sst.errors import SstError, user_error
-from sst.repro import pin_cpu_isa
 
 if TYPE_CHECKING:
     from sst.config import Config
@@ -39,28 +39,28 @@ def _load(args: argparse.Namespace) -> Config:
     """The preset and overrides; executed by a clearml-agent, the task's parameters win (they
     hold the task's whole config, possibly edited in the web UI)."""
     from sst.config import load_config
-    from sst.server import remote_overrides
+    from sst.tracking.server import remote_overrides
 
     return load_config(args.config, [*args.overrides, *remote_overrides()])
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from sst.prepare import print_data
+    from sst.verbs.prepare import print_data
 
     print_data(_load(args))
     return 0
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from sst.prepare import split_and_print
+    from sst.verbs.prepare import split_and_print
 
     split_and_print(_load(args), force=args.force)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sst.prepare import ensure_split
-    from sst.train import print_summary, resume, seeds_summary, train_each_seed
+    from sst.verbs.prepare import ensure_split
+    from sst.verbs.train import print_summary, resume, seeds_summary, train_each_seed
 
     if args.resume:
         _no_config(args, "--resume takes the run's recorded config")
@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from sst.predict import format_one, predict_file, predict_texts, run_folder
+    from sst.verbs.predict import format_one, predict_file, predict_texts, run_folder
 
     run = run_folder(args.run, args.task)
     if args.file:
@@ -92,14 +92,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from sst.repro import doctor
+    from sst.verbs.doctor import doctor
 
     return doctor()
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     from sst.config import describe
-    from sst.data.versioning import dumps
+    from sst.io import dumps
 
     if args.config or args.overrides:
         print(dumps(_load(args).to_dict()), end="")
@@ -109,23 +109,27 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sst import bench, bench_prune
-
     out = Path(args.out) if args.out else None
     if args.what == "prune":  # it reads each run's own config: a -c or key=value would be ignored
+        from sst.bench.prune import bench_prune
+
         _no_config(args, "bench prune reads each run's own config", also=args.runs)
-        return bench_prune.bench_prune([Path(r) for r in args.runs], args.texts, out)
+        return bench_prune([Path(r) for r in args.runs], args.texts, out)
     cfg, n = _load(args), args.phrases
     if args.what == "split":
-        return bench.bench_split(cfg, args.seeds, args.peer_seeds, out)
+        from sst.bench.split import bench_split
+
+        return bench_split(cfg, args.seeds, args.peer_seeds, out)
+    from sst.bench import train as bench
+
     verbs = {"isa": bench.bench_isa, "profile": bench.bench_profile, "train": bench.bench_train}
     return bench.bench_ours(cfg, n) if args.what == "ours" else verbs[args.what](cfg, n, out)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from sst.report import publish, sweep_rows
-    from sst.runs import SWEEP_RECORD
-    from sst.sweep import sweep
+    from sst.run.folder import SWEEP_RECORD
+    from sst.verbs.report import publish, sweep_rows
+    from sst.verbs.sweep import sweep
 
     if args.local == bool(args.queue):
         raise SstError("choose where the sweep runs", fix="pass --local or --queue NAME")
@@ -149,8 +153,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sst.ranking import parse_by
-    from sst.report import collect, from_project, publish
+    from sst.run.ranking import parse_by
+    from sst.verbs.report import collect, from_project, publish
 
     parse_by(args.by)  # a bad --by fails before anything is read
     rows = from_project(args.project, args.tag) if args.tag else collect(map(Path, args.runs))
@@ -159,8 +163,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from sst.ensemble import ensemble, select
-    from sst.report import collect, print_top
+    from sst.verbs.ensemble import ensemble, select
+    from sst.verbs.report import collect, print_top
 
     if args.runs:
         members, by = [Path(r) for r in args.runs], "given"
@@ -175,7 +179,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from sst.replay import replay, replay_online
+    from sst.verbs.replay import replay, replay_online
 
     if args.queue:
         if args.overrides:
@@ -192,7 +196,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    from sst.share import upload
+    from sst.tracking.share import upload
 
     task_id, link, attached = upload(Path(args.session), Path(args.run) if args.run else None)
     print(f"task {task_id}: {link}")
@@ -201,7 +205,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from sst.replay import compare, intact, load
+    from sst.verbs.replay import compare, intact, load
 
     if args.b is None:
         print(intact(Path(args.a)))
@@ -213,7 +217,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sst.export import export
+    from sst.verbs.export import export
 
     out, status = export(Path(args.run), Path(args.out) if args.out else None, force=args.force)
     print(f"{out}: {status} (from_pretrained(folder, trust_remote_code=True) loads it)")
@@ -228,7 +232,7 @@ def _verb(sub: Any, func: Callable[[argparse.Namespace], int], help: str) -> Any
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sst.ranking import BALANCED_RULE, BY_HELP
+    from sst.run.ranking import BALANCED_RULE, BY_HELP
 
     parser = argparse.ArgumentParser(
         prog="sst",

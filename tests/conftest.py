@@ -101,7 +101,7 @@ def fresh_clone(dest: Path) -> Path:
     code under test, in a folder that shares nothing else with this one."""
     import subprocess
 
-    from sst.repro import git_patch
+    from sst.env.git import git_patch
 
     subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
     if patch := git_patch():
@@ -255,7 +255,7 @@ def tracked_run(
     import zipfile
 
     from sst.config import load_config
-    from sst.train import train
+    from sst.verbs.train import train
 
     tmp = tmp_path_factory.mktemp("tracked")
     with pytest.MonkeyPatch.context() as mp:

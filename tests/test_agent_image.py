@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from sst.agent import child_environment, parameters_to_overrides
+from sst.tracking.agent import child_environment, parameters_to_overrides
 from tests.conftest import build_tiny_bert, docker_logs_until, synthetic_rows, write_kaggle
 
 REPO = Path(__file__).resolve().parent.parent

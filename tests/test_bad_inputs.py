@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from sst.cli import build_parser, main
-from sst.data.sources import sha256_file
+from sst.io import sha256_file
 from tests.conftest import split_config, synthetic_rows, write_kaggle
 
 REPO = Path(__file__).resolve().parent.parent

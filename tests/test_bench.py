@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sst.bench import BF16, FROZEN, OURS, bench_profile, bench_split, bench_train
+from sst.bench.split import bench_split
+from sst.bench.train import BF16, FROZEN, OURS, bench_profile, bench_train
 from sst.config import load_config
-from sst.repro import cpu_has_bf16
+from sst.env.cpu import cpu_has_bf16
 from tests.conftest import split_config, train_overrides
 
 

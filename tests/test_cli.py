@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from sst.cli import build_parser, main
+from sst.env.locks import drift, read_lock
 from sst.errors import SstError
-from sst.locks import drift, read_lock
 
 REPO = Path(__file__).resolve().parent.parent
 VERBS = [

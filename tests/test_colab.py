@@ -167,8 +167,8 @@ def test_notebook_is_one_cell_calling_the_script() -> None:
 
 
 def test_task_environment_matches_the_kit() -> None:
-    from sst.agent import TASK_USER, container_arguments, container_image
-    from sst.repro import DETERMINISM_ENV
+    from sst.env.determinism import DETERMINISM_ENV
+    from sst.tracking.agent import TASK_USER, container_arguments, container_image
 
     assert bootstrap.TASK_ENV == {"CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1", **DETERMINISM_ENV}
     assert bootstrap.TASK_DOCKER_ARGS == TASK_USER

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sst.config import describe, load_config
+from sst.config.variables import expand, unset_variables
 from sst.errors import SstError
-from sst.variables import expand, unset_variables
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,3 +106,27 @@ def test_a_choice_in_a_file_names_its_line(tmp_path: Path) -> None:
     assert str(err.value).startswith(f"{path}:3: model.pooling='max' is not one of cls, mean")
     assert load_config(None, ["model.pooling=cls"]).model.pooling == "cls"
     assert any(line.startswith("model.pooling (cls|mean, default 'mean'): ") for line in describe())
+
+
+def test_the_classifiers_own_defaults_are_the_configs() -> None:
+    """SstClassifier keeps keyword defaults (Lightning saves and reloads its hyper-parameters by
+    name): each must be the config's default for that key, so the two cannot disagree."""
+    import inspect
+
+    from sst.config.sections import ModelConfig, TrainConfig
+    from sst.model.module import SstClassifier
+
+    renamed = {"model_name": "name"}
+    decided = {"attention"}  # the kernels a precision decision chose, not model.attention
+    defaults = {**ModelConfig().__dict__, **TrainConfig().__dict__}
+    params = inspect.signature(SstClassifier.__init__).parameters
+    checked = {
+        name: p.default
+        for name, p in params.items()
+        if p.default is not inspect.Parameter.empty
+        and renamed.get(name, name) in defaults
+        and name not in decided
+    }
+    assert len(checked) >= 10
+    for name, value in checked.items():
+        assert value == defaults[renamed.get(name, name)], name

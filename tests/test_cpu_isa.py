@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from sst.agent import child_environment
 from sst.cli import main
 from sst.config import load_config
-from sst.replay import Recorded, compare
-from sst.repro import CPU_ISA_ENV
-from sst.repro import PINNING_VARS as PINS
+from sst.env.cpu import CPU_ISA_ENV
+from sst.env.cpu import PINNING_VARS as PINS
+from sst.tracking.agent import child_environment
+from sst.verbs.replay import Recorded, compare
 from tests.conftest import train_overrides
 
 
@@ -93,8 +93,8 @@ def test_verify_compares_the_level_not_the_cpu_model() -> None:
 def test_a_level_asked_too_late_or_unknown_is_refused(monkeypatch, capsys) -> None:
     import torch
 
+    from sst.env.determinism import configure_determinism
     from sst.errors import SstError
-    from sst.repro import configure_determinism
 
     monkeypatch.setenv(CPU_ISA_ENV, "avx9")
     assert main(["config"]) == 2

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from sst import agent
 from sst.cli import main
 from sst.config import load_config
 from sst.data.pipeline import run_split
+from sst.tracking import agent
 from tests.conftest import fresh_clone
 
 REPO = Path(__file__).resolve().parent.parent

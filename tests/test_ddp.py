@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 from sst.config import load_config
 from sst.model.metrics import HEADLINE, LEVELS
 from sst.model.sampling import BucketBatchSampler, RankShare, Schedule
-from sst.pictures import scalars
-from sst.runs import Run
-from sst.train import train
+from sst.run.folder import Run
+from sst.verbs.train import train
+from sst.viz.pictures import scalars
 from tests.conftest import train_overrides
 
 

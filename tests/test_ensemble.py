@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from sst.cli import main
-from sst.ensemble import ensemble
 from sst.errors import SstError
-from sst.export import export
 from sst.model.metrics import confusion, summarize
-from sst.report import collect
+from sst.verbs.ensemble import ensemble
+from sst.verbs.export import export
+from sst.verbs.report import collect
 
 
 def test_ensemble_of_the_sweep_appears_in_the_leaderboard(
@@ -25,7 +25,7 @@ def test_ensemble_of_the_sweep_appears_in_the_leaderboard(
     """`sst ensemble --top 2` picks 2 of 3 real runs by validation macro-F1; `sst report` ranks
     the ensemble beside them with the score its averaged probabilities really get."""
     from sst.config import load_config
-    from sst.train import train
+    from sst.verbs.train import train
     from tests.conftest import train_overrides
 
     runs = tmp_path / "runs"
@@ -149,7 +149,7 @@ def test_ensemble_refuses_runs_of_another_split(tmp_path: Path) -> None:
 def test_select_chooses_by_validation_not_test(tmp_path: Path) -> None:
     """Three runs whose validation and test orders disagree (macro-F1 worked out by hand in
     tests/test_report.py): x 1.0 / 0.605, y 0.68 / 0.633, z 0.605 / 1.0 (validation / test)."""
-    from sst.ensemble import select
+    from sst.verbs.ensemble import select
     from tests.test_report import scored_run
 
     runs = tmp_path / "runs"

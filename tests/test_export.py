@@ -15,8 +15,8 @@ import torch
 from sst.cli import main
 from sst.data import LABELS
 from sst.data.pipeline import read_split
-from sst.data.sources import sha256_file
-from sst.runs import Run
+from sst.io import sha256_file
+from sst.run.folder import Run
 
 # Runs in a fresh interpreter where `import sst` fails: only transformers and the export folder.
 LOAD_WITHOUT_THE_KIT = """

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sst.locks import LOCKS, canonical, read_lock, stale_locks
+from sst.env.locks import LOCKS, canonical, read_lock, stale_locks
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = [
@@ -77,3 +77,11 @@ def test_a_changed_pyproject_makes_both_locks_stale(tmp_path: Path) -> None:
     pyproject.write_text(pyproject.read_text().replace('"rich>=13"', '"rich>=14"'))
     problems = stale_locks(tmp_path)
     assert len(problems) == 2 and all("stale versus pyproject.toml" in p for p in problems)
+
+
+def test_the_kit_root_is_the_checkout_holding_the_package() -> None:
+    """Where the lock, git state and repo-relative paths are read from (a module that moves to a
+    deeper folder must still find it)."""
+    from sst.env.locks import KIT_ROOT
+
+    assert (KIT_ROOT / "sst" / "cli.py").is_file() and (KIT_ROOT / "environment.lock").is_file()

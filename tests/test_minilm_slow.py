@@ -10,8 +10,8 @@ import pytest
 
 from sst.config import load_config
 from sst.data.pipeline import run_split
-from sst.replay import replay
-from sst.train import train
+from sst.verbs.replay import replay
+from sst.verbs.train import train
 
 
 @pytest.mark.slow

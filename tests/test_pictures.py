@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sst import pictures
 from sst.cli import main
 from sst.data import LABELS
-from sst.runs import PROBS, Run
+from sst.run.folder import PROBS, Run
+from sst.viz import pictures
 
 PNGS = (pictures.CURVE, pictures.PER_CLASS, pictures.BY_LENGTH, pictures.RELIABILITY)
 

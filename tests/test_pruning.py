@@ -13,13 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sst.bench_prune import bench_prune
+from sst.bench.prune import bench_prune
 from sst.config import load_config
 from sst.data.pipeline import read_split
 from sst.model.inference import Predictor
 from sst.model.pruning import CsrLinear, gzip_bytes, sparsity, to_csr
-from sst.runs import Run
-from sst.train import RunResult, train
+from sst.run.folder import Run
+from sst.verbs.train import RunResult, train
 from tests.conftest import train_overrides
 
 

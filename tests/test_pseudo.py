@@ -14,13 +14,14 @@ import pytest
 
 from sst.config import load_config
 from sst.data.pipeline import HELDOUT, UNLABELED, read_split, read_tsv, run_split
-from sst.data.sources import sha256_file
 from sst.errors import SstError
+from sst.io import sha256_file
 from sst.model.datamodule import SstDataModule
 from sst.model.inference import Predictor
-from sst.pseudo import check, held_back_agreement, select
-from sst.runs import PSEUDO, WEIGHTS, Run
-from sst.train import train
+from sst.run.fingerprint import PseudoInputs
+from sst.run.folder import PSEUDO, WEIGHTS, Run
+from sst.verbs.pseudo import held_back_agreement, select
+from sst.verbs.train import train
 from tests.conftest import split_config, synthetic_rows, train_overrides, write_kaggle
 
 
@@ -58,10 +59,17 @@ def test_select_keeps_confident_rows_and_caps_each_class_most_confident_first() 
     ],
 )
 def test_inconsistent_pseudo_keys_are_refused_naming_the_key(
-    overrides: list[str], message: str
+    overrides: list[str], message: str, tmp_path: Path
 ) -> None:
+    """Refused when the config is read, before anything trains; in a file, naming its line."""
     with pytest.raises(SstError, match=message):
-        check(load_config(None, overrides))
+        load_config(None, overrides)
+    preset = tmp_path / "p.yaml"  # train: at line 2, the keys from line 3 on
+    preset.write_text("train:\n" + "".join(f"  {o[6:].replace('=', ': ')}\n" for o in overrides))
+    key = message.split()[0].split("=")[0]  # the key the message names
+    line = 2 + [o.split("=")[0] for o in overrides].index(key)
+    with pytest.raises(SstError, match=rf"p\.yaml:{line}: {message}"):
+        load_config(preset)
 
 
 def test_the_simulation_split_holds_back_whole_train_sentences_and_leaves_val_and_test(
@@ -185,7 +193,7 @@ def test_a_tampered_teacher_is_refused_before_the_run_folder_exists(
 
 
 def test_an_ensemble_cannot_teach(tiny_model: Path, tiny_split: Path, tmp_path: Path) -> None:
-    from sst.ensemble import ensemble
+    from sst.verbs.ensemble import ensemble
     from tests.test_ensemble import _fake_run
 
     rng = np.random.default_rng(0)
@@ -199,11 +207,11 @@ def test_an_ensemble_cannot_teach(tiny_model: Path, tiny_split: Path, tmp_path: 
 
 
 def test_a_resumed_run_refuses_other_pseudo_labels(tmp_path: Path) -> None:
-    from sst.pseudo import PseudoLabels, _digest
+    from sst.verbs.pseudo import PseudoLabels, _digest
 
     def labels(label: int) -> PseudoLabels:
         frame = pd.DataFrame({"text": ["a fine film"], "label": [label], "confidence": [0.95]})
-        return PseudoLabels(frame, "note", {"pseudo_sha256": _digest(frame)})
+        return PseudoLabels(frame, "note", PseudoInputs("teacher", "texts", _digest(frame)))
 
     assert labels(4).write(tmp_path) == "note"
     assert labels(4).write(tmp_path) == "note"  # the same labels again: resumed

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from sst import tracking
 from sst.cli import main
 from sst.config import load_config
-from sst.data.sources import sha256_file
-from sst.replay import Recorded, compare, from_run, from_session, replay_online
-from sst.train import train
+from sst.io import sha256_file
+from sst.tracking import tracker as tracking
+from sst.verbs.replay import Recorded, compare, from_run, from_session, replay_online
+from sst.verbs.train import train
 from tests.clearml_fake import FakeTask, tid
 from tests.conftest import train_overrides
 
@@ -62,7 +62,7 @@ def test_replay_of_an_offline_session_is_bit_identical(recorded, tmp_path: Path,
 
 
 def test_sessions_hide_secrets_but_keep_tokenizer_settings() -> None:
-    from sst.tracking import REDACTED, scrub
+    from sst.tracking.tracker import REDACTED, scrub
 
     got = scrub(
         {
@@ -188,7 +188,7 @@ def test_online_replay_clones_enqueues_and_compares(
     clone with the real `sst train`, so the verdict compares what that run recorded: identical
     as enqueued, DIFFERENT (naming the seed) when the agent's run is another one, and DIFFERENT
     with exit code 1 when the agent's weights differ although nothing recorded does."""
-    import sst.train
+    import sst.verbs.train
 
     monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
     monkeypatch.delenv("CLEARML_OFFLINE_MODE")
@@ -208,8 +208,8 @@ def test_online_replay_clones_enqueues_and_compares(
             mp.setenv("CLEARML_TASK_ID", task.id)
             mp.setattr(FakeTask, "remote", True)
             if drift:  # the same config and fingerprint, other random numbers: other weights
-                real = sst.train.seed_everything
-                mp.setattr(sst.train, "seed_everything", lambda seed: real(seed + drift[0]))
+                real = sst.verbs.train.seed_everything
+                mp.setattr(sst.verbs.train, "seed_everything", lambda seed: real(seed + drift[0]))
             assert main(["train"]) == 0
 
     FakeTask.agent = agent
@@ -256,7 +256,7 @@ def test_online_replay_clones_enqueues_and_compares(
 # batch index) appended to the file named first: what the resumed process itself trained.
 COUNTING_TRAIN = """
 import sys
-from sst.repro import pin_cpu_isa
+from sst.env.cpu import pin_cpu_isa
 pin_cpu_isa()  # before torch loads, as sst.cli.main does
 from sst.model.module import SstClassifier
 real = SstClassifier.training_step

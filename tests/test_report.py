@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from sst import tracking
 from sst.model.metrics import HEADLINE
-from sst.ranking import contamination, rank
-from sst.report import collect, from_project, write_report
+from sst.run.ranking import contamination, rank
+from sst.tracking import tracker as tracking
+from sst.verbs.report import collect, from_project, write_report
 
 
 def test_leaderboard_ranks_by_the_chosen_metric_and_lists_the_failure(local_sweep) -> None:
@@ -190,7 +190,7 @@ def scored_run(folder: Path, **stages: str) -> Path:
 
 def test_rows_qualify_by_the_balanced_rule() -> None:
     from sst.model.metrics import summarize
-    from sst.ranking import scored_row
+    from sst.run.ranking import scored_row
 
     for key, cm in CMS.items():
         s = summarize(cm)

@@ -12,9 +12,9 @@ import torch
 
 from sst.cli import main
 from sst.config import load_config
-from sst.data.sources import sha256_file
+from sst.io import sha256_file
 from sst.model.module import SstClassifier
-from sst.train import train
+from sst.verbs.train import train
 from tests.conftest import train_overrides
 
 CRASH_AT = 57  # epoch 1, mid-epoch (42 batches per epoch)

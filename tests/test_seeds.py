@@ -14,7 +14,7 @@ import pytest
 from sst.cli import main
 from sst.config import load_config
 from sst.model.metrics import bootstrap_interval
-from sst.ranking import Row, SeedGroup, within_noise
+from sst.run.ranking import Row, SeedGroup, within_noise
 from tests.conftest import train_overrides
 
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from sst import agent, tracking
-from sst.agent import parameters_to_overrides, remote_problem
 from sst.cli import main
-from sst.runs import WEIGHTS, Run
-from sst.server import task_id_from
+from sst.run.folder import WEIGHTS, Run
+from sst.tracking import agent
+from sst.tracking import tracker as tracking
+from sst.tracking.agent import parameters_to_overrides, remote_problem
+from sst.tracking.server import task_id_from
 from tests.clearml_fake import FakeTask
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from sst import agent, server, tracking
 from sst.cli import main
 from sst.config import load_config
+from sst.config.zoo import read_models
+from sst.env.git import GitState
 from sst.errors import SstError
-from sst.ranking import contamination
-from sst.sweep import run_online, task_parameters
-from sst.zoo import read_models
+from sst.run.ranking import contamination
+from sst.tracking import agent, server
+from sst.tracking import tracker as tracking
+from sst.verbs.sweep import run_online, task_parameters
 from tests.clearml_fake import FakeTask, tags_match, tid
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,8 +179,8 @@ def test_online_sweep_contract(
     monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "key")
     monkeypatch.setenv("SST_IMAGE", "registry.example/sst@sha256:" + "b" * 64)
     monkeypatch.setattr(
-        "sst.repro.git_state",
-        lambda: {"commit": "c" * 40, "remote": "https://git.example/sst.git", "diff_sha256": None},
+        "sst.verbs.sweep.git_state",
+        lambda: GitState(commit="c" * 40, diff_sha256=None, remote="https://git.example/sst.git"),
     )
     FakeTask.reset(tmp_path / "files")
     models = tmp_path / "models.txt"
@@ -188,7 +190,7 @@ def test_online_sweep_contract(
     outcomes = run_online(entries, base=base, sweep_id="sweep-x", queue="gpu", wait=True)
 
     image = "registry.example/sst@sha256:" + "b" * 64
-    from sst.agent import container_arguments
+    from sst.tracking.agent import container_arguments
 
     args = container_arguments()
     calls = [c for c in FakeTask.calls if c[0] != "set_random_seed"]
@@ -306,7 +308,7 @@ def test_resume_continues_a_partial_run_from_its_checkpoint(
     """A line whose run died leaves `<id>.partial` with checkpoints/last.ckpt: `sweep --resume`
     continues that folder (`sst train --resume`) instead of training the line again."""
     from sst.model.module import SstClassifier
-    from sst.train import train
+    from sst.verbs.train import train
     from tests.conftest import sweep_base
 
     base = sweep_base(tmp_path, tiny_model, tiny_split)

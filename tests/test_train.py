@@ -11,11 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sst.agent import container_image
 from sst.cli import main
 from sst.config import load_config
+from sst.env.precision import decide
 from sst.model.datamodule import SstDataModule
-from sst.train import train
+from sst.tracking.agent import container_image
+from sst.verbs.train import train
 from tests.conftest import isolate, train_overrides
 
 CONTRACT = {
@@ -143,7 +144,7 @@ def test_worker_processes_load_the_same_batches(two_runs, tiny_model, tiny_split
     the weights of the same config loaded in the main process (two_runs: num_workers=0)."""
     import os
 
-    from sst.data.sources import sha256_file
+    from sst.io import sha256_file
 
     fetched = tmp_path / "fetched-by.txt"  # each process that collated a batch: its pid
     collate = SstDataModule.from_config  # the loader's collate runs where the batch is fetched
@@ -174,7 +175,7 @@ def test_predict_reads_a_plain_text_file(two_runs, tmp_path: Path, capsys) -> No
     """A file without a text/Phrase header column: one phrase per non-blank line, as written
     (quotes and a leading "text" word are part of the phrase)."""
     from sst.data.lines import read_phrases
-    from sst.predict import predict_texts
+    from sst.verbs.predict import predict_texts
 
     src = tmp_path / "phrases.txt"
     src.write_text(
@@ -246,9 +247,8 @@ def test_evaluation_predicts_each_distinct_text_once_and_scores_every_node(
     assert batch["input_ids"].tolist() == [[5, 6], [7, 0]]
     assert batch["expand"].tolist() == [0, 0, 1, 1]
     assert batch["index"].tolist() == [0, 2, 1, 3] and batch["labels"].tolist() == [0, 0, 4, 2]
-    model = SstClassifier.from_config(
-        load_config(None, train_overrides(tiny_model, tiny_split, tmp_path))
-    ).eval()
+    cfg = load_config(None, train_overrides(tiny_model, tiny_split, tmp_path))
+    model = SstClassifier.from_config(cfg, decide(cfg.train.precision)).eval()
     model.on_test_epoch_start()
     with torch.no_grad():
         model.test_step(batch, 0)

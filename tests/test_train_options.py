@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from sst.config import load_config
+from sst.env.precision import decide
 from sst.model.module import SstClassifier
-from sst.train import train
+from sst.verbs.train import train
 from tests.conftest import train_overrides
 
 TOTAL, WARMUP_RATIO = 20, 0.1  # 20 optimizer steps, int(0.1 * 20) = 2 of them warming up
@@ -136,7 +137,7 @@ def test_frozen_weights_stay_pretrained_and_the_rest_learns(
     assert {k for k in trained if frozen(k)} <= unchanged
     assert not {k for k in trained if not frozen(k)} & unchanged  # everything else moved
     # the head did learn: it is not the freshly drawn head it started from
-    start = SstClassifier.from_config(cfg).head
+    start = SstClassifier.from_config(cfg, decide(cfg.train.precision)).head
     assert not torch.equal(weights["head.weight"], start.weight.detach())
     assert not torch.equal(weights["head.bias"], start.bias.detach())
 
@@ -195,8 +196,8 @@ def test_precision_is_a_knob_recorded_in_the_fingerprint_and_part_of_the_bits(
     (torch emulates them: slower, never a default there). model.attention=auto loads eager
     attention under bf16 on a CPU (sdpa's bf16 backward is slow there), the model's sdpa in fp32,
     and the fingerprint records which."""
-    from sst.repro import cpu_has_bf16
-    from sst.runs import Run
+    from sst.env.cpu import cpu_has_bf16
+    from sst.run.folder import Run
 
     runs = {
         p: train(
@@ -281,11 +282,9 @@ def test_attention_auto_is_eager_only_under_bf16_on_a_cpu(
     expected: str | None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sst.repro import resolve_attention
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert resolve_attention(attention, precision) == expected
+    assert decide(precision, attention).attention == expected
 
 
 def test_an_explicit_attention_reaches_the_backbone(tiny_model: Path) -> None:
@@ -293,8 +292,9 @@ def test_an_explicit_attention_reaches_the_backbone(tiny_model: Path) -> None:
     not only a record), and its hash changes only when set (added=True keeps old hashes)."""
     plain = load_config(None, [f"model.name={tiny_model}"])
     eager = load_config(None, [f"model.name={tiny_model}", "model.attention=eager"])
-    assert SstClassifier.from_config(eager).backbone.config._attn_implementation == "eager"
-    assert SstClassifier.from_config(plain).backbone.config._attn_implementation == "sdpa"
+    for cfg, runs in ((eager, "eager"), (plain, "sdpa")):
+        model = SstClassifier.from_config(cfg, decide(cfg.train.precision, cfg.model.attention))
+        assert model.backbone.config._attn_implementation == runs
     assert (
         plain.hash()
         == load_config(None, [f"model.name={tiny_model}", "model.attention=auto"]).hash()
@@ -310,7 +310,7 @@ def test_bf16_mixed_clips_gradients_beside_a_fused_optimizer(
     second assertion fails, a Lightning release has the fix and Bf16Mixed can go."""
     from lightning.pytorch.plugins.precision import MixedPrecision
 
-    from sst.model.precision import Bf16Mixed, trainer_precision
+    from sst.run.trainer import Bf16Mixed, trainer_precision
 
     param = torch.nn.Parameter(torch.ones(4))
     param.grad = torch.full((4,), 10.0)
@@ -320,9 +320,10 @@ def test_bf16_mixed_clips_gradients_beside_a_fused_optimizer(
     with pytest.raises(RuntimeError, match="fused"):
         MixedPrecision("bf16-mixed", "cpu").clip_gradients(fused, 1.0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    (plugin,) = trainer_precision("bf16-mixed")["plugins"]
-    assert isinstance(plugin, Bf16Mixed) and trainer_precision("auto") == {"precision": "32-true"}
-    (plugin,) = trainer_precision("16-mixed")["plugins"]  # Lightning runs bf16 on a CPU: so do we
+    (plugin,) = trainer_precision(decide("bf16-mixed"))["plugins"]
+    assert isinstance(plugin, Bf16Mixed)
+    assert trainer_precision(decide("auto")) == {"precision": "32-true"}
+    (plugin,) = trainer_precision(decide("16-mixed"))["plugins"]  # bf16 on a CPU, as Lightning
     assert isinstance(plugin, Bf16Mixed)
 
 

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sst.config.sections import Dedup, PtbRole
 from sst.data import N_CLASSES
 from sst.data.lines import iter_lines, tab_fields
 from sst.errors import SstError
-from sst.sections import Dedup, PtbRole
 
 COLUMNS = ("sentence_id", "phrase_id", "label", "n_tokens", "is_root", "split", "text")
 DEDUP_MODES = typing.get_args(Dedup)

@@ -21,13 +21,13 @@ import pandas as pd
 
 import sst
 from sst.config import Config
+from sst.config.variables import expand, unset_variables
 from sst.data import split as tree_split
 from sst.data import stats
 from sst.data.formats import COLUMNS, PTB_ROLES, PhraseTable, load_phrases, ptb_role
 from sst.data.sources import Fetched, fetch
-from sst.data.versioning import verify, write_once
 from sst.errors import SstError
-from sst.variables import expand, unset_variables
+from sst.io import verify, write_once
 
 SPLIT_NAMES = ("train", "val", "test")
 HELDOUT, UNLABELED = "heldout", "unlabeled.txt"  # split.unlabeled_fraction (never read as a part)

@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sst.errors import SstError
-
-CHUNK = 1 << 20
+from sst.io import CHUNK, default_cache_dir, sha256_file
 
 
 @dataclass(frozen=True)
@@ -42,18 +41,6 @@ class Fetched:
     path: Path
     sha256: str  # of the file as fetched
     content_sha256: str  # of the decompressed content (== sha256 unless gzip)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SST_CACHE_DIR") or Path.home() / ".cache" / "sst")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 GZIP_MAGIC = b"\x1f\x8b"

@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 
 from sst.data import LABELS, N_CLASSES
+from sst.io import save_png
 
 COLORS = ("#b2182b", "#ef8a62", "#bababa", "#67a9cf", "#2166ac")  # diverging: neg → pos
 MAX_NGRAM = 30  # phrases longer than this share the last bucket ("30+")
-# PNG metadata without the matplotlib version, so equal figures are equal bytes
-PNG_META = {"Software": None}
 
 
 def class_counts(frame: pd.DataFrame) -> list[int]:
@@ -39,13 +38,6 @@ def split_stats(parts: dict[str, pd.DataFrame]) -> dict[str, Any]:
         }
         for name, frame in parts.items()
     }
-
-
-def save_png(fig: Any, path: Path, dpi: int = 100) -> Path:
-    """Write ``fig`` without the matplotlib version (equal figures are equal bytes); close it."""
-    fig.savefig(path, dpi=dpi, metadata=PNG_META)
-    plt.close(fig)
-    return path
 
 
 def plot_class_distribution(parts: dict[str, pd.DataFrame]) -> Any:

@@ -124,23 +124,23 @@ class SstDataModule(L.LightningDataModule):
         self,
         split_dir: str | Path,
         tokenizer: Any,
-        *,
-        batch_size: int = 32,
-        eval_batch_size: int = 128,
-        sampling: str = "random:1",
-        epoch_size: int = 0,
-        max_length: int = 128,
-        seed: int = 0,
-        num_workers: int = 0,
-        val_sentences: int = 0,
-        test_sentences: int = 0,
-        root_weight: int = 1,
-        data: dict[str, str] | None = None,
+        *,  # the config's values (from_config): its defaults are the only ones
+        batch_size: int,
+        eval_batch_size: int,
+        sampling: str,
+        epoch_size: int,
+        max_length: int,
+        seed: int,
+        num_workers: int,
+        val_sentences: int,
+        test_sentences: int,
+        root_weight: int,
+        data: dict[str, str],
         pseudo: Any = None,
     ) -> None:
         super().__init__()
         self.pseudo = pseudo  # texts with teacher labels that join train (sst.pseudo), or None
-        self.data = data or {}  # the config's data.format/dedup, checked against the split's
+        self.data = data  # the config's data.format/dedup, checked against the split's
         self.split_dir = Path(split_dir)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -218,11 +218,6 @@ class SstDataModule(L.LightningDataModule):
             ids, offsets = encode_cached(self.tokenizer, frame, self.max_length, cached)
             self.parts[name] = Encoded(ids, offsets, frame)
         train = self.parts["train"]
-        if self.root_weight < 1:
-            raise SstError(
-                f"train.root_weight={self.root_weight} would drop the roots",
-                fix="set train.root_weight to 1 (each root once) or more",
-            )
         self.sampler = BucketBatchSampler(
             train.labels,
             train.lengths,

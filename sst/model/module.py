@@ -24,10 +24,11 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sst.config import Config
 from sst.data import N_CLASSES
+from sst.env.determinism import seeded_torch
+from sst.env.precision import Precision
 from sst.errors import SstError
 from sst.model.metrics import HEADLINE, LEVELS, summarize
 from sst.model.modeling_sst import pool
-from sst.repro import resolve_attention, seeded_torch
 
 
 def resolve_model(name: str) -> str:
@@ -106,10 +107,11 @@ class SstClassifier(L.LightningModule):
         self.test_probs: dict[int, torch.Tensor] = {}
 
     @classmethod
-    def from_config(cls, cfg: Config, precision: str | None = None) -> SstClassifier:
-        """The classifier ``cfg`` describes. Its fresh head is drawn from torch's RNG seeded with
-        ``train.seed`` (and the global RNG restored): the same whatever ran before. ``precision``:
-        what it will run at when not ``train.precision`` (inference: fp32), for its attention."""
+    def from_config(cls, cfg: Config, precision: Precision) -> SstClassifier:
+        """The classifier ``cfg`` describes, with the attention kernels of the run's
+        ``precision`` decision (:func:`sst.env.precision.decide`; inference decides for fp32).
+        Its fresh head is drawn from torch's RNG seeded with ``train.seed`` (and the global RNG
+        restored): the same whatever ran before."""
         m, t = cfg.model, cfg.train
         with seeded_torch(t.seed):
             return cls(
@@ -124,7 +126,7 @@ class SstClassifier(L.LightningModule):
                 scheduler=t.scheduler,
                 warmup_ratio=t.warmup_ratio,
                 optimizer=t.optimizer,
-                attention=resolve_attention(m.attention, precision or t.precision),
+                attention=precision.attention,
             )
 
     def freeze_unused(self) -> None:

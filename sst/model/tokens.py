@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sst.data.sources import default_cache_dir
 from sst.errors import SstError
+from sst.io import default_cache_dir
 
 
 def tokenizer_digest(tokenizer: Any) -> str:

@@ -1,0 +1,120 @@
+"""The CPU: its model and vector units (for benchmark tables and the bf16 choice), and the
+portable mode that holds torch's numeric libraries to their AVX2 kernels.
+
+    SST_CPU_ISA=avx2 sst train ...   # portable bits (README "Reproducibility")
+
+Every library torch uses on the CPU is held to its AVX2 kernels (each of the three changes the bits
+on an AVX-512 CPU: measured, BENCHMARKS.md), so a run replays bit-identically on any x86-64 CPU
+with AVX2. The variables are read when the libraries load: `sst` pins them before torch.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+from sst.errors import SstError
+
+BF16_UNITS = {"avx512_bf16", "amx_bf16"}
+CPU_ISA_ENV = "SST_CPU_ISA"
+CPU_ISA_LEVELS = {
+    "native": {},
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_CBWR": "AVX2,STRICT",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    },
+}
+PINNING_VARS = frozenset(k for pins in CPU_ISA_LEVELS.values() for k in pins)
+# The caps a run records beside torch's own report of its kernels
+LIBRARY_CAPS = tuple(k for k in CPU_ISA_LEVELS["avx2"] if k != "ATEN_CPU_CAPABILITY")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        return next(
+            set(line.split(":", 1)[1].split())
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return set()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_has_bf16(flags: set[str] | None = None) -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it."""
+    return bool((cpu_flags() if flags is None else flags) & BF16_UNITS)
+
+
+def cpu_summary() -> str:
+    """The CPU model and the vector units that decide kernels, for benchmark tables."""
+    flags = cpu_flags()
+    units = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+    have = [u for u in units if u in flags]
+    bf16 = "" if cpu_has_bf16(flags) else "; no bf16 units"
+    return f"{cpu_model()} ({os.cpu_count()} cores; {', '.join(have) or 'no AVX2'}{bf16})"
+
+
+def isa_level() -> str:
+    """The portable level asked for (``$SST_CPU_ISA``; ``native`` when unset)."""
+    return (os.environ.get(CPU_ISA_ENV) or "native").lower()
+
+
+def pin_cpu_isa() -> str:
+    """Apply ``$SST_CPU_ISA`` (``native``, the default, or ``avx2``) to the numeric libraries'
+    variables; `sst` calls it before anything imports torch. Returns the level."""
+    level = isa_level()
+    if level not in CPU_ISA_LEVELS:
+        raise SstError(
+            f"{CPU_ISA_ENV}={level!r} is not one of {', '.join(CPU_ISA_LEVELS)}",
+            fix=f"export {CPU_ISA_ENV}=avx2 (portable bits) or unset it",
+        )
+    for key, value in CPU_ISA_LEVELS[level].items():
+        os.environ.setdefault(key, value)
+    return level
+
+
+def use_cpu_isa(level: str) -> None:
+    """Run with the level a run was recorded with (a replay): its variables exactly, before
+    torch loads; refused once torch has chosen its kernels."""
+    if isa_level() == level:
+        return
+    if "torch" in sys.modules:
+        raise SstError(
+            f"the run was recorded with {CPU_ISA_ENV}={level}, but torch has loaded already",
+            fix=f"start it as {CPU_ISA_ENV}={level} sst replay …",
+        )
+    os.environ[CPU_ISA_ENV] = level
+    for key in PINNING_VARS:
+        os.environ.pop(key, None)
+    pin_cpu_isa()
+
+
+def torch_kernels() -> str:
+    """The vector kernels torch runs, as it reports them (e.g. AVX2, AVX512)."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def check_pinned() -> None:
+    """Refuse a portable level that torch does not honour (it was imported before the variables
+    were set, or the CPU lacks AVX2)."""
+    if pin_cpu_isa() != "native" and torch_kernels() != "AVX2":
+        raise SstError(
+            f"{CPU_ISA_ENV}=avx2 asks for AVX2 kernels but torch runs {torch_kernels()} ones: "
+            "torch was imported before the variables were set, or this CPU lacks AVX2",
+            fix=f"export {CPU_ISA_ENV}=avx2 before Python starts (sst sets the rest itself)",
+        )

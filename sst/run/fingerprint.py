@@ -1,0 +1,420 @@
+"""The fingerprint: the one schema of what a run (or an ensemble) depended on and wrote, each
+field declared once with the layer that produces it and what a difference in it means on replay,
+and the functions that fill it. No other module writes a fingerprint field.
+
+    python -c "from sst.run.fingerprint import FIELDS; print(*(f.name for f in FIELDS))"
+
+A field's name is its path in ``fingerprint.json`` joined with "/" (as ClearML shows the connected
+section); a name ending in ``/*`` declares a section whose keys are free (the files' digests).
+What a difference means (:class:`Meaning`): another **input** (not a replay of the same run),
+**expected** to break bit-identity (threads, CPU vs GPU, library versions, image), **may break**
+it (the kit's own code, determinism settings), **not expected** to change a bit, the run's
+**output** (its digests: the verdict itself), **ignored** (where something ran or is kept), or
+**legacy** (written twice by runs made before each field was recorded once: dropped when
+comparing, so those runs still compare equal to new ones). Writing a field the schema does not
+declare is refused (:func:`check`), so a new field cannot be silently judged "not known to
+matter" by `sst replay`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from sst.config import Config
+from sst.env import cpu
+from sst.env.determinism import DETERMINISM_ENV
+from sst.env.git import git_state
+from sst.env.locks import drift, find_lock, installed, read_lock
+from sst.env.precision import Precision
+from sst.io import MANIFEST, sha256_file
+
+
+class Meaning(Enum):
+    INPUT = "input"
+    EXPECTED = "expected to break bit-identity"
+    MAY_BREAK = "may break bit-identity"
+    NOT_EXPECTED = "not expected to change a bit"
+    OUTPUT = "output"
+    IGNORED = "ignored"
+    LEGACY = "legacy"
+
+
+INPUT, EXPECTED, MAY_BREAK, NOT_EXPECTED = (
+    Meaning.INPUT,
+    Meaning.EXPECTED,
+    Meaning.MAY_BREAK,
+    Meaning.NOT_EXPECTED,
+)
+OUTPUT, IGNORED, LEGACY = Meaning.OUTPUT, Meaning.IGNORED, Meaning.LEGACY
+COMPARED = (INPUT, EXPECTED, MAY_BREAK, NOT_EXPECTED)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One fingerprint field: its name, the layer whose value it records, what a difference in
+    it means on replay and why. ``pinnable``: no difference when both runs pinned the same
+    portable kernels (``SST_CPU_ISA``): the kernels, not the CPU model, decide the bits."""
+
+    name: str
+    producer: str
+    meaning: Meaning
+    why: str
+    pinnable: bool = False
+
+    def matches(self, name: str) -> bool:
+        if self.name.endswith("/*"):  # the section itself (empty) or any key in it
+            return name == self.name[:-2] or name.startswith(self.name[:-1])
+        return name == self.name
+
+
+# the names other modules read (through these constants or :class:`sst.run.folder.Run`)
+CONFIG = "config_sha256"
+SEED = "seed"
+SPLIT = "split_manifest_sha256"
+MODEL = "model"
+WEIGHTS = "weights_sha256"
+FILES = "files_sha256"
+TASK_ID = "clearml_task_id"
+MEMBERS = "members"
+MEMBER_MODELS = "member_models"
+PRECISION = "determinism/precision"
+GIT_COMMIT = "git/commit"
+PINNED = "environment/cpu_isa/level"  # SST_CPU_ISA: the kernels, not the CPU model, decide
+
+FIELDS: tuple[Field, ...] = (
+    # what a run was made from
+    Field(CONFIG, "run", INPUT, "another config: not a replay of the same run"),
+    Field(SEED, "run", INPUT, "another seed"),
+    Field(SPLIT, "run", INPUT, "another split (data)"),
+    Field(
+        "init_weights_sha256",
+        "run",
+        INPUT,
+        "started from another run's weights (model.init_from)",
+    ),
+    Field("teacher_weights_sha256", "pseudo", INPUT, "another teacher labelled train.unlabeled"),
+    Field("unlabeled_sha256", "pseudo", INPUT, "other unlabeled texts (train.unlabeled)"),
+    Field(
+        "pseudo_sha256",
+        "pseudo",
+        INPUT,
+        "other pseudo labels (the teacher labelled the texts differently)",
+    ),
+    Field(MODEL, "run", INPUT, "another model"),
+    Field("model_revision", "run", INPUT, "another hub revision of the model"),
+    Field("model_files_sha256", "run", INPUT, "other model files"),
+    # an ensemble's members (sst ensemble)
+    Field(
+        "ensemble_sha256",
+        "ensemble",
+        INPUT,
+        "other members (the sha256 of the members' weights sha256, in order)",
+    ),
+    Field(MEMBERS, "ensemble", INPUT, "other member runs"),
+    Field(MEMBER_MODELS, "ensemble", INPUT, "other member models"),
+    Field("member_weights_sha256", "ensemble", INPUT, "members with other weights"),
+    Field("chosen_by", "ensemble", NOT_EXPECTED, "members chosen by another rule"),
+    # the machine and the libraries
+    Field(
+        "threads",
+        "env",
+        EXPECTED,
+        "CPU thread count changes the order of floating-point reductions",
+    ),
+    Field("environment/cuda_available", "env", EXPECTED, "CPU vs GPU kernels"),
+    Field(
+        "environment/devices",
+        "env",
+        EXPECTED,
+        "another GPU model (architecture) runs other kernels",
+    ),
+    Field("environment/torch", "env", EXPECTED, "another torch build"),
+    Field("environment/torch_cuda", "env", EXPECTED, "another CUDA version"),
+    Field("environment/cudnn", "env", EXPECTED, "another cuDNN version"),
+    Field(
+        "environment/cpu",
+        "env",
+        EXPECTED,
+        "another CPU model may take other kernels (e.g. AVX-512 vs AVX2); SST_CPU_ISA=avx2 "
+        "pins them",
+        pinnable=True,
+    ),
+    Field(PINNED, "env", EXPECTED, "another pinned instruction set (SST_CPU_ISA)"),
+    Field(
+        "environment/cpu_isa/aten",
+        "env",
+        EXPECTED,
+        "torch ran other vector kernels (e.g. AVX-512 vs AVX2)",
+        pinnable=True,
+    ),
+    Field("environment/cpu_isa/MKL_CBWR", "env", EXPECTED, "MKL's reproducibility mode differs"),
+    Field(
+        "environment/cpu_isa/ONEDNN_MAX_CPU_ISA",
+        "env",
+        EXPECTED,
+        "oneDNN's instruction-set cap differs",
+    ),
+    Field("environment/machine", "env", EXPECTED, "another CPU architecture"),
+    Field(
+        "environment/image",
+        "env",
+        EXPECTED,
+        "another container image, or host vs image (other system libraries)",
+    ),
+    Field("environment/platform", "env", EXPECTED, "another OS / C library"),
+    Field("environment/python", "env", EXPECTED, "another Python"),
+    Field("environment/implementation", "env", EXPECTED, "another Python implementation"),
+    Field("environment/lock_sha256", "env", EXPECTED, "another locked environment"),
+    Field("environment/lock_drift", "env", EXPECTED, "installed packages differ from the lock"),
+    Field(
+        PRECISION,
+        "env.precision",
+        EXPECTED,
+        "another precision (train.precision=auto: bf16/16-mixed on a GPU)",
+    ),
+    Field(
+        "determinism/attention",
+        "model",
+        EXPECTED,
+        "other attention kernels (model.attention=auto: eager under bf16 on a CPU)",
+    ),
+    Field(
+        "environment/CUBLAS_WORKSPACE_CONFIG",
+        "env",
+        MAY_BREAK,
+        "cuBLAS's workspace (deterministic GPU matrix products need :4096:8)",
+    ),
+    Field(
+        "environment/PYTHONHASHSEED",
+        "env",
+        MAY_BREAK,
+        "Python's hash order (the kit sorts what decides an order)",
+    ),
+    Field(
+        "environment/TOKENIZERS_PARALLELISM",
+        "env",
+        NOT_EXPECTED,
+        "tokenizer threads (the encodings are the same)",
+    ),
+    Field(
+        "determinism/deterministic_algorithms",
+        "env.determinism",
+        MAY_BREAK,
+        "determinism setting: torch's deterministic algorithms",
+    ),
+    Field(
+        "determinism/cudnn_deterministic",
+        "env.determinism",
+        MAY_BREAK,
+        "determinism setting: cuDNN's deterministic kernels",
+    ),
+    Field(
+        "determinism/cudnn_benchmark",
+        "env.determinism",
+        MAY_BREAK,
+        "determinism setting: cuDNN's kernel search",
+    ),
+    # the kit's own code
+    Field(GIT_COMMIT, "env.git", MAY_BREAK, "another version of the kit's code"),
+    Field("git/diff_sha256", "env.git", MAY_BREAK, "uncommitted changes to the kit's code"),
+    # what the run wrote
+    Field(WEIGHTS, "run", OUTPUT, "the weights: the verdict itself"),
+    Field(f"{FILES}/*", "run", OUTPUT, "the written files: re-hashed by Run.verify, not compared"),
+    # where things ran or are kept
+    Field(TASK_ID, "tracking", IGNORED, "the ClearML task that tracked the run"),
+    Field("environment/executable", "env", IGNORED, "where the interpreter is"),
+    Field("environment/lock", "env", IGNORED, "where the lock file is"),
+    Field("git/remote", "env.git", IGNORED, "where agents clone the kit from"),
+    # written twice by runs made before the fingerprint recorded each field once
+    Field("determinism/seed", "legacy", LEGACY, "seed"),
+    Field("determinism/threads", "legacy", LEGACY, "threads"),
+    Field("determinism/PYTHONHASHSEED", "legacy", LEGACY, "environment/PYTHONHASHSEED"),
+    Field("environment/threads", "legacy", LEGACY, "threads"),
+)
+
+
+def field_of(name: str) -> Field | None:
+    """The declaration of the field ``name`` (flattened with "/"), or None."""
+    return next((f for f in FIELDS if f.matches(name)), None)
+
+
+def names(tree: Any, prefix: str = "") -> list[str]:
+    """Every field name in a fingerprint (nested dicts joined with "/")."""
+    if isinstance(tree, dict) and (tree or not prefix):
+        return [n for k, v in tree.items() for n in names(v, f"{prefix}{k}/")]
+    return [prefix.removesuffix("/")]
+
+
+def check(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """``fingerprint`` when every field it holds is declared here; a field that is not (or is
+    legacy) is a programming error, refused before anything is written."""
+    bad = [n for n in names(fingerprint) if (f := field_of(n)) is None or f.meaning is LEGACY]
+    if bad:
+        raise ValueError(f"fingerprint fields not declared in sst.run.fingerprint: {bad}")
+    return fingerprint
+
+
+def value(fingerprint: dict[str, Any], name: str) -> Any:
+    """The value of the field ``name`` ("a/b" reads ``fingerprint["a"]["b"]``), or None."""
+    node: Any = fingerprint
+    for part in name.split("/"):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+@dataclass(frozen=True)
+class PseudoInputs:
+    """Pseudo-labelling's inputs, each by sha256 when it was read (:mod:`sst.verbs.pseudo`)."""
+
+    teacher_weights: str
+    unlabeled: str
+    labels: str  # of the kept (text, label) pairs
+
+
+def for_run(
+    cfg: Config,
+    work: Path,
+    *,
+    decided: Precision,
+    attention: str,
+    weights_sha256: str,
+    files_sha256: dict[str, str],
+    task_id: str | None,
+    init_weights: str | None = None,
+    pseudo: PseudoInputs | None = None,
+) -> dict[str, Any]:
+    """What a trained run in ``work`` depended on and wrote, each field once (README
+    "Reproducibility"): ``decided`` is the run's precision decision, ``attention`` the kernels the
+    model runs, ``init_weights`` the weights sha256 of the run it started from
+    (``model.init_from``)."""
+    import torch
+
+    fingerprint = {
+        CONFIG: cfg.hash(),
+        SEED: cfg.train.seed,
+        "threads": torch.get_num_threads(),
+        "determinism": {
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "precision": decided.lightning,
+            "attention": attention,
+        },
+        SPLIT: sha256_file(Path(cfg.train.split) / MANIFEST),
+        MODEL: cfg.model.name,
+        "model_revision": cfg.model.revision,
+        "model_files_sha256": model_files_sha256(cfg.model.name),
+        "environment": environment(),
+        "git": _git(),
+        TASK_ID: task_id,
+        WEIGHTS: weights_sha256,
+        FILES: files_sha256,
+    }
+    if init_weights is not None:
+        fingerprint["init_weights_sha256"] = init_weights
+    if pseudo is not None:
+        fingerprint |= {
+            "teacher_weights_sha256": pseudo.teacher_weights,
+            "unlabeled_sha256": pseudo.unlabeled,
+            "pseudo_sha256": pseudo.labels,
+        }
+    return check(fingerprint)
+
+
+def for_ensemble(
+    members: list[tuple[str, str, str]],  # (run name, model, weights sha256), in order
+    *,
+    chosen_by: str,
+    split: str,
+    files_sha256: dict[str, str],
+) -> dict[str, Any]:
+    """An ensemble's fingerprint: its members and the split they share (no config: it trains
+    nothing). ``ensemble_sha256`` names it by its members' weights."""
+    weights = [w for _, _, w in members]
+    models = [m for _, m, _ in members]
+    return check(
+        {
+            "ensemble_sha256": ensemble_sha256(weights),
+            MEMBERS: [name for name, _, _ in members],
+            MEMBER_MODELS: models,
+            "member_weights_sha256": weights,
+            "chosen_by": chosen_by,
+            MODEL: f"ensemble({', '.join(models)})",
+            SPLIT: split,
+            FILES: files_sha256,
+        }
+    )
+
+
+def ensemble_sha256(weights: list[str]) -> str:
+    return hashlib.sha256("\n".join(weights).encode()).hexdigest()
+
+
+def _git() -> dict[str, Any]:
+    git = git_state()
+    return {"commit": git.commit, "diff_sha256": git.diff_sha256, "remote": git.remote}
+
+
+def environment() -> dict[str, Any]:
+    """The fingerprint of this interpreter and machine (no secrets, no paths of the user's;
+    `sst doctor` prints it)."""
+    import torch
+
+    lock = find_lock()
+    cuda = torch.cuda.is_available()
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu.cpu_model(),
+        "cpu_isa": {
+            "level": cpu.isa_level(),
+            "aten": cpu.torch_kernels(),
+            **{k: os.environ.get(k) for k in cpu.LIBRARY_CAPS},
+        },
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cuda_available": cuda,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if cuda
+        else [],
+        "executable": sys.executable,
+        "lock": str(lock) if lock else None,
+        "lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock else None,
+        "lock_drift": _drift_summary(lock),
+        "image": os.environ.get("SST_IMAGE"),  # set inside the kit's images and by agents
+    }
+    for var in DETERMINISM_ENV:
+        info[var] = os.environ.get(var)
+    return info
+
+
+def _drift_summary(lock: Path | None) -> list[str] | None:
+    """Missing and mismatched packages against the lock ([] when clean; None without a lock)."""
+    if lock is None:
+        return None
+    d = drift(read_lock(lock), installed())
+    return d.missing + d.mismatched
+
+
+def model_files_sha256(name: str) -> str | None:
+    """sha256 over the sorted (relative path, file sha256) of a local model folder."""
+    from sst.model.module import resolve_model
+
+    folder = Path(resolve_model(name)).expanduser()
+    if not folder.is_dir():
+        return None  # a hub id: the revision identifies it
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(folder).as_posix()}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()

@@ -1,0 +1,179 @@
+"""The one Lightning ``Trainer`` builder: what `sst train` fits with, what scores a DDP fit's
+weights, and what every `sst bench` loop times, so a benchmark measures the trainer users run.
+
+    python -c "from sst.run.trainer import build_trainer"   # called by sst train and sst bench
+
+Three roles of one trainer (the same precision, determinism, strategy and gradient clipping):
+
+- ``fit``: a run's training, writing into its folder: ``checkpoints/`` (best by validation root
+  macro-F1, and ``last.ckpt``, the resume point, every N steps and on a crash), TensorBoard in
+  ``tb/``, the learning-rate monitor, the progress bar and, with ``train.profile``, Lightning's
+  SimpleProfiler tables in ``profile/``.
+- ``score``: one process that scores the weights a DDP fit handed back (its workers logged the
+  fit).
+- ``bench``: the fit's training computation with no files written, as the HF Trainer peer runs
+  it (``save_strategy="no"``, ``logging_strategy="no"``, no progress bar).
+
+bf16-mixed goes through :class:`Bf16Mixed`: Lightning's own mixed-precision plugin, except that it
+clips gradients beside a fused optimizer. Lightning 2.6.6 refuses that pair for every mixed
+precision ("performs unscaling of gradients internally"), but bf16 has no GradScaler, so there is
+nothing to unscale and the clip sees the true gradients (Lightning-AI/pytorch-lightning#21435,
+fixed upstream by #21436, not in a release yet). The presets clip (train.grad_clip=1) with the
+fused AdamW, so without it bf16-mixed failed at its first step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.profilers import SimpleProfiler
+from lightning.pytorch.utilities import GradClipAlgorithmType
+from torch.optim import Optimizer
+
+from sst.config import Config
+from sst.env import precision as policy
+from sst.run import folder
+
+Role = Literal["fit", "score", "bench"]
+PROGRESS_EVERY = 20  # batches between progress-bar refreshes
+
+
+class Bf16Mixed(MixedPrecision):
+    """Lightning's ``precision="bf16-mixed"`` (autocast to bfloat16, no scaler) that clips
+    gradients whatever the optimizer."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__("bf16-mixed", device)
+
+    def clip_gradients(
+        self,
+        optimizer: Optimizer,
+        clip_val: int | float = 0.0,
+        gradient_clip_algorithm: GradClipAlgorithmType = GradClipAlgorithmType.NORM,
+    ) -> None:
+        # no scaler: the gradients are already true, so skip MixedPrecision's fused-optimizer guard
+        Precision.clip_gradients(self, optimizer, clip_val, gradient_clip_algorithm)
+
+
+def trainer_precision(decided: policy.Precision) -> dict[str, Any]:
+    """The Trainer keyword for a run's precision decision."""
+    if decided.lightning == "bf16-mixed":
+        return {"plugins": [Bf16Mixed(decided.device)]}
+    return {"precision": decided.lightning}
+
+
+def strategy(cfg: Config) -> str:
+    t = cfg.train
+    if t.devices == 1 or t.strategy != "auto":
+        return t.strategy
+    # fork shares the loaded data and model with the workers (CPU); CUDA cannot be forked
+    return "ddp_spawn" if torch.cuda.is_available() else "ddp_fork"
+
+
+def _run_outputs(cfg: Config, work: Path, model: Any) -> dict[str, Any]:
+    """What a fit writes into its run folder: checkpoints, TensorBoard, the profile."""
+    t = cfg.train
+    checkpoints = work / folder.CHECKPOINTS
+    best = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename=folder.BEST,
+        monitor="val/root/macro_f1",
+        mode="max",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    # the resume point: every N steps (or epoch), and on Ctrl+C or a crash
+    last = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename=folder.LAST,
+        monitor=None,
+        save_top_k=1,
+        every_n_train_steps=t.checkpoint_every or None,
+        enable_version_counter=False,
+        save_on_exception=True,
+    )
+    pruning: list[Callback] = []
+    if t.prune:
+        from sst.model.pruning import PruneAtStart
+
+        pruning.append(PruneAtStart(model, t.prune))
+    return {
+        "logger": TensorBoardLogger(
+            str(work), name=folder.TENSORBOARD, version="", default_hp_metric=False
+        ),
+        "callbacks": [
+            *pruning,
+            best,
+            last,
+            LearningRateMonitor(logging_interval="step"),  # the learning curve's lr panel
+            TQDMProgressBar(refresh_rate=PROGRESS_EVERY),
+        ],
+        "profiler": SimpleProfiler(str(work), folder.PROFILE) if t.profile else None,
+        "log_every_n_steps": 10,
+        "default_root_dir": str(work),
+    }
+
+
+def build_trainer(
+    cfg: Config,
+    decided: policy.Precision,
+    *,
+    role: Role = "fit",
+    epochs: int = 1,
+    work: Path | None = None,
+    model: Any = None,
+    callbacks: Sequence[Callback] = (),
+) -> L.Trainer:
+    """The Trainer for ``role`` (see the module's text): ``decided`` is the run's one precision
+    decision, ``epochs`` the schedule's length, ``work`` the run folder (fit and score), ``model``
+    the module a ``train.prune`` callback prunes, ``callbacks`` the caller's own (the run's
+    reports, a benchmark's clock)."""
+    t = cfg.train
+    common: dict[str, Any] = {
+        "accelerator": "auto",
+        "deterministic": True,
+        "enable_model_summary": False,
+        **trainer_precision(decided),
+    }
+    if role == "score":
+        assert work is not None
+        return L.Trainer(
+            devices=1,
+            logger=False,
+            callbacks=[TQDMProgressBar(refresh_rate=PROGRESS_EVERY), *callbacks],
+            default_root_dir=str(work),
+            **common,
+        )
+    training: dict[str, Any] = {
+        "max_epochs": epochs,
+        "devices": t.devices,
+        "strategy": strategy(cfg),
+        "gradient_clip_val": t.grad_clip or None,
+        "use_distributed_sampler": False,  # the kit's sampler shares batches (RankShare)
+        "num_sanity_val_steps": 0,
+    }
+    if role == "bench":
+        return L.Trainer(
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            callbacks=list(callbacks),
+            **training,
+            **common,
+        )
+    assert work is not None
+    outputs = _run_outputs(cfg, work, model)
+    outputs["callbacks"] += callbacks
+    return L.Trainer(**outputs, **training, **common)

@@ -1,0 +1,322 @@
+"""A ClearML task for a run: start it (online or offline), connect config, report, datasets, and
+read an offline session back.
+
+    python -c "from sst.tracking.tracker import start_task as s; s('sst', 'p', 'testing').close()"
+
+Online when a ClearML server is configured (``CLEARML_API_HOST`` or a ``clearml.conf``), otherwise
+offline (``CLEARML_OFFLINE_MODE``): the session lands in ``$CLEARML_CACHE_DIR/offline/<id>/``
+(``task.json``, ``metrics.jsonl``) and is zipped at close; ``Task.import_offline_session(zip)`` on
+a machine with a server uploads it later. Only the modules of :mod:`sst.tracking` import clearml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sst.env.git import git_patch, git_state
+from sst.errors import SstError
+from sst.tracking.agent import container_arguments, container_image, remote_problem
+
+SECRET_KEY = re.compile(
+    r"(secret|password|passwd|token(?!izer)|credential|access_key|api_key)", re.I
+)
+REDACTED = "<redacted>"
+
+
+def clearml_task() -> Any:
+    """The ClearML ``Task`` class: the one place the kit takes it from (the online sweep's
+    contract test replaces it here)."""
+    from clearml import Task
+
+    return Task
+
+
+def server_configured() -> bool:
+    """True when ClearML should talk to a server: credentials in the environment or a config
+    file, and offline mode not forced."""
+    if os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes"):
+        return False
+    if os.environ.get("CLEARML_API_HOST") and os.environ.get("CLEARML_API_ACCESS_KEY"):
+        return True
+    candidates = [os.environ.get("CLEARML_CONFIG_FILE"), "~/clearml.conf", "~/.clearml.conf"]
+    return any(c and Path(c).expanduser().is_file() for c in candidates)
+
+
+def scrub(value: Any) -> Any:
+    """A copy of ``value`` with every secret-looking key's value replaced, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: (REDACTED if SECRET_KEY.search(str(k)) else scrub(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    return value
+
+
+@dataclass
+class Session:
+    """What an offline session recorded: the task (``task.json``) and its reported events."""
+
+    task: dict[str, Any]
+    events: list[dict[str, Any]]
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        """Flat ``section/key`` → value, as a server task's ``get_parameters()``."""
+        return {
+            f"{section}/{name}": item.get("value", "")
+            for section, values in self.task.get("hyperparams", {}).items()
+            for name, item in values.items()
+        }
+
+    @property
+    def single_values(self) -> dict[str, float]:
+        return {
+            ev["variant"]: float(ev["value"])
+            for ev in self.events
+            if ev.get("type") == "training_stats_scalar" and ev.get("metric") == "Summary"
+        }
+
+
+def read_session(path: Path) -> Session:
+    """An offline session, zipped or as its folder (``task.json``, ``metrics.jsonl``)."""
+    try:
+        if path.is_dir():
+            task = json.loads((path / "task.json").read_text())
+            lines = (path / "metrics.jsonl").read_text().splitlines()
+        else:
+            with zipfile.ZipFile(path) as z:
+                task = json.loads(z.read("task.json"))
+                lines = z.read("metrics.jsonl").decode().splitlines()
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as e:
+        raise SstError(
+            f"not an offline ClearML session: {e}",
+            path=path,
+            fix="pass the .zip that `sst train` printed",
+        ) from None
+    events = [ev for line in lines if line.strip() for ev in json.loads(line)]
+    return Session(task, events)
+
+
+@dataclass
+class Tracker:
+    """A started ClearML task and what the kit reports to it."""
+
+    task: Any
+    offline: bool
+    session_dir: Path | None = None
+    closed: bool = field(default=False, init=False)
+
+    @property
+    def id(self) -> str:
+        return str(self.task.id)
+
+    def connect(self, section: str, values: Mapping[str, Any], *, is_input: bool = False) -> None:
+        """Record ``values`` (nested dicts allowed) as a hyper-parameter section. Only the input
+        (the config) takes a clone's edited values under an agent; what a run records about
+        itself (fingerprint, results) is written as it is, never replaced by the values of the
+        task it was cloned from."""
+        self.task.connect(scrub(dict(values)), name=section, ignore_remote_overrides=not is_input)
+
+    def report_single_value(self, name: str, value: float) -> None:
+        self.task.get_logger().report_single_value(name, float(value))
+
+    def report_image(self, title: str, series: str, path: Path, iteration: int = 0) -> None:
+        """A PNG the run wrote (figures are files first; ClearML gets the same bytes)."""
+        self.task.get_logger().report_image(
+            title=title, series=series, iteration=iteration, local_path=str(path)
+        )
+
+    def report_histogram(
+        self, title: str, series: str, values: list[float], labels: list[str], iteration: int = 0
+    ) -> None:
+        self.task.get_logger().report_histogram(
+            title=title, series=series, values=values, iteration=iteration, xlabels=labels
+        )
+
+    def report_table(self, title: str, series: str, table: Any, iteration: int = 0) -> None:
+        self.task.get_logger().report_table(
+            title=title, series=series, iteration=iteration, table_plot=table
+        )
+
+    def report_confusion_matrix(
+        self, title: str, series: str, matrix: list[list[int]], labels: list[str], iteration: int
+    ) -> None:
+        self.task.get_logger().report_confusion_matrix(
+            title=title,
+            series=series,
+            iteration=iteration,
+            matrix=matrix,
+            xaxis="predicted",
+            yaxis="true",
+            xlabels=labels,
+            ylabels=labels,
+        )
+
+    def record_container(self) -> None:
+        """Make a clone run in this run's image: ``set_base_docker`` for agents, and a
+        ``Container`` section (offline sessions pin API 2.9, where set_base_docker keeps only a
+        legacy ``docker_cmd`` string)."""
+        image, arguments = container_image(), container_arguments()
+        self.task.set_base_docker(docker_image=image, docker_arguments=arguments)
+        self.connect("Container", {"image": image, "arguments": arguments})
+
+    def record_script(self, args: list[str]) -> None:
+        """What an agent runs to re-execute this task: ``python -m sst.cli <args>`` in a fresh
+        clone of the kit's git remote at the recorded commit, with the uncommitted changes
+        applied as a patch (the task's parameters then supply the config). A remote others
+        cannot clone is said in one line when the task is shared: here on a server, offline
+        by `sst upload`."""
+        from clearml.backend_api.services import tasks as api
+
+        git = git_state()
+        if not self.offline and (problem := remote_problem(git.remote)):
+            print(f"sst: warning: {problem}", file=sys.stderr)
+        # ClearML detects the script in a thread after Task.init: let it finish, then replace
+        self.task._wait_for_repo_detection(timeout=60)
+        if self.task.data.script is None:  # nothing detected (an interactive session)
+            self.task._update_script(script=api.Script(binary="python3"))
+        self.task.set_script(
+            repository=git.remote or "",
+            commit=git.commit or "",
+            diff=git_patch(),
+            working_dir=".",
+            entry_point=" ".join(["-m", "sst.cli", *(shlex.quote(a) for a in args)]),
+        )
+
+    def set_tags(self, tags: list[str]) -> None:
+        self.task.add_tags(tags)
+
+    def create_split_dataset(
+        self, project: str, name: str, files: list[Path], raw_files: list[Path]
+    ) -> str | None:
+        """Online only: the raw files as one ``clearml.Dataset`` and the split as its child.
+        Returns the split dataset id, or None offline (the manifest is the version then)."""
+        if self.offline:
+            return None
+        from clearml import Dataset
+
+        raw = Dataset.create(dataset_name=f"{name}-raw", dataset_project=project)
+        for path in raw_files:
+            raw.add_files(path=str(path))
+        raw.upload()
+        raw.finalize()
+        child = Dataset.create(dataset_name=name, dataset_project=project, parent_datasets=[raw.id])
+        for path in files:
+            child.add_files(path=str(path))
+        child.upload()
+        child.finalize()
+        return str(child.id)
+
+    def close(self) -> Path | None:
+        """Close the task; offline, return the session zip."""
+        if self.closed:
+            return None
+        self.closed = True
+        self.task.close()
+        if self.offline and self.session_dir is not None:
+            zipped = self.session_dir.with_suffix(".zip")
+            return zipped if zipped.is_file() else self.session_dir
+        return None
+
+    def upload_run(self, folder: Path, names: Sequence[str]) -> None:
+        """Online: ``names`` in ``folder`` as task artifacts, on the files server (or the
+        ``sdk.development.default_output_uri`` of clearml.conf, e.g. ``s3://bucket/sst``).
+        Offline sessions stay small: ``sst upload <zip> --run <folder>`` attaches them later."""
+        if self.offline:
+            return
+        for name in names:
+            self.task.upload_artifact(name, artifact_object=str(folder / name), wait_on_upload=True)
+
+    def describe(self, run: Path | None = None) -> str:
+        """One line: the task's link, or offline the session and how to share it."""
+        if self.offline and self.session_dir is not None:
+            zipped = self.session_dir.with_suffix(".zip")
+            share = f"sst upload {zipped}" + (f" --run {run}" if run is not None else "")
+            return f"ClearML offline session {self.session_dir} (share it: {share})"
+        return f"ClearML task {self.id}: {self.task.get_output_log_web_page()}"
+
+
+def start_task(
+    project: str,
+    name: str,
+    task_type: str,
+    config: Mapping[str, Any] | None = None,
+    *,
+    tags: list[str] | None = None,
+    monitor_resources: bool = False,
+    quiet: bool = False,
+) -> Tracker:
+    """Start a ClearML task: online when a server is configured, offline otherwise (said in one
+    line on stderr). ``config`` is connected as the ``config`` section, secrets redacted."""
+    from clearml.config import ConfigWrapper
+
+    Task = clearml_task()
+    offline = not server_configured()
+    if offline:
+        Task.set_offline(True)
+        # Offline there is nothing to upload in the background: report in-process so that
+        # close() returns at once instead of waiting ~10 s for a reporter subprocess.
+        ConfigWrapper.set_overrides({"sdk": {"development": {"report_use_subprocess": False}}})
+    # Task.init would reseed every RNG to 1337; the kit seeds explicitly after starting a task.
+    Task.set_random_seed(None)
+    task: Any = Task.init(
+        project_name=project,
+        task_name=name,
+        task_type=getattr(Task.TaskTypes, task_type),
+        reuse_last_task_id=False,
+        auto_connect_arg_parser=False,
+        auto_connect_frameworks={"matplotlib": False},
+        auto_resource_monitoring=monitor_resources,
+        output_uri=None,
+    )
+    session = Path(task.get_offline_mode_folder()) if offline else None
+    tracker = Tracker(task=task, offline=offline, session_dir=session)
+    if tags:
+        tracker.set_tags(tags)
+    if config is not None:
+        tracker.connect("config", config, is_input=True)
+    if not quiet:
+        print(tracker.describe(), file=sys.stderr)
+    return tracker
+
+
+@contextmanager
+def tracked(
+    project: str,
+    name: str,
+    task_type: str,
+    config: Mapping[str, Any] | None = None,
+    *,
+    args: list[str],
+    enabled: bool = True,
+    tags: list[str] | None = None,
+    monitor_resources: bool = False,
+) -> Iterator[Tracker | None]:
+    """A ClearML task for the block (None when tracking is disabled), closed when it ends.
+    ``args`` is the `sst` command line that re-executes it (see :meth:`Tracker.record_script`)."""
+    if not enabled:
+        yield None
+        return
+    tracker = start_task(
+        project,
+        name,
+        task_type,
+        config,
+        tags=tags,
+        monitor_resources=monitor_resources,
+        quiet=True,
+    )
+    try:
+        tracker.record_script(args)
+        yield tracker
+    finally:
+        tracker.close()

@@ -1,0 +1,294 @@
+"""The training recipe: fine-tune an encoder on a split and write a run folder.
+
+    sst train --config configs/demo.yaml model.name=minilm train.sampling="stratified:1,random:1"
+    sst train --resume runs/<id>.partial
+
+:func:`train` reads like the job: determinism first, the one precision decision, the data and the
+model the config describes, a run folder (:mod:`sst.run.folder` holds its contract), a ClearML
+task, fit with the one Trainer (:mod:`sst.run.trainer`), test, record (:mod:`sst.run.fingerprint`),
+rename. A killed run leaves its ``.partial`` folder with ``checkpoints/last.ckpt``; ``--resume``
+continues it from the recorded config, never from the current one. The split must exist
+(`sst train` makes a missing one first: :func:`sst.verbs.prepare.ensure_split`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from safetensors.torch import save_model
+
+from sst.config import Config
+from sst.data import LABELS
+from sst.env.determinism import configure_determinism, seed_everything
+from sst.env.precision import Precision, decide
+from sst.io import save_png, sha256_file, write_json
+from sst.model.datamodule import SstDataModule
+from sst.model.metrics import HEADLINE, LEVELS, mean_sd
+from sst.model.module import SstClassifier
+from sst.model.pruning import sparsity
+from sst.run import fingerprint as fp
+from sst.run import folder as runs
+from sst.run.trainer import build_trainer
+from sst.tracking import agent
+from sst.tracking.tracker import Tracker, tracked
+from sst.verbs import pseudo
+from sst.viz import pictures
+from sst.viz.figures import plot_confusion, plot_test_confusion
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    weights_sha256: str
+    tracking: str | None
+    seconds: float
+    notes: list[str] = field(default_factory=list)  # what the run did on the user's behalf
+
+
+def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = None) -> RunResult:
+    """Train ``cfg`` (or continue the partial run at ``resume``); return the finished run.
+    ``runs_dir`` puts the run folder elsewhere than ``train.runs_dir`` without changing the
+    config (and its hash): `sst replay` writes to ``<runs_dir>/replays/``.
+
+    Everything that can be wrong with the inputs (config values, model, split) fails before the
+    run folder or a ClearML task exists.
+    """
+    t0 = time.perf_counter()
+    configure_determinism(cfg.train.threads)  # first, always
+    decided = decide(cfg.train.precision, cfg.model.attention)  # once: "auto" differs by device
+    taught = pseudo.label(cfg)  # train.teacher, verified, labels train.unlabeled (or None)
+    data = SstDataModule.from_config(cfg, taught and taught.frame)
+    data.setup("fit")  # verifies the split against its manifest
+    init = cfg.model.init_from and runs.Run.open(Path(cfg.model.init_from), need=(runs.WEIGHTS,))
+    if init:
+        init.verify(reads=(runs.WEIGHTS,))  # before the model loads: a tampered run fails first
+    model = SstClassifier.from_config(cfg, decided)
+    if cfg.train.devices > 1:
+        model.freeze_unused()
+    if init:
+        init.load_into(model)
+    if resume is not None:
+        work, checkpoint = resume, runs.resume_point(resume)
+    else:
+        runs_dir = runs_dir or Path(cfg.train.runs_dir)
+        if unfinished := runs.find_by_config(cfg, runs_dir)[1]:
+            print(
+                f"{unfinished}: an unfinished run of this config (continue it with "
+                f"`sst train --resume {unfinished}`); starting a new one",
+                file=sys.stderr,
+            )
+        work, checkpoint = runs.create(runs_dir, cfg), None
+    notes = [taught.write(work)] if taught else []  # pseudo.tsv: checked again on resume
+    with tracked(
+        cfg.tracking.project,
+        f"train {cfg.name}",
+        "training",
+        cfg.to_dict(),
+        args=["train"],  # the connected config is the whole input
+        enabled=cfg.tracking.enabled,
+        tags=[runs.run_id(work), *agent.sweep_tags()],
+        monitor_resources=cfg.tracking.monitor_resources,
+    ) as tracker:
+        if tracker is not None:
+            tracker.record_container()
+            tracker.connect("model", dict(model.hparams))
+        seed_everything(cfg.train.seed)  # after Task.init, so tracked and untracked runs agree
+        reports = ReportCallback(tracker, work)
+        trainer = build_trainer(
+            cfg, decided, epochs=len(data.schedule), work=work, model=model, callbacks=[reports]
+        )
+        trainer.fit(model, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None)
+        chosen, chosen_note = _chosen_checkpoint(cfg, trainer)
+        notes += chosen_note
+        if trainer.world_size > 1:  # the DDP workers are gone with their results: score here
+            trainer = build_trainer(cfg, decided, role="score", work=work, callbacks=[reports])
+            trainer.validate(model, datamodule=data, verbose=False)  # the last weights
+        trainer.test(model, datamodule=data, ckpt_path=chosen, verbose=False)  # loads it
+        notes += decided.notes()
+        if cfg.train.prune:
+            notes.append(f"pruned: {sparsity(model):.1%} of the encoder's linear weights are 0")
+        recorded = Recorded(
+            decided,
+            attention=model.backbone.config._attn_implementation,  # what the encoder runs
+            task_id=tracker.id if tracker is not None else None,
+            init_weights=init.weights_sha256 if init else None,
+            pseudo=taught.inputs if taught else None,
+        )
+        metrics, fingerprint = _record(cfg, work, model, data, recorded)
+        drawn = pictures.draw(runs.Run(work), work / runs.PICTURES)
+        final = runs.finish(work)
+        if not cfg.train.keep_checkpoints and (removed := runs.drop_checkpoints(final)):
+            notes.append(removed)
+        where = None
+        if tracker is not None:  # after the rename: ClearML reads the figure when it uploads
+            _report_run(tracker, fingerprint, metrics["test"], final / runs.CONFUSION_PNG)
+            pictures.report(tracker, {n: final / runs.PICTURES / n for n in drawn})
+            tracker.upload_run(final, runs.SHARED)
+            where = tracker.describe(run=final)
+    seconds = time.perf_counter() - t0
+    return RunResult(final, metrics, fingerprint[fp.WEIGHTS], where, seconds, notes)
+
+
+def resume(run: Path) -> RunResult:
+    """`sst train --resume`: the partial run at ``run`` (``runs/<id>`` or ``….partial``),
+    continued from its checkpoint with its recorded config."""
+    work = runs.partial_folder(run)
+    return train(runs.load_run_config(work), resume=work)
+
+
+def train_each_seed(cfg: Config, done: Callable[[RunResult], None]) -> list[RunResult]:
+    """One run per ``train.seeds`` (each recorded with its own ``train.seed``), or the one run;
+    ``done`` is called as each finishes."""
+    results = []
+    for one in [cfg.with_train(seed=s, seeds=()) for s in cfg.train.seeds] or [cfg]:
+        results.append(train(one))
+        done(results[-1])
+    return results
+
+
+def _chosen_checkpoint(cfg: Config, trainer: L.Trainer) -> tuple[str | None, list[str]]:
+    """``train.evaluate``: the weights to test and keep, as ``trainer.test`` takes them (None:
+    the last, in memory), and a note when best was asked for but nothing was validated."""
+    if cfg.train.evaluate == "last":
+        return None, []
+    best = trainer.checkpoint_callback
+    if isinstance(best, ModelCheckpoint) and best.best_model_path:
+        score = best.best_model_score
+        if score is None:  # DDP workers hand back only the path; the checkpoint holds the score
+            state = torch.load(best.best_model_path, weights_only=False, mmap=True)
+            (score,) = (
+                v["best_model_score"]
+                for v in state["callbacks"].values()
+                if v.get("best_model_path") == best.best_model_path
+            )
+        note = f"tested the best weights (val root macro-F1 {float(score):.4f})"
+        return best.best_model_path, [note]
+    return None, ["train.evaluate=best, but nothing was validated: tested the last weights"]
+
+
+class ReportCallback(Callback):
+    """A confusion matrix per evaluation: to ClearML and as ``confusion/<stage>-epoch<N>.png``
+    (figures and ClearML stay out of model/)."""
+
+    def __init__(self, tracker: Tracker | None, work: Path) -> None:
+        self.tracker = tracker
+        self.folder = work / runs.CONFUSION_DIR
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        # once per fit epoch; under DDP every process holds the synced metrics: rank 0 reports
+        if trainer.state.fn == TrainerFn.FITTING and trainer.is_global_zero:
+            self._report(pl_module.results.get("val", {}), "val", trainer.current_epoch, trainer)
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        self._report(pl_module.results.get("test", {}), "test", trainer.current_epoch, trainer)
+
+    def _report(self, results: dict[str, Any], stage: str, epoch: int, trainer: Any) -> None:
+        if not results:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fig = plot_confusion(
+            {f"{stage} {level}": r["confusion_matrix"] for level, r in results.items()},
+            f"{stage}, epoch {epoch}",
+        )
+        save_png(fig, self.folder / f"{stage}-epoch{epoch}.png", dpi=80)
+        if self.tracker is None or trainer.world_size > 1:  # the task lives in the main process
+            return
+        for level, summary in results.items():
+            self.tracker.report_confusion_matrix(
+                f"{stage} confusion matrix", level, summary["confusion_matrix"], list(LABELS), epoch
+            )
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the fingerprint records of a run beside its config and outputs."""
+
+    decided: Precision  # the run's one precision decision
+    attention: str  # the attention kernels the encoder runs
+    task_id: str | None
+    init_weights: str | None  # model.init_from: the weights it started from
+    pseudo: fp.PseudoInputs | None  # train.unlabeled: what labelled it
+
+
+def _record(
+    cfg: Config, work: Path, model: SstClassifier, data: SstDataModule, recorded: Recorded
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's outputs: weights, metrics, the test figure and predictions, the fingerprint.
+    Returns the metrics and the fingerprint."""
+    save_model(model, str(work / runs.WEIGHTS))
+    metrics: dict[str, Any] = {s: model.results[s] for s in ("val", "test") if s in model.results}
+    metrics[fp.WEIGHTS] = weights_sha = sha256_file(work / runs.WEIGHTS)
+    write_json(work / runs.METRICS, metrics)
+    test = model.results["test"]
+    save_png(plot_test_confusion(test, cfg.name), work / runs.CONFUSION_PNG)
+    part = data.parts["test"]
+    probs = np.stack([model.test_probs[i].numpy() for i in range(len(part))])
+    rows = {"phrase_id": part.phrase_id, "sentence_id": part.sentence_id}
+    rows |= {"is_root": part.is_root, "label": part.labels}
+    runs.write_predictions(work / runs.PREDICTIONS, rows, probs)
+    fingerprint = fp.for_run(
+        cfg,
+        work,
+        decided=recorded.decided,
+        attention=recorded.attention,
+        weights_sha256=weights_sha,
+        files_sha256=runs.files_sha256(work),
+        task_id=recorded.task_id,
+        init_weights=recorded.init_weights,
+        pseudo=recorded.pseudo,
+    )
+    write_json(work / runs.FINGERPRINT, fingerprint)
+    return metrics, fingerprint
+
+
+def _report_run(
+    tracker: Tracker, fingerprint: dict[str, Any], test: dict[str, Any], figure: Path
+) -> None:
+    # whole, nested sections flattened by ClearML: `sst replay <session.zip>` reads it back
+    tracker.connect("fingerprint", fingerprint)
+    for level in LEVELS:
+        for key in HEADLINE:
+            tracker.report_single_value(f"test/{level}/{key}", test[level][key])
+        per_class = {k: test[level][f"{k}_per_class"] for k in ("precision", "recall", "f1")}
+        tracker.report_table("test per class", level, pd.DataFrame(per_class, index=list(LABELS)))
+    tracker.report_image("confusion matrix", "test", figure)
+
+
+def seeds_summary(results: list[RunResult]) -> str:
+    """Mean ± sample sd over runs that differ only by seed, for the test root headline."""
+    lines = [f"{len(results)} seeds (mean ± sample sd):"]
+    for key in ("accuracy", "macro_f1"):
+        mean, sd = mean_sd([r.metrics["test"]["root"][key] for r in results])
+        lines.append(f"test root {key} {mean:.4f} ± {sd:.4f}")
+    return " ".join(lines)
+
+
+def print_summary(result: RunResult, out: Any = None) -> None:
+    out = out or sys.stdout
+    print(f"run      {result.run_dir}  ({result.seconds:.0f} s)", file=out)
+    for level in LEVELS:
+        s = result.metrics["test"][level]
+        print(
+            f"test {level:6} n={s['n']:<6} acc {s['accuracy']:.3f}  macro-F1 "
+            f"{s['macro_f1']:.3f}  min-prec {s['min_class_precision']:.3f}  within-1 "
+            f"{s['within_one']:.3f}  MAE {s['mae']:.3f}  QWK {s['qwk']:.3f}  flips "
+            f"{s['polarity_flip_rate']:.3f}  (majority {s['majority_baseline']:.3f})",
+            file=out,
+        )
+    print(f"confusion matrix {result.run_dir / runs.CONFUSION_PNG}", file=out)
+    print(f"weights sha256 {result.weights_sha256}", file=out)
+    for note in result.notes:
+        print(f"note: {note}", file=out)
+    print(result.tracking or "ClearML tracking disabled", file=out)
