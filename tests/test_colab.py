@@ -35,7 +35,7 @@ def test_venv_plan_installs_the_lock_with_hashes(tmp_path: Path, creds, monkeypa
         "-r",
         str(REPO / "environment.lock"),
     ]
-    assert daemon[1:] == ["daemon", "--queue", "colab", "--create-queue", "--detached"]
+    assert daemon[1:] == ["daemon", "--queue", "colab", "--create-queue", "--foreground"]
     assert p.env["CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL"] == "1"
     text = p.render()
     assert "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1" in text and SECRET not in text
@@ -106,6 +106,10 @@ def test_docker_plan_runs_the_agent_in_the_pinned_image(monkeypatch, creds) -> N
     for name in bootstrap.CREDENTIALS:  # passed by name only: docker copies the value
         assert cmd[cmd.index(name) - 1] == "-e"
     assert SECRET not in p.render()
+    # the daemon's ~/.clearml is a host folder the agent names: task containers get its config
+    home = f"{bootstrap.AGENT_HOME / 'gpu'}:/root/.clearml"
+    assert cmd[cmd.index(home) - 1] == "-v"
+    assert f"CLEARML_AGENT_DOCKER_HOST_MOUNT={home}" in cmd
 
 
 def test_auto_falls_back_to_venv_without_an_engine(creds) -> None:
@@ -124,7 +128,7 @@ def test_dry_run_cli_and_missing_credentials(monkeypatch, capsys) -> None:
     with pytest.raises(
         bootstrap.BootstrapError, match="missing ClearML credentials: CLEARML_API_HOST"
     ):
-        bootstrap.credentials(lambda name: None)
+        bootstrap.credentials()
 
 
 def test_venv_install_path_is_a_real_locked_install(tmp_path: Path, creds) -> None:
@@ -157,13 +161,135 @@ def test_venv_install_path_is_a_real_locked_install(tmp_path: Path, creds) -> No
     assert {line for line in freeze.split() if "==" in line} == {
         line.split(" ")[0].replace("pyyaml", "PyYAML") for line in subset if "==" in line
     }
-    assert ran and ran[0][-1] == "--detached"
+    assert ran and ran[0][-1] == "--foreground"
 
 
-def test_notebook_is_one_cell_calling_the_script() -> None:
+# A stand-in for Colab's ``google.colab.userdata``: it answers in the process that imported it
+# first (the notebook's kernel) and, as Colab does, refuses every other process.
+USERDATA = """
+import json, os
+from pathlib import Path
+
+_STATE = Path(os.environ["COLAB_STANDIN_STATE"])
+if not (_STATE / "kernel.pid").exists():
+    (_STATE / "kernel.pid").write_text(str(os.getpid()))
+
+
+class NotebookAccessError(Exception):
+    pass
+
+
+class SecretNotFoundError(Exception):
+    pass
+
+
+def get(name):
+    with (_STATE / "calls.log").open("a") as log:
+        log.write(f"{os.getpid()} {name}\\n")
+    if int((_STATE / "kernel.pid").read_text()) != os.getpid():
+        raise NotebookAccessError("Secrets can only be fetched when running from the Colab UI.")
+    secrets = json.loads(os.environ["COLAB_STANDIN_SECRETS"])
+    if name not in secrets:
+        raise SecretNotFoundError(name)
+    return secrets[name]
+"""
+
+
+def _colab(tmp_path: Path, secrets: dict[str, str]) -> dict[str, str]:
+    """A Colab-like machine: the stand-in userdata importable, a ``python`` on PATH that records
+    what the cell starts (its arguments and the credentials it was given) instead of running
+    the bootstrap, the kit already cloned as ``sst``."""
+    package = tmp_path / "site" / "google" / "colab"
+    package.mkdir(parents=True)
+    (tmp_path / "site" / "google" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "userdata.py").write_text(USERDATA)
+    (tmp_path / "state").mkdir()
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "python").write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        "names = [n for n in os.environ if n.startswith('CLEARML_')]\n"
+        f"open({str(tmp_path / 'started.json')!r}, 'w').write(json.dumps("
+        "{'argv': sys.argv[1:], 'env': {n: os.environ[n] for n in names}}))\n"
+    )
+    (shims / "python").chmod(0o755)
+    (tmp_path / "sst").symlink_to(REPO)
+    return {
+        "PATH": f"{shims}:/usr/bin:/bin",
+        "PYTHONPATH": str(tmp_path / "site"),
+        "COLAB_STANDIN_STATE": str(tmp_path / "state"),
+        "COLAB_STANDIN_SECRETS": json.dumps(secrets),
+        "HOME": str(tmp_path),
+    }
+
+
+def _cell() -> str:
     nb = json.loads((REPO / "colab" / "sst_agent.ipynb").read_text())
     (cell,) = nb["cells"]
-    assert "colab/bootstrap.py" in "".join(cell["source"])
+    return "".join(cell["source"])
+
+
+def test_the_notebook_reads_the_secrets_in_its_kernel_and_hands_them_over(
+    tmp_path: Path,
+) -> None:
+    """Colab answers userdata.get() in the notebook's kernel only: the cell reads the secrets
+    there and starts the bootstrap with them in its environment."""
+    secrets = {
+        n: SECRET if "SECRET" in n else f"https://{n.lower()}.example"
+        for n in bootstrap.CREDENTIALS
+    }
+    env = _colab(tmp_path, secrets)
+    kernel = subprocess.run(
+        [sys.executable, "-c", _cell()], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert kernel.returncode == 0, kernel.stderr
+    started = json.loads((tmp_path / "started.json").read_text())
+    assert started["argv"] == ["sst/colab/bootstrap.py", "--queue", "colab"]
+    assert started["env"] == secrets  # every credential, from the kernel's secrets
+    assert SECRET not in kernel.stdout + kernel.stderr
+
+
+def test_the_bootstrap_never_asks_colab_for_a_secret(tmp_path: Path) -> None:
+    """Run as the cell runs it (a child of the kernel) without credentials: one line saying how
+    to pass them, and Colab's secrets store never asked (it would refuse this process)."""
+    env = _colab(tmp_path, {"CLEARML_API_HOST": "https://api.example"})
+    (tmp_path / "state" / "kernel.pid").write_text("1")  # the kernel is another process
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "colab" / "bootstrap.py"),
+            "--queue",
+            "colab",
+            "--mode",
+            "venv",
+        ],
+        env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("bootstrap: error: missing ClearML credentials")
+    assert "run the notebook's cell" in done.stderr
+    assert not (tmp_path / "state" / "calls.log").exists()
+
+
+@pytest.mark.parametrize(("driver", "refused"), [("535.104.05", True), ("580.82.07", False)])
+def test_the_gpu_lock_needs_a_driver_for_its_cuda(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, creds, driver: str, refused: bool
+) -> None:
+    _machine(monkeypatch, tmp_path, gpu=True, py311=True)
+    (tmp_path / "bin" / "nvidia-smi").write_text(f"#!/bin/sh\necho 'Tesla T4, {driver}'\n")
+    if refused:
+        with pytest.raises(
+            bootstrap.BootstrapError, match=r"driver 535\.104\.05 is older than 580"
+        ):
+            bootstrap.plan("colab", "venv", venv=tmp_path / "v")
+    else:
+        p = bootstrap.plan("colab", "venv", venv=tmp_path / "v")
+        assert p.commands[1][-1].endswith("environment-gpu.lock")
+    cpu = bootstrap.plan("colab", "venv", venv=tmp_path / "v", lock=REPO / "environment.lock")
+    assert cpu.commands[1][-1].endswith("environment.lock")  # the CPU route stays open
 
 
 def test_task_environment_matches_the_kit() -> None:

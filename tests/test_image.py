@@ -238,7 +238,7 @@ def test_colab_docker_mode_starts_the_agent_in_the_image_until_it_needs_a_server
     name = cmd[cmd.index("--name") + 1]
     subprocess.run([docker, "rm", "-f", name], capture_output=True)
     try:
-        bootstrap.execute(p, bootstrap.credentials(lambda _: None))
+        bootstrap.execute(p, bootstrap.credentials())
         logs = docker_logs_until(docker, name, r"Connection Error|misconfigured", timeout=120)
         assert "Using environment secret key CLEARML_API_SECRET_KEY=********" in logs, logs
         assert "127.0.0.1, port=9" in logs or "127.0.0.1:9" in logs, logs

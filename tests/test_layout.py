@@ -202,9 +202,28 @@ def test_a_module_imports_only_from_the_layers_its_package_may(name: str) -> Non
     assert {m for m in crossing if package_of(m) not in ALLOWED[home]} == set(), home
 
 
-def test_the_layering_check_would_see_an_upward_import() -> None:
-    assert "sst.verbs" not in ALLOWED["sst.run"] and "sst.tracking" not in ALLOWED["sst.model"]
-    assert package_of("sst.verbs.train") == "sst.verbs" and package_of("sst.cli") == "sst.cli"
+def test_the_layering_check_would_see_an_upward_import(tmp_path: Path) -> None:
+    """An import of a verb from the model layer, fed through the same reading: refused."""
+    probe = tmp_path / "module.py"  # read as if it were sst/model/module.py
+    probe.write_text("def f():\n    from sst.verbs.train import train\n")
+    found = imports_of("sst.model.module", probe)
+    assert found == {"sst.verbs.train"}
+    assert {package_of(m) for m in found} - ALLOWED["sst.model"] == {"sst.verbs"}
+
+
+def test_one_function_builds_the_lightning_trainer() -> None:
+    """sst train, the DDP scorer and every benchmark loop run the Trainer of run/trainer.py."""
+    builders = {
+        name
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "Trainer"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "L"
+    }
+    assert builders == {"sst.run.trainer"}
 
 
 @pytest.mark.parametrize("verb", sorted(m for m in MODULES if m.startswith("sst.verbs.")))
@@ -272,14 +291,53 @@ FIELD_NAMES = {
     for text in (f.name.removesuffix("/*"), f.name.removesuffix("/*").rsplit("/", 1)[-1])
     if "/" in text or ("_" in text and text.islower())
 }
+# Every leaf name: what a module writing a field would use as a key (``d["attention"] = …``);
+# the environment variables (upper case) are set by sst.env under the same names by design
+FIELD_LEAVES = {
+    leaf
+    for f in fingerprint.FIELDS
+    if not (leaf := f.name.removesuffix("/*").rsplit("/", 1)[-1]).isupper()
+}
+# Keys that are a field's leaf by coincidence: each is another file's or another API's key
+OTHER_KEYS = {
+    "sst.data.pipeline": {"seed"},  # the split manifest's chosen seed
+    "sst.model.sampling": {"seed"},  # the sampler's resumable state
+    "sst.model.module": {"python", "torch"},  # a checkpoint's RNG states
+    "sst.env.locks": {"cpu"},  # the two locks, by target
+    "sst.run.trainer": {"devices", "precision"},  # Lightning Trainer keywords
+    "sst.tracking.tracker": {"image"},  # the task's Container section
+    "sst.tracking.server": {"model"},  # a ClearML task's row for sst report --tag
+    "sst.verbs.sweep": {"model"},  # a line of the sweep's outcome table
+}
+
+
+def _written_keys(tree: ast.AST) -> set[str]:
+    """The string keys a module writes: dict literal keys, ``x["k"] = …`` and ``dict(k=…)``."""
+    keys: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            keys |= {k.value for k in node.keys if isinstance(k, ast.Constant)}
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+            if isinstance(node.slice, ast.Constant):
+                keys.add(node.slice.value)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict":
+            keys |= {k.arg for k in node.keywords if k.arg}
+    return {k for k in keys if isinstance(k, str)}
 
 
 @pytest.mark.parametrize("name", [m for m in MODULES if m != "sst.run.fingerprint"])
 def test_only_the_fingerprint_module_spells_a_fingerprint_field(name: str) -> None:
-    assert _code_strings(ast.parse(MODULES[name].read_text())) & FIELD_NAMES == set()
+    tree = ast.parse(MODULES[name].read_text())
+    assert _code_strings(tree) & FIELD_NAMES == set()
+    written = _written_keys(tree) & FIELD_LEAVES - OTHER_KEYS.get(name, set())
+    assert written == set(), f"{name} writes fingerprint fields: {sorted(written)}"
 
 
 def test_the_field_check_would_see_a_spelled_field() -> None:
     assert {"weights_sha256", "split_manifest_sha256", "determinism/precision"} <= FIELD_NAMES
     assert _code_strings(ast.parse('fp["clearml_task_id"]')) & FIELD_NAMES
     assert not {"seed", "model", "MKL_CBWR"} & FIELD_NAMES
+    # the producer the issue found: a field written by key in another module
+    assert _written_keys(ast.parse('determinism["attention"] = "sdpa"')) & FIELD_LEAVES
+    assert _written_keys(ast.parse("x = dict(weights_sha256=w, threads=2)")) & FIELD_LEAVES
+    assert _written_keys(ast.parse('x = {"precision": p}')) & FIELD_LEAVES

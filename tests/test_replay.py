@@ -19,10 +19,8 @@ import pytest
 from sst.cli import main
 from sst.config import load_config
 from sst.io import sha256_file
-from sst.tracking import tracker as tracking
-from sst.verbs.replay import Recorded, compare, from_run, from_session, replay_online
+from sst.verbs.replay import Recorded, compare, from_run, from_session
 from sst.verbs.train import train
-from tests.clearml_fake import FakeTask, tid
 from tests.conftest import train_overrides
 
 
@@ -180,80 +178,6 @@ def test_compare_explains_each_kind_of_difference() -> None:
     assert harmless.render().startswith("recorded differences that did not change a bit:")
 
 
-def test_online_replay_clones_enqueues_and_compares(
-    recorded, monkeypatch, tmp_path, capsys
-) -> None:
-    """The server path (clone, enqueue, wait, read back) against the ClearML Task fake holding
-    the real offline session as imported (no server can run here); the fake agent executes the
-    clone with the real `sst train`, so the verdict compares what that run recorded: identical
-    as enqueued, DIFFERENT (naming the seed) when the agent's run is another one, and DIFFERENT
-    with exit code 1 when the agent's weights differ although nothing recorded does."""
-    import sst.verbs.train
-
-    monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
-    monkeypatch.delenv("CLEARML_OFFLINE_MODE")
-    monkeypatch.setenv("CLEARML_API_HOST", "https://api.example")
-    monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "key")
-    FakeTask.reset(tmp_path)
-    task_id = FakeTask.import_offline_session(str(recorded["session"]))
-    link = FakeTask.get_task(task_id).get_output_log_web_page()
-    edits: dict[str, str] = {}
-    drift: list[int] = []  # a seed the agent's machine draws its dropout from instead
-
-    def agent(task: FakeTask) -> None:
-        assert not any(k.startswith("fingerprint/") for k in task.parameters)  # none inherited
-        assert task.tags == ["replay"]
-        task.parameters.update(edits)  # what another machine (or an edit) would change
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("CLEARML_TASK_ID", task.id)
-            mp.setattr(FakeTask, "remote", True)
-            if drift:  # the same config and fingerprint, other random numbers: other weights
-                real = sst.verbs.train.seed_everything
-                mp.setattr(sst.verbs.train, "seed_everything", lambda seed: real(seed + drift[0]))
-            assert main(["train"]) == 0
-
-    FakeTask.agent = agent
-    FakeTask.calls = []
-    original, new, verdict = replay_online(link, "gpu")
-    clone = tid(2)
-    assert new.source == clone
-    assert [c for c in FakeTask.calls if c[0] in ("clone", "set_tags", "enqueue")] == [
-        ("clone", task_id, f"replay of {task_id}", task_id),
-        ("set_tags", clone, ["replay"]),
-        ("enqueue", clone, "gpu"),
-    ]
-    assert verdict.identical and original.weights == recorded["weights"]
-    assert new.weights == recorded["weights"]
-    assert new.fingerprint["clearml_task_id"] == clone  # recorded by the agent's run itself
-
-    edits["config/train/seed"] = "1"
-    _, new, verdict = replay_online(link, "gpu")
-    assert not verdict.identical and new.weights != recorded["weights"]
-    assert "  seed: 0 → 1  (input: another seed)" in verdict.render()
-
-    # `sst replay <link> --queue`: the clone's weights differ, no recorded field explains it
-    edits.clear()
-    drift.append(1)
-    capsys.readouterr()
-    assert main(["replay", link, "--queue", "gpu"]) == 1
-    out, last = _verdict(capsys)
-    clone = tid(4)  # the third clone (tid(3) was the second)
-    replayed = FakeTask.get_task(clone).parameters["fingerprint/weights_sha256"]
-    assert replayed != recorded["weights"]
-    assert last == f"DIFFERENT (weights sha256 {recorded['weights'][:16]}… vs {replayed[:16]}…)"
-    # nothing recorded explains it: no input, no machine difference (the checkout's own diff
-    # may have moved while the tests ran, which is all that may be named)
-    named = [line for line in out.splitlines() if line.startswith("  ") and "→" in line]
-    assert all(line.startswith("  git/") for line in named), out
-    if not named:
-        assert "no recorded fingerprint field differs: this is a determinism bug" in out, out
-    assert f"replayed {clone}" in out
-
-
-# -- resume after SIGKILL (a real subprocess, a real kill) ----------------------------------
-
-# `sst train` as `python -m sst.cli` runs it, with each training step's (global step, epoch,
-# batch index) appended to the file named first: what the resumed process itself trained.
 COUNTING_TRAIN = """
 import sys
 from sst.env.cpu import pin_cpu_isa

@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-from sst.model.metrics import HEADLINE
 from sst.run.ranking import contamination, rank
-from sst.tracking import tracker as tracking
-from sst.verbs.report import collect, from_project, write_report
+from sst.verbs.report import collect
 
 
 def test_leaderboard_ranks_by_the_chosen_metric_and_lists_the_failure(local_sweep) -> None:
@@ -92,74 +90,6 @@ def test_contamination_of_a_local_folder_reads_its_finetuning_task(tmp_path: Pat
     assert contamination(str(folder)) is None
 
 
-def test_online_report_ranks_the_sweeps_tasks(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """The online leaderboard source (a ClearML project's tasks tagged with the sweep id), with
-    only the Task class replaced at the tracking boundary: no server can run here."""
-
-    def values(f1: float) -> dict[str, float]:
-        v = {
-            f"test/{lv}/{m}": 0.5 for lv in ("root", "phrase") for m in HEADLINE if m != "micro_f1"
-        }
-        v["test/root/macro_f1"] = f1
-        return v
-
-    class T:
-        def __init__(self, i: str, status: str, model: str, single: dict[str, float]) -> None:
-            self.id, self.name, self.status, self.model, self.single = (
-                i,
-                f"run-{i}",
-                status,
-                model,
-                single,
-            )
-
-        def get_parameters(self) -> dict[str, str]:
-            return {"config/model/name": self.model}
-
-        def get_status(self) -> str:
-            return self.status
-
-        def get_reported_single_values(self) -> dict[str, float]:
-            return self.single
-
-    asked: list[tuple] = []
-
-    class Tasks:
-        @classmethod
-        def get_tasks(cls, project_name: str, tags: list[str], task_filter: dict) -> list[T]:
-            asked.append((project_name, tags, task_filter))
-            return [
-                T("1", "completed", "bert-base-uncased", values(0.41)),
-                T("2", "completed", "howey/electra-base-sst2", values(0.52)),
-                T("3", "failed", "roberta-base", {}),
-            ]
-
-    monkeypatch.setattr(tracking, "clearml_task", lambda: Tasks)
-    rows = rank(from_project("sst", "sweep-x"), "macro_f1")
-    assert asked == [("sst", ["sweep-x"], {"type": ["training"]})]
-    assert [(r.name, r.status) for r in rows] == [
-        ("run-2", "completed"),
-        ("run-1", "completed"),
-        ("run-3", "failed"),
-    ]
-    assert rows[0].contamination and rows[0].value("micro_f1", "root") == 0.5
-    assert rows[2].error == "task failed"
-    paths = write_report(rows, "macro_f1", tmp_path / "r", track=False)
-    assert all(p.is_file() for p in paths)
-
-
-# -- the default ranking: balanced -----------------------------------------------------------
-
-# Root confusion matrices (rows: truth) whose scores are worked out by hand:
-# A: every class 60 % recall, all errors on a neighbour; column precisions .75 .5 .6 .5 .75
-#    (min exactly 0.5: qualifies at the threshold), macro-F1 (2/3+6/11+.6+6/11+2/3)/5 = 0.6048
-# B: "neutral" for half of every other class: precisions 1 1 1/3 1 1 (min 1/3: does not
-#    qualify), within-one 40/50, errors on a neighbour (0.8-0.6)/0.4 = 0.5, macro-F1 19/30
-# C: every error two classes away: precisions .6 .6 .6 .6 1 (min 0.6) but no error on a
-#    neighbour (share 0: does not qualify), macro-F1 (4*0.6+1)/5 = 0.68
-# D: no error at all: precision 1, share 1.0 (no errors), macro-F1 1.0
 CMS = {
     "A": [[6, 4, 0, 0, 0], [2, 6, 2, 0, 0], [0, 2, 6, 2, 0], [0, 0, 2, 6, 2], [0, 0, 0, 4, 6]],
     "B": [[5, 0, 5, 0, 0], [0, 5, 5, 0, 0], [0, 0, 10, 0, 0], [0, 0, 5, 5, 0], [0, 0, 5, 0, 5]],

@@ -3,8 +3,9 @@ clone as an agent would; a task link uploaded, then replayed, verified and used 
 
 The agent's side is done by the agent's steps with real git and a real `sst` process: clone
 the recorded repository, check out the recorded commit, apply the recorded patch, run the
-recorded entry point with the task's parameters. The server's side (import, artifacts, links)
-uses the ClearML ``Task`` fake in tests/clearml_fake.py: no server can run here."""
+recorded entry point with the task's parameters. The server's side (import, artifacts, links,
+replays and predictions from a link) runs against the API server of tests/clearml_server, with
+the real SDK and agent: tests/test_online.py."""
 
 from __future__ import annotations
 
@@ -18,12 +19,10 @@ from typing import Any
 import pytest
 
 from sst.cli import main
-from sst.run.folder import WEIGHTS, Run
+from sst.run.folder import Run
 from sst.tracking import agent
-from sst.tracking import tracker as tracking
 from sst.tracking.agent import parameters_to_overrides, remote_problem
 from sst.tracking.server import task_id_from
-from tests.clearml_fake import FakeTask
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,73 +123,6 @@ def test_task_links_and_ids() -> None:
     assert task_id_from(f"https://app.clear.ml/projects/p1/experiments/{tid}/output/log") == tid
     assert task_id_from(f"https://clearml.lab:8080/projects/*/tasks/{tid}") == tid
     assert task_id_from("runs/demo-1") is None and task_id_from(tid[:-1]) is None
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeTask]:
-    monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
-    monkeypatch.delenv("CLEARML_OFFLINE_MODE")
-    monkeypatch.setenv("CLEARML_API_HOST", "https://api.example")
-    monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "key")
-    FakeTask.reset(tmp_path / "files-server")
-    return FakeTask
-
-
-def _upload(shared_run: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> str:
-    assert main(["upload", str(shared_run["session"])]) == 0
-    out = capsys.readouterr().out
-    assert f"run folder attached: {shared_run['run']}" in out
-    return out.split(": ", 1)[1].splitlines()[0]  # "task <id>: <link>"
-
-
-def test_an_uploaded_session_carries_its_run(
-    shared_run: dict[str, Any], server: type[FakeTask], capsys: pytest.CaptureFixture[str]
-) -> None:
-    link = _upload(shared_run, capsys)
-    task = server.get_task(task_id_from(link) or "")
-    assert task.get_parameters()["fingerprint/weights_sha256"] == shared_run["weights"]
-    assert set(task.artifacts) == {
-        "config.yaml",
-        "fingerprint.json",
-        "metrics.json",
-        "predictions.tsv",
-        "weights.safetensors",
-        "confusion_matrix.png",
-    }
-    # the link is enough to verify a run elsewhere against it
-    assert main(["verify", link, str(shared_run["run"])]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("BIT-IDENTICAL")
-
-
-def test_a_task_link_replays_here(
-    shared_run: dict[str, Any], server: type[FakeTask], tmp_path: Path, capsys
-) -> None:
-    link = _upload(shared_run, capsys)
-    assert main(["replay", link, "--out", str(tmp_path / "replays")]) == 0
-    out = capsys.readouterr().out
-    weights = Run(shared_run["run"]).fingerprint["weights_sha256"]
-    assert out.strip().endswith(f"BIT-IDENTICAL (weights sha256 {weights})")
-    assert f"recorded {task_id_from(link)}" in out
-
-
-def test_predict_from_a_task_link_checks_the_weights(
-    shared_run: dict[str, Any], server: type[FakeTask], capsys
-) -> None:
-    link = _upload(shared_run, capsys)
-    text = "a gorgeous , witty , seductive movie ."
-    assert main(["predict", "--run", str(shared_run["run"]), text]) == 0
-    local = capsys.readouterr().out
-    assert main(["predict", "--task", link, text]) == 0
-    assert capsys.readouterr().out == local
-    # a tampered weights artifact is refused, naming the file and both digests
-    stored = server.get_task(task_id_from(link) or "").artifacts[WEIGHTS].stored
-    data = bytearray(stored.read_bytes())
-    data[-4:] = b"\0\0\0\0" if data[-4:] != b"\0\0\0\0" else b"\1\1\1\1"
-    stored.write_bytes(bytes(data))
-    assert main(["predict", "--task", link, text]) == 2
-    err = capsys.readouterr().err
-    assert "weights.safetensors: sha256 " in err and "is not the recorded" in err
-    assert err.count("\n") == 1
 
 
 def test_upload_needs_a_server(shared_run: dict[str, Any], capsys) -> None:

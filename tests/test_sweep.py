@@ -13,13 +13,10 @@ import pytest
 from sst.cli import main
 from sst.config import load_config
 from sst.config.zoo import read_models
-from sst.env.git import GitState
 from sst.errors import SstError
 from sst.run.ranking import contamination
-from sst.tracking import agent, server
-from sst.tracking import tracker as tracking
-from sst.verbs.sweep import run_online, task_parameters
-from tests.clearml_fake import FakeTask, tags_match, tid
+from sst.tracking import agent
+from sst.verbs.sweep import task_parameters
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -164,144 +161,6 @@ def test_models_txt_ships_the_zoo_and_flags_its_sst2_lines(shared_data: Path) ->
     assert len({e.cfg.hash() for e in local}) == 3
 
 
-# -- the online path: ClearML's Task class replaced at the tracking boundary ----------------
-
-
-def test_online_sweep_contract(
-    shared_data: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
-    monkeypatch.delenv("CLEARML_OFFLINE_MODE")
-    monkeypatch.setenv("CLEARML_API_HOST", "https://api.example")
-    monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "key")
-    monkeypatch.setenv("SST_IMAGE", "registry.example/sst@sha256:" + "b" * 64)
-    monkeypatch.setattr(
-        "sst.verbs.sweep.git_state",
-        lambda: GitState(commit="c" * 40, diff_sha256=None, remote="https://git.example/sst.git"),
-    )
-    FakeTask.reset(tmp_path / "files")
-    models = tmp_path / "models.txt"
-    models.write_text("bert-base-uncased\nroberta-base lr=2e-5 sampling=stratified:4,alternate:4\n")
-    base = REPO / "configs" / "demo.yaml"
-    entries = read_models(models, base, [])
-    outcomes = run_online(entries, base=base, sweep_id="sweep-x", queue="gpu", wait=True)
-
-    image = "registry.example/sst@sha256:" + "b" * 64
-    from sst.tracking.agent import container_arguments
-
-    args = container_arguments()
-    calls = [c for c in FakeTask.calls if c[0] != "set_random_seed"]
-    template_tags = ("sst-template", "rev-cccccccccccc", "config-demo")
-    assert calls[0] == ("get_tasks", "sst", ("__$all", *template_tags), False)  # not archived
-    assert calls[1] == (
-        "create",
-        "sst.cli train --config configs/demo.yaml",  # repo-relative: a fresh clone has it
-        "https://git.example/sst.git",
-        "c" * 40,
-        image,
-        args,
-        False,
-    )
-    template = tid(1)
-    assert calls[2] == ("add_tags", template, list(template_tags))
-    assert calls[3] == ("init", "sst", "sweep sweep-x", "controller")
-    controller = tid(2)
-    per_child = [
-        c
-        for c in calls
-        if c[0] in ("clone", "set_parameters", "add_tags", "set_base_docker", "enqueue")
-        and (c[0] == "clone" or c[1] not in (template, controller))
-    ]
-    names = [e.name for e in entries]
-    assert per_child == [
-        ("clone", template, names[0], controller),
-        ("set_parameters", tid(3), task_parameters(entries[0])),
-        ("add_tags", tid(3), ["sweep-x"]),
-        ("set_base_docker", tid(3), image, args),
-        ("enqueue", tid(3), "gpu"),
-        ("clone", template, names[1], controller),
-        (
-            "set_parameters",
-            tid(4),
-            {
-                "config/model/name": "roberta-base",
-                "config/name": names[1],
-                "config/train/lr": "2e-5",
-                "config/train/sampling": "stratified:4,alternate:4",
-            },
-        ),
-        ("add_tags", tid(4), ["sweep-x"]),
-        ("set_base_docker", tid(4), image, args),
-        ("enqueue", tid(4), "gpu"),
-    ]
-    assert (
-        "connect",
-        controller,
-        "children",
-        dict(zip(names, [tid(3), tid(4)], strict=True)),
-    ) in calls
-    assert (
-        "set_script",
-        controller,
-        "-m sst.cli sweep --config configs/demo.yaml --queue gpu",
-    ) in calls
-    assert calls[-1] == ("close", controller)
-    assert [(o.task_id, o.status) for o in outcomes] == [
-        (tid(3), "completed"),
-        (tid(4), "completed"),
-    ]
-    assert f"queued on 'gpu' as task {tid(3)}" in capsys.readouterr().out
-
-    # a second sweep at the same commit reuses the template instead of creating another
-    FakeTask.calls = []
-    run_online(entries[:1], base=base, sweep_id="sweep-y", queue="gpu")
-    assert not [c for c in FakeTask.calls if c[0] == "create"]
-    assert ("clone", template, names[0], tid(5)) in FakeTask.calls  # the new controller: 5
-
-
-def test_a_template_of_another_commit_is_not_reused(
-    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """ClearML ORs a tag list unless it starts with "__$all": an older commit's template (or one
-    for another preset) shares the "sst-template" tag and must not be cloned."""
-    monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
-    monkeypatch.delenv("CLEARML_OFFLINE_MODE")
-    monkeypatch.setenv("CLEARML_API_HOST", "https://api.example")
-    monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "key")
-    FakeTask.reset(tmp_path / "files")
-    server.sweep_template(
-        "sst", repo="https://git.example/sst.git", commit="a" * 40, base_config="configs/demo.yaml"
-    )
-    server.sweep_template(
-        "sst", repo="https://git.example/sst.git", commit="c" * 40, base_config="configs/full.yaml"
-    )
-    # the same 12-digit prefix, another commit: only the recorded commit tells them apart
-    server.sweep_template(
-        "sst",
-        repo="https://git.example/sst.git",
-        commit="c" * 12 + "d" * 28,
-        base_config="configs/demo.yaml",
-    )
-    old = set(FakeTask.store)
-    FakeTask.calls = []
-    new = server.sweep_template(
-        "sst", repo="https://git.example/sst.git", commit="c" * 40, base_config="configs/demo.yaml"
-    )
-    assert new.id not in old and [c[0] for c in FakeTask.calls].count("create") == 1
-    assert new.data.script.version_num == "c" * 40
-    again = server.sweep_template(
-        "sst", repo="https://git.example/sst.git", commit="c" * 40, base_config="configs/demo.yaml"
-    )
-    assert again.id == new.id
-    # the fake's filter is ClearML's documented one: OR by default, AND with "__$all", exclusion
-    assert tags_match(["a", "b"], {"b"}) and not tags_match(["__$all", "a", "b"], {"b"})
-    assert not tags_match(["a", "-b"], {"a", "b"}) and tags_match(["__$all", "a"], {"a", "c"})
-    assert not tags_match(["__$all", "a", "__$not", "c"], {"a", "c"})
-
-
 def test_resume_continues_a_partial_run_from_its_checkpoint(
     tiny_model, tiny_split, tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -357,43 +216,3 @@ def test_resume_continues_a_partial_run_from_its_checkpoint(
             child.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
     assert sorted(child["train/loss"]) == [59, 69, 79]
     assert child["val/root/macro_f1"] == [2 * 42]
-
-
-def test_an_agents_clone_trains_with_the_tasks_parameters(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`sst` executed by a clearml-agent (CLEARML_TASK_ID set, not running locally) takes the
-    task's `config/…` parameters — a sweep line's overrides, or a web-UI edit — as overrides
-    after the command line's; run by hand it takes none."""
-    monkeypatch.setattr(tracking, "clearml_task", lambda: FakeTask)
-    monkeypatch.delenv("CLEARML_OFFLINE_MODE")
-    monkeypatch.setenv("CLEARML_API_HOST", "https://api.example")
-    monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "key")
-    FakeTask.reset(tmp_path)
-    task = FakeTask("sweep line")
-    task.parameters = {
-        "config/train/lr": "3e-5",
-        "config/model/pooling": "cls",
-        "config/train/sampling": "stratified:4,alternate:4",
-        "config/model/revision": "",  # empty: not an override
-        "fingerprint/seed": "7",  # what a run recorded about itself: not an input
-        "Container/image": "sst:cpu",
-    }
-    assert server.remote_overrides() == []  # no task id: run by hand
-    monkeypatch.setenv("CLEARML_TASK_ID", task.id)
-    assert server.remote_overrides() == []  # a task id, but running locally (no agent)
-    monkeypatch.setattr(FakeTask, "remote", True)
-    assert server.remote_overrides() == [
-        "model.pooling=cls",
-        "train.lr=3e-5",
-        "train.sampling=stratified:4,alternate:4",
-    ]
-    # through the command line: the task's values win over the command line's
-    assert main(["config", "train.lr=1e-3", "train.seed=3"]) == 0
-    cfg = json.loads(capsys.readouterr().out)  # the resolved config
-    assert cfg["train"]["lr"] == 3e-5 and cfg["train"]["seed"] == 3
-    assert cfg["model"]["pooling"] == "cls" and cfg["model"]["revision"] == "main"
-    assert cfg["train"]["sampling"] == "stratified:4,alternate:4"
-    # offline mode forced: never a server's parameters
-    monkeypatch.setenv("CLEARML_OFFLINE_MODE", "1")
-    assert server.remote_overrides() == []

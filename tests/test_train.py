@@ -248,7 +248,7 @@ def test_evaluation_predicts_each_distinct_text_once_and_scores_every_node(
     assert batch["expand"].tolist() == [0, 0, 1, 1]
     assert batch["index"].tolist() == [0, 2, 1, 3] and batch["labels"].tolist() == [0, 0, 4, 2]
     cfg = load_config(None, train_overrides(tiny_model, tiny_split, tmp_path))
-    model = SstClassifier.from_config(cfg, decide(cfg.train.precision)).eval()
+    model = SstClassifier.from_config(cfg, decide(cfg.train.precision, cfg.model.attention)).eval()
     model.on_test_epoch_start()
     with torch.no_grad():
         model.test_step(batch, 0)

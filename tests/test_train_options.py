@@ -137,7 +137,7 @@ def test_frozen_weights_stay_pretrained_and_the_rest_learns(
     assert {k for k in trained if frozen(k)} <= unchanged
     assert not {k for k in trained if not frozen(k)} & unchanged  # everything else moved
     # the head did learn: it is not the freshly drawn head it started from
-    start = SstClassifier.from_config(cfg, decide(cfg.train.precision)).head
+    start = SstClassifier.from_config(cfg, decide(cfg.train.precision, cfg.model.attention)).head
     assert not torch.equal(weights["head.weight"], start.weight.detach())
     assert not torch.equal(weights["head.bias"], start.bias.detach())
 
@@ -320,10 +320,12 @@ def test_bf16_mixed_clips_gradients_beside_a_fused_optimizer(
     with pytest.raises(RuntimeError, match="fused"):
         MixedPrecision("bf16-mixed", "cpu").clip_gradients(fused, 1.0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    (plugin,) = trainer_precision(decide("bf16-mixed"))["plugins"]
+    (plugin,) = trainer_precision(decide("bf16-mixed", "auto"))["plugins"]
     assert isinstance(plugin, Bf16Mixed)
-    assert trainer_precision(decide("auto")) == {"precision": "32-true"}
-    (plugin,) = trainer_precision(decide("16-mixed"))["plugins"]  # bf16 on a CPU, as Lightning
+    assert trainer_precision(decide("auto", "auto")) == {"precision": "32-true"}
+    (plugin,) = trainer_precision(decide("16-mixed", "auto"))[
+        "plugins"
+    ]  # bf16 on a CPU, as Lightning
     assert isinstance(plugin, Bf16Mixed)
 
 
@@ -345,3 +347,31 @@ def test_a_bf16_mixed_run_with_the_presets_fused_optimizer_and_clip_trains(
         for clip in ("0.001", "0")
     }
     assert weights["0.001"] != weights["0"]
+
+
+def test_a_gpu_without_bf16_units_trains_16_mixed_with_an_optimizer_that_clips(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A T4 (compute 7.5): torch reports bf16 "supported" by emulation, slow there; auto takes
+    16-mixed. The presets' fused AdamW unscales a GradScaler's gradients itself, so Lightning
+    refuses to clip them (the presets' train.grad_clip=1): under 16-mixed the per-tensor AdamW
+    trains instead, and the run says so."""
+    from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )
+    decided = decide("auto", "auto")
+    assert decided.lightning == "16-mixed" and decided.attention is None
+    assert decide("bf16-mixed", "auto").optimizer("adamw_torch_fused") == "adamw_torch_fused"
+    cfg = load_config(None, [f"model.name={tiny_model}", "train.optimizer=adamw_torch_fused"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # build the module on the CPU
+    model = SstClassifier.from_config(cfg, decided)
+    model.trainer = SimpleNamespace(estimated_stepping_batches=TOTAL)
+    optimizer = model.configure_optimizers()["optimizer"]
+    assert not _optimizer_handles_unscaling(optimizer)  # Lightning's clip check passes
+    fused = torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))], fused=True)
+    assert _optimizer_handles_unscaling(fused)  # the trap it avoids
+    (note,) = decided.notes("adamw_torch_fused")
+    assert "trained with adamw_torch, not adamw_torch_fused" in note

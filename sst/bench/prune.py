@@ -60,7 +60,7 @@ def bench_prune(paths: list[Path], n_texts: int, out_md: Path | None) -> int:
         zeros = sparsity(model)
         rates = []
         for kernels, passes in ((model, 2), (to_csr(copy.deepcopy(model)), 1)):  # CSR: slow
-            predict = Predictor.from_config(kernels, run.config).probabilities
+            predict = Predictor.from_config(kernels, run.pinned_config).probabilities
             rates.append(len(texts) / best_of(functools.partial(predict, texts, batch), passes))
         dense, csr = rates
         scores = [[r.metrics["test"]["root"][m] for r in members] for m in ("accuracy", "macro_f1")]

@@ -161,14 +161,15 @@ def bench_isa(cfg: Config, n_phrases: int, out_md: Path | None, rounds: int = 2)
         f"our training loop, random batches, {n_phrases} phrases, {cfg.train.threads} threads, "
         f"best of {rounds} processes per level",
         "",
-        "| SST_CPU_ISA | torch kernels | MKL_CBWR | oneDNN cap | samples/s | vs native |",
+        f"| SST_CPU_ISA | torch kernels | {' | '.join(cpu.LIBRARY_CAPS)} | samples/s | vs native |",
         "| --- | --- | --- | --- | ---: | ---: |",
     ]
     for level, (rate, kernels) in best.items():
         pins = cpu.CPU_ISA_LEVELS[level]
         lines.append(
-            f"| {level} | {kernels} | {pins.get('MKL_CBWR', 'auto')} | "
-            f"{pins.get('ONEDNN_MAX_CPU_ISA', 'none')} | {rate:.1f} | {rate / native:.2f}x |"
+            f"| {level} | {kernels} | "
+            + " | ".join(pins.get(cap, "unset") for cap in cpu.LIBRARY_CAPS)
+            + f" | {rate:.1f} | {rate / native:.2f}x |"
         )
     print_and_save(out_md, "Portable CPU kernels (`make bench`)", lines)
     return 0

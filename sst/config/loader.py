@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from sst.config.sections import (
+    ConfigProblem,
     DataConfig,
     ModelConfig,
     SplitConfig,
@@ -173,12 +174,13 @@ def _build(cls: type, values: dict[str, Any], lines: dict[str, int], path: str |
         else:
             as_written = fields[key].metadata.get("as_written", False)
             kwargs[key] = _coerce(tp, value, full, where, as_written)
-    built = cls(**kwargs)
-    if problem := getattr(built, "problem", lambda: None)():  # keys that must agree
-        key, what, fix = problem
-        full = f"{prefix}{key}"
-        raise SstError(what, path=path if full in lines else None, line=lines.get(full), fix=fix)
-    return built
+    try:
+        return cls(**kwargs)
+    except ConfigProblem as e:  # keys that must agree: where the named one is written
+        full = f"{prefix}{e.key}"
+        raise SstError(
+            e.what, path=path if full in lines else None, line=lines.get(full), fix=e.fix
+        ) from None
 
 
 def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:

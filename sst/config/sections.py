@@ -1,13 +1,15 @@
 """The config's sections: one frozen dataclass per YAML section, each field with its default and
 the help text `sst config` prints (:func:`option`), the choice types a value is checked against
-when the config is built, and the checks between keys of a section (its ``problem()``), all made
-when the config is read (:mod:`sst.config.loader` reads and checks the YAML).
+when the config is built, and the checks between keys of a section (``__post_init__``), made
+however the config is built (:mod:`sst.config.loader` reads and checks the YAML).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from sst.errors import SstError
 
 # The choice fields: a value outside these is refused when the config is built, naming the key.
 DataFormat = Literal["kaggle", "ptb"]
@@ -21,6 +23,14 @@ Attention = Literal["auto", "sdpa", "eager"]  # transformers' attn_implementatio
 Scheduler = Literal["linear", "cosine", "constant", "one_cycle"]
 Precision = Literal["auto", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
 Strategy = Literal["auto", "ddp_fork", "ddp_spawn"]  # Lightning's; its "ddp" re-runs the command
+
+
+class ConfigProblem(SstError):
+    """Keys of one section that disagree; ``key`` names the one to fix (its line is reported)."""
+
+    def __init__(self, what: str, *, key: str, fix: str) -> None:
+        super().__init__(what, fix=fix)
+        self.key = key
 
 
 def option(
@@ -169,8 +179,15 @@ class TrainConfig:
     )
     runs_dir: str = option("runs", "where run folders are written")
 
-    def problem(self) -> tuple[str, str, str] | None:
-        """(key, what is wrong, the fix) when keys of this section disagree, else None."""
+    def __post_init__(self) -> None:
+        """Keys of this section that must agree: refused however the config is built (a file,
+        overrides, ``with_train``); :func:`sst.config.loader.load_config` adds the file and line
+        of the key named in ``ConfigProblem.key``."""
+        if problem := self._problem():
+            key, what, fix = problem
+            raise ConfigProblem(what, key=key, fix=fix)
+
+    def _problem(self) -> tuple[str, str, str] | None:
         if self.root_weight < 1:
             return (
                 "root_weight",

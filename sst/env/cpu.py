@@ -28,8 +28,11 @@ CPU_ISA_LEVELS = {
     },
 }
 PINNING_VARS = frozenset(k for pins in CPU_ISA_LEVELS.values() for k in pins)
-# The caps a run records beside torch's own report of its kernels
-LIBRARY_CAPS = tuple(k for k in CPU_ISA_LEVELS["avx2"] if k != "ATEN_CPU_CAPABILITY")
+# The libraries' caps a run records beside torch's own report of its kernels, and what each is
+LIBRARY_CAPS = {
+    "MKL_CBWR": "MKL's reproducibility mode",
+    "ONEDNN_MAX_CPU_ISA": "oneDNN's instruction-set cap",
+}
 
 
 def cpu_flags() -> set[str]:

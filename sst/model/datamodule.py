@@ -139,7 +139,7 @@ class SstDataModule(L.LightningDataModule):
         pseudo: Any = None,
     ) -> None:
         super().__init__()
-        self.pseudo = pseudo  # texts with teacher labels that join train (sst.pseudo), or None
+        self.pseudo = pseudo  # texts with teacher labels that join train (verbs.pseudo), or None
         self.data = data  # the config's data.format/dedup, checked against the split's
         self.split_dir = Path(split_dir)
         self.tokenizer = tokenizer

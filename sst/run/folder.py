@@ -40,12 +40,12 @@ METRICS = "metrics.json"
 WEIGHTS = "weights.safetensors"
 CONFUSION_PNG = "confusion_matrix.png"
 PREDICTIONS = "predictions.tsv"
-PSEUDO = "pseudo.tsv"  # train.unlabeled: the teacher's kept labels (sst.pseudo)
+PSEUDO = "pseudo.tsv"  # train.unlabeled: the teacher's kept labels (sst.verbs.pseudo)
 TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
 BEST, LAST = "best", "last"  # checkpoint names (Lightning adds .ckpt)
 CONFUSION_DIR = "confusion"
-PICTURES = "pictures"  # sst.pictures: learning curve, per class, by length, reliability, errors
+PICTURES = "pictures"  # sst.viz.pictures: learning curve, per class, by length, reliability, errors
 PROFILE = "profile"  # train.profile: SimpleProfiler's fit-profile.txt (DDP: per rank), test-…
 PARTIAL = ".partial"
 REPLAYS = "replays"  # <runs_dir>/replays/: where `sst replay` trains
@@ -82,11 +82,11 @@ def create(runs_dir: Path, cfg: Config) -> Path:
 
 
 @contextmanager
-def created_whole(final: Path) -> Iterator[Path]:
+def created_whole(final: Path, kind: str = "run") -> Iterator[Path]:
     """A folder with nothing to resume (an ensemble's): written in a private sibling, renamed to
     ``final`` when the block ends, removed when it fails; refused when ``final`` exists."""
     if final.exists():
-        raise SstError("this folder exists already", path=final, fix="delete it to redo it")
+        raise SstError(f"this {kind} exists already", path=final, fix="delete it to redo it")
     final.parent.mkdir(parents=True, exist_ok=True)
     work = private_sibling(final, "tmp")
     try:
@@ -203,6 +203,13 @@ class Run:
     def config(self) -> Config:
         return load_run_config(self.path)
 
+    @property
+    def pinned_config(self) -> Config:
+        """The recorded config loading the model at the hub commit the run recorded (its
+        ``model.revision`` may be a branch that has moved since); as recorded otherwise."""
+        commit = self.fingerprint.get(fp.MODEL_COMMIT)
+        return self.config.with_model(revision=commit) if commit else self.config
+
     @cached_property
     def fingerprint(self) -> dict[str, Any]:
         path = self.path / FINGERPRINT
@@ -273,7 +280,7 @@ class Run:
 
         self.verify(reads=(CONFIG, WEIGHTS))
         decided = decide(INFERENCE, self.config.model.attention)
-        model = SstClassifier.from_config(self.config, decided)
+        model = SstClassifier.from_config(self.pinned_config, decided)
         self.load_into(model)
         return model.eval()
 

@@ -43,7 +43,7 @@ from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch.optim import Optimizer
 
 from sst.config import Config
-from sst.env import precision as policy
+from sst.env.precision import Decision
 from sst.run import folder
 
 Role = Literal["fit", "score", "bench"]
@@ -67,7 +67,7 @@ class Bf16Mixed(MixedPrecision):
         Precision.clip_gradients(self, optimizer, clip_val, gradient_clip_algorithm)
 
 
-def trainer_precision(decided: policy.Precision) -> dict[str, Any]:
+def trainer_precision(decided: Decision) -> dict[str, Any]:
     """The Trainer keyword for a run's precision decision."""
     if decided.lightning == "bf16-mixed":
         return {"plugins": [Bf16Mixed(decided.device)]}
@@ -128,41 +128,24 @@ def _run_outputs(cfg: Config, work: Path, model: Any) -> dict[str, Any]:
 
 def build_trainer(
     cfg: Config,
-    decided: policy.Precision,
+    decided: Decision,
     *,
     role: Role = "fit",
-    epochs: int = 1,
+    epochs: int | None = None,
     work: Path | None = None,
     model: Any = None,
     callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
     """The Trainer for ``role`` (see the module's text): ``decided`` is the run's one precision
-    decision, ``epochs`` the schedule's length, ``work`` the run folder (fit and score), ``model``
+    decision, ``epochs`` the schedule's length (fit; a benchmark runs one), ``work`` the run folder
+    (fit and score), ``model``
     the module a ``train.prune`` callback prunes, ``callbacks`` the caller's own (the run's
     reports, a benchmark's clock)."""
-    t = cfg.train
     common: dict[str, Any] = {
         "accelerator": "auto",
         "deterministic": True,
         "enable_model_summary": False,
         **trainer_precision(decided),
-    }
-    if role == "score":
-        assert work is not None
-        return L.Trainer(
-            devices=1,
-            logger=False,
-            callbacks=[TQDMProgressBar(refresh_rate=PROGRESS_EVERY), *callbacks],
-            default_root_dir=str(work),
-            **common,
-        )
-    training: dict[str, Any] = {
-        "max_epochs": epochs,
-        "devices": t.devices,
-        "strategy": strategy(cfg),
-        "gradient_clip_val": t.grad_clip or None,
-        "use_distributed_sampler": False,  # the kit's sampler shares batches (RankShare)
-        "num_sanity_val_steps": 0,
     }
     if role == "bench":
         return L.Trainer(
@@ -170,10 +153,34 @@ def build_trainer(
             enable_checkpointing=False,
             enable_progress_bar=False,
             callbacks=list(callbacks),
-            **training,
+            **_training(cfg, 1),
             **common,
         )
-    assert work is not None
+    if work is None:
+        raise ValueError(f"a {role} trainer writes into a run folder: pass work=")
+    if role == "score":
+        return L.Trainer(
+            devices=1,
+            logger=False,
+            callbacks=[TQDMProgressBar(refresh_rate=PROGRESS_EVERY), *callbacks],
+            default_root_dir=str(work),
+            **common,
+        )
+    if epochs is None:
+        raise ValueError("a fit trainer needs the schedule's length: pass epochs=")
     outputs = _run_outputs(cfg, work, model)
     outputs["callbacks"] += callbacks
-    return L.Trainer(**outputs, **training, **common)
+    return L.Trainer(**outputs, **_training(cfg, epochs), **common)
+
+
+def _training(cfg: Config, epochs: int) -> dict[str, Any]:
+    """What a fit and a benchmark share: the schedule, devices, strategy and clipping."""
+    t = cfg.train
+    return {
+        "max_epochs": epochs,
+        "devices": t.devices,
+        "strategy": strategy(cfg),
+        "gradient_clip_val": t.grad_clip or None,
+        "use_distributed_sampler": False,  # the kit's sampler shares batches (RankShare)
+        "num_sanity_val_steps": 0,
+    }

@@ -7,8 +7,10 @@
     sst upload <session.zip> --run runs/<id>     # upload_session, attach_run
     sst predict --task <task link> "…"           # fetch_run
 
-Every call goes through :func:`sst.tracking.tracker.clearml_task`, which is also where the
-contract tests replace ClearML's ``Task`` class: no server can run here.
+Each starts by checking that the server answers and takes the credentials
+(:func:`sst.tracking.tracker.check_server`: one line otherwise, where the SDK would retry for
+hours); a task id or queue the server does not know is one line too. tests/clearml_server is the
+API server the tests run these against, with the real SDK and clearml-agent.
 """
 
 from __future__ import annotations
@@ -28,13 +30,62 @@ from sst.tracking import agent, tracker
 
 TEMPLATE_NAME = "sst train (sweep template)"
 TERMINAL = {"completed", "failed", "stopped", "closed", "published"}
+DONE = ("completed", "closed", "published")
+LOG_TAIL = 12  # lines of a failed task's log shown with it
+
+
+def _task_class() -> Any:
+    """ClearML's ``Task``, online (an earlier task of this process may have been offline: the
+    SDK's offline mode is process-wide), once the server answered."""
+    tracker.check_server()
+    from clearml import Task
+
+    Task.set_offline(False)
+    return Task
+
+
+def get_task(task_id: str) -> Any:
+    """The task ``task_id`` on the server; one line when there is none."""
+    Task = _task_class()
+    try:
+        return Task.get_task(task_id=task_id)
+    except ValueError:  # the SDK's "Task ... not found"
+        raise SstError(
+            f"the ClearML server has no task {task_id}",
+            fix="copy the id or link from the web UI (is CLEARML_API_HOST the right server?)",
+        ) from None
+
+
+def require_queue(name: str) -> str:
+    """The id of queue ``name``; one line naming the queues there are when it does not exist
+    (the SDK's ``Task.enqueue`` raises deep inside instead)."""
+    from clearml.backend_api.session.client import APIClient
+
+    _task_class()
+    queues = APIClient().queues.get_all(only_fields=["id", "name"])
+    for queue in queues:
+        if queue.name == name:
+            return str(queue.id)
+    known = ", ".join(sorted(q.name for q in queues)) or "none"
+    raise SstError(
+        f"the ClearML server has no queue {name!r} (queues: {known})",
+        fix="pass an existing --queue, or start an agent that creates it: "
+        f"clearml-agent daemon --queue {name} --create-queue",
+    )
+
+
+def log_tail(task: Any, lines: int = LOG_TAIL) -> list[str]:
+    """The last ``lines`` lines a task logged (its console, as the agent reported it)."""
+    reports = task.get_reported_console_output(number_of_reports=lines)
+    text = "\n".join(str(r).rstrip("\n") for r in reports)
+    return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
 def sweep_template(project: str, *, repo: str, commit: str, base_config: str) -> Any:
     """The training task every sweep line is cloned from: ``python -m sst.cli train --config
     <base_config>`` at ``commit`` of ``repo`` in this run's image. Reused when one exists for
     that commit and config (tags), created otherwise (never executed itself)."""
-    Task = tracker.clearml_task()
+    Task = _task_class()
     tags = ["sst-template", f"rev-{commit[:12]}", f"config-{Path(base_config).stem}"]
     found = Task.get_tasks(  # "__$all": ClearML joins a tag list with OR by default
         project_name=project,
@@ -74,7 +125,8 @@ def enqueue_sweep(
     """One clone of the template per child (name, ``config/…`` parameter overrides), tagged with
     the sweep id, carrying the image, enqueued on ``queue``; the sweep itself is a controller task
     listing its children. Returns the child task ids in order."""
-    Task = tracker.clearml_task()
+    Task = _task_class()
+    require_queue(queue)  # before any task is made
     image, docker_args = agent.container_image(), agent.container_arguments()
     template = sweep_template(project, repo=repo, commit=commit, base_config=base_config)
     controller = tracker.start_task(
@@ -90,7 +142,7 @@ def enqueue_sweep(
         for name, params in children:
             child = Task.clone(source_task=template, name=name, parent=controller.id)
             child.set_parameters(params)
-            child.add_tags([sweep_id])
+            child.set_tags([sweep_id])  # a clone keeps its source's tags: not the template's
             child.set_base_docker(docker_image=image, docker_arguments=docker_args)
             Task.enqueue(child, queue_name=queue)
             ids.append(str(child.id))
@@ -101,16 +153,20 @@ def enqueue_sweep(
 
 
 def wait_for(task_ids: list[str], *, poll: float = 30.0, out: Any = None) -> dict[str, str]:
-    """Poll the tasks until each is finished; print every status change. Returns id → status."""
-    Task = tracker.clearml_task()
+    """Poll the tasks until each is finished; print every status change, and the tail of the
+    log of a task that did not complete. Returns id → status."""
+    Task = _task_class()
     out = out or sys.stdout
     status: dict[str, str] = {}
     while True:
         for task_id in task_ids:
-            now = str(Task.get_task(task_id=task_id).get_status())
+            task = Task.get_task(task_id=task_id)
+            now = str(task.get_status())
             if status.get(task_id) != now:
                 print(f"task {task_id}: {now}", file=out, flush=True)
                 status[task_id] = now
+                if now in TERMINAL and now not in DONE:
+                    print("\n".join(f"  | {line}" for line in log_tail(task)), file=out)
         if all(s in TERMINAL for s in status.values()):
             return status
         time.sleep(poll)
@@ -122,7 +178,7 @@ def remote_overrides() -> list[str]:
     task_id = os.environ.get("CLEARML_TASK_ID")
     if not task_id or not tracker.server_configured():
         return []
-    Task = tracker.clearml_task()
+    Task = _task_class()
     if Task.running_locally():
         return []
     return agent.parameters_to_overrides(Task.get_task(task_id=task_id).get_parameters())
@@ -130,8 +186,9 @@ def remote_overrides() -> list[str]:
 
 def clone_task(task_id: str, queue: str) -> str:
     """A clone of ``task_id`` (same parameters, same image), enqueued; returns its id."""
-    Task = tracker.clearml_task()
-    source = Task.get_task(task_id=task_id)
+    Task = _task_class()
+    require_queue(queue)
+    source = get_task(task_id)
     clone = Task.clone(source_task=source, name=f"replay of {task_id}", parent=task_id)
     # a clone keeps the source's tags (a sweep's id would count it twice) and its recorded
     # fingerprint: the replay starts with neither, and records its own
@@ -144,28 +201,31 @@ def clone_task(task_id: str, queue: str) -> str:
 
 def task_record(task_id: str) -> tuple[dict[str, str], dict[str, float]]:
     """A task's flat parameters (``section/key``) and its single values (``Summary``)."""
-    task = tracker.clearml_task().get_task(task_id=task_id)
+    task = get_task(task_id)
     single = task.get_reported_single_values() or {}
     return dict(task.get_parameters() or {}), {k: float(v) for k, v in single.items()}
 
 
 def project_results(project: str, tag: str) -> list[dict[str, Any]]:
-    """The training tasks of ``project`` tagged ``tag``: id, name, status, model, single values."""
-    Task = tracker.clearml_task()
+    """The training tasks of ``project`` tagged ``tag``: id, name, status, model, single values,
+    and for a task that did not complete the tail of its log."""
+    Task = _task_class()
     results = []
     for task in Task.get_tasks(
         project_name=project, tags=[tag], task_filter={"type": ["training"]}
     ):
         params = task.get_parameters() or {}
+        status = str(task.get_status())
         results.append(
             {
                 "id": str(task.id),
                 "name": str(task.name),
-                "status": str(task.get_status()),
+                "status": status,
                 "model": str(params.get("config/model/name", "?")),
                 "values": {
                     k: float(v) for k, v in (task.get_reported_single_values() or {}).items()
                 },
+                "log": log_tail(task) if status not in DONE else [],
             }
         )
     return results
@@ -195,7 +255,7 @@ def require_task_id(text: str) -> str:
 
 
 def link(task_id: str) -> str:
-    return str(tracker.clearml_task().get_task(task_id=task_id).get_output_log_web_page())
+    return str(get_task(task_id).get_output_log_web_page())
 
 
 def upload_session(session: Path) -> str:
@@ -206,7 +266,7 @@ def upload_session(session: Path) -> str:
             path=session,
             fix="run `clearml-init` or set CLEARML_API_HOST and the CLEARML_API_* keys",
         )
-    task_id = tracker.clearml_task().import_offline_session(str(session))
+    task_id = _task_class().import_offline_session(str(session))
     if not task_id:
         raise SstError("ClearML did not import the session", path=session, fix="see its log above")
     return str(task_id)
@@ -214,14 +274,14 @@ def upload_session(session: Path) -> str:
 
 def attach_run(task_id: str, folder: Path) -> None:
     """A finished run folder's shared files as the task's artifacts (digests kept by ClearML)."""
-    task = tracker.clearml_task().get_task(task_id=task_id)
+    task = get_task(task_id)
     tracker.Tracker(task=task, offline=False).upload_run(folder, runs.SHARED)
 
 
 def fetch_run(task_id: str, dest: Path | None = None) -> Path:
     """The run folder a task shared, downloaded from its artifacts into ``dest`` (default the sst
     cache); every file is checked against the recorded fingerprint before it is returned."""
-    task = tracker.clearml_task().get_task(task_id=task_id)
+    task = get_task(task_id)
     folder = dest or default_cache_dir() / "tasks" / task_id
     missing = [name for name in runs.SHARED if name not in task.artifacts]
     if missing:

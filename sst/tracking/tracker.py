@@ -33,14 +33,6 @@ SECRET_KEY = re.compile(
 REDACTED = "<redacted>"
 
 
-def clearml_task() -> Any:
-    """The ClearML ``Task`` class: the one place the kit takes it from (the online sweep's
-    contract test replaces it here)."""
-    from clearml import Task
-
-    return Task
-
-
 def server_configured() -> bool:
     """True when ClearML should talk to a server: credentials in the environment or a config
     file, and offline mode not forced."""
@@ -50,6 +42,43 @@ def server_configured() -> bool:
         return True
     candidates = [os.environ.get("CLEARML_CONFIG_FILE"), "~/clearml.conf", "~/.clearml.conf"]
     return any(c and Path(c).expanduser().is_file() for c in candidates)
+
+
+PING_TIMEOUT = 10.0  # seconds: the SDK itself retries an unreachable server for hours
+_answered: set[str] = set()  # servers that answered this process's ping
+
+
+def check_server() -> None:
+    """One line when the configured server does not answer, or refuses the credentials; before
+    the SDK's own calls, which retry an unreachable server for hours. Checked once a process."""
+    import requests
+    from clearml.backend_api import Session
+
+    host = str(Session.get_api_server_host() or "").rstrip("/")
+    if host in _answered:
+        return
+    try:
+        requests.post(f"{host}/debug.ping", json={}, timeout=PING_TIMEOUT)
+    except requests.RequestException as e:
+        raise SstError(
+            f"the ClearML server at {host} does not answer ({type(e).__name__})",
+            fix="start it, or check CLEARML_API_HOST / api.api_server in clearml.conf; "
+            "to work without one: CLEARML_OFFLINE_MODE=1 (sst upload shares the session later)",
+        ) from None
+    try:
+        Session()  # logs in: a refused key or secret fails here, in one line
+    except Exception as e:  # LoginError, MissingConfigError: the SDK's own types
+        raise SstError(
+            f"the ClearML server at {host} refused the credentials: {str(e).splitlines()[0]}",
+            fix="check CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY (or run clearml-init)",
+        ) from None
+    _answered.add(host)
+
+
+def preflight(enabled: bool) -> None:
+    """Before a verb writes anything: the configured server answers (when tracking is on)."""
+    if enabled and server_configured():
+        check_server()
 
 
 def scrub(value: Any) -> Any:
@@ -257,12 +286,14 @@ def start_task(
 ) -> Tracker:
     """Start a ClearML task: online when a server is configured, offline otherwise (said in one
     line on stderr). ``config`` is connected as the ``config`` section, secrets redacted."""
+    from clearml import Task
     from clearml.config import ConfigWrapper
 
-    Task = clearml_task()
     offline = not server_configured()
+    if not offline:
+        check_server()
+    Task.set_offline(offline)  # either way: a process may have gone offline before
     if offline:
-        Task.set_offline(True)
         # Offline there is nothing to upload in the background: report in-process so that
         # close() returns at once instead of waiting ~10 s for a reporter subprocess.
         ConfigWrapper.set_overrides({"sdk": {"development": {"report_use_subprocess": False}}})
@@ -274,7 +305,9 @@ def start_task(
         task_type=getattr(Task.TaskTypes, task_type),
         reuse_last_task_id=False,
         auto_connect_arg_parser=False,
-        auto_connect_frameworks={"matplotlib": False},
+        # no figures captured twice (the kit reports its PNGs), and no checkpoint registered as a
+        # model by its path on this machine: the run's weights are its shared artifact
+        auto_connect_frameworks={"matplotlib": False, "pytorch": False},
         auto_resource_monitoring=monitor_resources,
         output_uri=None,
     )

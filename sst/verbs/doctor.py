@@ -6,10 +6,9 @@ sst doctor            # exit 1 when what is installed differs from environment.l
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
-from sst.env.locks import drift, installed, read_lock
+from sst.env.locks import drift, find_lock, installed, read_lock
 from sst.run.fingerprint import environment
 
 
@@ -23,10 +22,11 @@ def doctor(out: Any = None) -> int:
     for key, value in info.items():
         print(f"{key:24} {value}", file=out)
     print(f"{'threads':24} {torch.get_num_threads()}", file=out)
-    if info["lock"] is None:
+    lock = find_lock()
+    if lock is None:
         print("drift                    no environment.lock found (set SST_LOCK)", file=out)
         return 1
-    d = drift(read_lock(Path(info["lock"])), installed())
+    d = drift(read_lock(lock), installed())
     for item in d.missing:
         print(f"MISSING                  {item}", file=out)
     for item in d.mismatched:

@@ -52,6 +52,13 @@ def ensemble(folders: list[Path], out_root: Path, *, by: str = "given") -> Path:
         )
         for f in folders
     ]
+    for run in members:
+        if run.members is not None or not run.weights_sha256:
+            raise SstError(
+                "not a trained run (an ensemble, or no recorded weights)",
+                path=run.path / runs.FINGERPRINT,
+                fix="ensemble trained runs: runs/<id> folders written by sst train",
+            )
     first = members[0]
     split = first.split_sha256
     for run in members[1:]:
@@ -77,14 +84,14 @@ def ensemble(folders: list[Path], out_root: Path, *, by: str = "given") -> Path:
         "phrase": summarize(confusion(labels, pred)),
         "root": summarize(confusion(labels[roots], pred[roots])),
     }
-    recorded = [(run.name, run.model or "?", run.weights_sha256 or "") for run in members]
+    recorded = [(run.name, str(run.model), str(run.weights_sha256)) for run in members]
     name = f"ensemble-{len(members)}-{fp.ensemble_sha256([w for _, _, w in recorded])[:8]}"
-    with runs.created_whole(out_root / name) as work:
+    with runs.created_whole(out_root / name, "ensemble") as work:
         write_json(work / runs.METRICS, {"test": test, fp.WEIGHTS: None})
         runs.write_predictions(work / runs.PREDICTIONS, first.predictions, probs)
         save_png(plot_test_confusion(test, name), work / runs.CONFUSION_PNG)
         fingerprint = fp.for_ensemble(
-            recorded, chosen_by=by, split=split or "", files_sha256=runs.files_sha256(work)
+            recorded, chosen_by=by, split=str(split), files_sha256=runs.files_sha256(work)
         )
         write_json(work / runs.FINGERPRINT, fingerprint)
     return out_root / name

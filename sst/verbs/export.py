@@ -46,7 +46,7 @@ def export(folder: Path, out: Path | None = None, force: bool = False) -> tuple[
         from sst.model.module import load_pretrained
 
         to_transformers(classifier).save_pretrained(tmp)
-        m = run.config.model
+        m = run.pinned_config.model  # at the hub commit the run recorded
         tokenizer = load_pretrained("tokenizer", m.name, m.revision)
         tokenizer.model_max_length = m.max_length  # truncation=True cuts where training did
         for how_it_was_loaded in ("local_files_only", "is_local"):
@@ -100,7 +100,7 @@ def model_card(run: Run) -> str:
             "---",
             f"# {cfg.name}: SST-5 sentiment ({', '.join(LABELS)})",
             "",
-            f"Fine-tuned from `{cfg.model.name}` (revision `{cfg.model.revision}`) by sst "
+            f"Fine-tuned from {_base_model(run)} by sst "
             f"{sst.__version__}, run `{run.name}`. Five classes: "
             + ", ".join(f"{i} {label}" for i, label in enumerate(LABELS))
             + ".",
@@ -150,6 +150,17 @@ def model_card(run: Run) -> str:
             "",
         ]
     )
+
+
+def _base_model(run: Run) -> str:
+    """What the run started from, by identity: a hub id and the commit its weights came from,
+    or a folder's (or the embedded model's) files by sha256."""
+    name, recorded = run.config.model.name, run.fingerprint
+    if commit := recorded.get(fp.MODEL_COMMIT):
+        return f"`{name}` at commit `{commit}`"
+    if files := recorded.get(fp.MODEL_FILES):
+        return f"`{name}` (files sha256 `{files}`)"
+    return f"`{name}` (revision `{run.config.model.revision}`, commit not recorded)"
 
 
 def _cell(value: Any) -> str:

@@ -38,7 +38,7 @@ def run_folder(run: str | None, task: str | None) -> Path:
 def load_predictor(folder: Path) -> Predictor:
     """The classifier a finished run trained, with its tokenizer."""
     run = Run.open(folder, need=(CONFIG, WEIGHTS))
-    return Predictor.from_config(run.load_classifier(), run.config)
+    return Predictor.from_config(run.load_classifier(), run.pinned_config)
 
 
 def predict_file(run: Path, src: Path, out: Path) -> int:

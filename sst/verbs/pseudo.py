@@ -99,7 +99,7 @@ def label(cfg: Config) -> PseudoLabels | None:
             fix="name one of its member runs as train.teacher",
         )
     teacher = runs.Run.open(teacher.path, need=(runs.CONFIG, runs.WEIGHTS))
-    predictor = Predictor.from_config(teacher.load_classifier(), teacher.config)  # verified
+    predictor = Predictor.from_config(teacher.load_classifier(), teacher.pinned_config)  # verified
     probs = predictor.probabilities(texts, batch_size=t.eval_batch_size)
     kept = select(probs, t.pseudo_threshold, t.pseudo_per_class)
     frame = pd.DataFrame(
@@ -119,7 +119,7 @@ def label(cfg: Config) -> PseudoLabels | None:
     if (scored := held_back_agreement(frame, Path(t.split))) and scored[1]:
         note += f"; the held-back gold agrees on {scored[0]} of {scored[1]}"
     inputs = PseudoInputs(
-        teacher_weights=teacher.weights_sha256 or "",
+        teacher_weights=str(teacher.weights_sha256),  # present: load_classifier verified it
         unlabeled=sha256_file(path),
         labels=_digest(frame),
     )

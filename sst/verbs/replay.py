@@ -18,6 +18,7 @@ for identical weights.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,11 @@ def replay(
     if overrides:
         cfg = load_config(None, [*_as_overrides(cfg), *overrides])
     check_split(cfg, rec.fingerprint.get(fp.SPLIT, ""))
-    result = train(cfg, runs_dir=out_root or Path(cfg.train.runs_dir) / runs.REPLAYS)
+    result = train(
+        cfg,
+        runs_dir=out_root or Path(cfg.train.runs_dir) / runs.REPLAYS,
+        model_commit=rec.fingerprint.get(fp.MODEL_COMMIT),  # the weights it loaded, not main's
+    )
     new = from_run(result.run_dir)
     new.tracking = result.tracking
     return rec, new, compare(rec, new)
@@ -245,9 +250,12 @@ def replay_online(source: str, queue: str) -> tuple[Recorded, Recorded, Verdict]
     task_id = server.require_task_id(source)
     original = from_parameters(task_id, *server.task_record(task_id))
     clone_id = server.clone_task(task_id, queue)
-    status = server.wait_for([clone_id])[clone_id]
-    if status not in ("completed", "closed", "published"):
-        raise SstError(f"the replay task {clone_id} ended {status}", fix="see its log in ClearML")
+    status = server.wait_for([clone_id], out=sys.stderr)[clone_id]  # a failure's log tail too
+    if status not in server.DONE:
+        raise SstError(
+            f"the replay task {clone_id} ended {status}",
+            fix=f"see the end of its log above, or all of it: {server.link(clone_id)}",
+        )
     new = from_parameters(clone_id, *server.task_record(clone_id))
     new.tracking = f"ClearML task {clone_id}: {server.link(clone_id)}"
     return original, new, compare(original, new)

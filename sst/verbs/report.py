@@ -1,12 +1,12 @@
 """`sst report`: a leaderboard of run folders that chooses by more than accuracy.
 
     sst report runs/ --by macro_f1 --out reports/sweep-<id>/
-    sst report runs/ --by balanced              # the default (see sst.ranking)
+    sst report runs/ --by balanced              # the default (see sst.run.ranking)
     sst report runs/a runs/b --by phrase.qwk    # any metric, at root (default) or phrase level
     sst report --tag <sweep-id>                 # online: a sweep's ClearML tasks
 
 Rows: every completed run (``metrics.json``), every ensemble, and every failed line of a sweep
-(``<runs>/sweeps/*/sweep.json``) with its error; ranked by :mod:`sst.ranking`. Columns: the
+(``<runs>/sweeps/*/sweep.json``) with its error; ranked by :mod:`sst.run.ranking`. Columns: the
 headline metrics (:data:`sst.model.metrics.HEADLINE`) at root and phrase level on the test set.
 Outputs ``leaderboard.md``, ``leaderboard.html``, ``leaderboard.json`` and ``confusion_grid.png``
 (row-normalised root confusion matrices, one panel per run, in rank order); the table also goes
@@ -68,9 +68,9 @@ def from_project(project: str, tag: str) -> list[Row]:
         if task["status"] not in ("completed", "closed", "published") or any(
             v is None for lv in scores.values() for v in lv.values()
         ):
-            rows.append(
-                failed_row(task["name"], task["model"], task["id"], f"task {task['status']}")
-            )
+            tail = " / ".join(task["log"][-3:])  # the end of its log: what went wrong
+            why = f"task {task['status']}" + (f": {tail}" if tail else "")
+            rows.append(failed_row(task["name"], task["model"], task["id"], why))
             continue
         rows.append(scored_row(task["name"], task["model"], "completed", task["id"], scores))
     if not rows:
@@ -185,7 +185,7 @@ def markdown(rows: list[Row], by: str) -> str:
 
 
 def render_html(rows: list[Row], by: str, out_dir: Path, tmp: Path) -> str:
-    """The browsable page (:mod:`sst.board`); the top rows' learning curves are copied into
+    """The browsable page (:mod:`sst.viz.board`); the top rows' learning curves are copied into
     ``tmp/run-pictures/`` (all its pictures drawn there first for a run made before them)."""
     header, body = leaderboard_cells(rows)
     configs = {}

@@ -150,6 +150,26 @@ def write_manifest(sweep_dir: Path, outcomes: list[Outcome], **extra: Any) -> Pa
     return path
 
 
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def unpinned(models: Path, entries: list[Entry]) -> list[str]:
+    """One line per hub model whose ``model.revision`` is not a commit: when its branch moves,
+    a replay of the run loads the recorded commit, but a new run of the line trains other
+    weights. A folder and the embedded model are identified by their files' sha256."""
+    lines = []
+    for e in entries:
+        name, revision = e.cfg.model.name, e.cfg.model.revision
+        local = name == "minilm" or name.startswith((".", "/", "~")) or Path(name).exists()
+        if not local and not COMMIT.fullmatch(revision):
+            lines.append(
+                f"{models}:{e.line}: {name} at revision {revision!r}, not a commit: the line "
+                f"trains whatever {revision!r} is when it runs (fix: add "
+                "model.revision=<40-hex commit> to the line; runs record the commit either way)"
+            )
+    return lines
+
+
 def task_parameters(e: Entry) -> dict[str, str]:
     """The clone's parameter overrides: ``config/<section>/<key>`` as `sst train` connects them."""
     return agent.overrides_to_parameters(e.arguments)
@@ -210,6 +230,8 @@ def sweep(
     """Read and check every line, then run the sweep; returns (sweep folder, outcomes)."""
     out = out or sys.stdout
     entries = read_models(models, base, extra)
+    for warning in unpinned(models, entries):
+        print(f"sst sweep: warning: {warning}", file=sys.stderr)
     base_cfg = load_config(base, extra)
     sweep_id = new_sweep_id(models, base_cfg)
     sweep_dir = Path(base_cfg.train.runs_dir) / runs.SWEEPS / sweep_id

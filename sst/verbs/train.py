@@ -31,17 +31,17 @@ from safetensors.torch import save_model
 from sst.config import Config
 from sst.data import LABELS
 from sst.env.determinism import configure_determinism, seed_everything
-from sst.env.precision import Precision, decide
+from sst.env.precision import Decision, decide
 from sst.io import save_png, sha256_file, write_json
 from sst.model.datamodule import SstDataModule
 from sst.model.metrics import HEADLINE, LEVELS, mean_sd
-from sst.model.module import SstClassifier
+from sst.model.module import SstClassifier, resolve_commit
 from sst.model.pruning import sparsity
 from sst.run import fingerprint as fp
 from sst.run import folder as runs
 from sst.run.trainer import build_trainer
 from sst.tracking import agent
-from sst.tracking.tracker import Tracker, tracked
+from sst.tracking.tracker import Tracker, preflight, tracked
 from sst.verbs import pseudo
 from sst.viz import pictures
 from sst.viz.figures import plot_confusion, plot_test_confusion
@@ -57,24 +57,37 @@ class RunResult:
     notes: list[str] = field(default_factory=list)  # what the run did on the user's behalf
 
 
-def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = None) -> RunResult:
+def train(
+    cfg: Config,
+    *,
+    resume: Path | None = None,
+    runs_dir: Path | None = None,
+    model_commit: str | None = None,
+) -> RunResult:
     """Train ``cfg`` (or continue the partial run at ``resume``); return the finished run.
-    ``runs_dir`` puts the run folder elsewhere than ``train.runs_dir`` without changing the
-    config (and its hash): `sst replay` writes to ``<runs_dir>/replays/``.
+    ``runs_dir`` puts the run folder elsewhere than ``train.runs_dir`` and ``model_commit``
+    loads a hub model at that commit whatever ``model.revision`` names now, both without
+    changing the config (and its hash): `sst replay` writes to ``<runs_dir>/replays/`` the
+    recorded commit's weights.
 
     Everything that can be wrong with the inputs (config values, model, split) fails before the
     run folder or a ClearML task exists.
     """
     t0 = time.perf_counter()
     configure_determinism(cfg.train.threads)  # first, always
+    preflight(cfg.tracking.enabled)  # a server that does not answer: before any folder exists
     decided = decide(cfg.train.precision, cfg.model.attention)  # once: "auto" differs by device
     taught = pseudo.label(cfg)  # train.teacher, verified, labels train.unlabeled (or None)
-    data = SstDataModule.from_config(cfg, taught and taught.frame)
+    # a hub model at the commit its revision names now (a replay: the recorded one), loaded and
+    # recorded as that commit; the config keeps the revision as asked (and its hash)
+    model_commit = model_commit or resolve_commit(cfg.model.name, cfg.model.revision)
+    loading = cfg.with_model(revision=model_commit) if model_commit else cfg
+    data = SstDataModule.from_config(loading, taught and taught.frame)
     data.setup("fit")  # verifies the split against its manifest
     init = cfg.model.init_from and runs.Run.open(Path(cfg.model.init_from), need=(runs.WEIGHTS,))
     if init:
         init.verify(reads=(runs.WEIGHTS,))  # before the model loads: a tampered run fails first
-    model = SstClassifier.from_config(cfg, decided)
+    model = SstClassifier.from_config(loading, decided)
     if cfg.train.devices > 1:
         model.freeze_unused()
     if init:
@@ -116,17 +129,20 @@ def train(cfg: Config, *, resume: Path | None = None, runs_dir: Path | None = No
             trainer = build_trainer(cfg, decided, role="score", work=work, callbacks=[reports])
             trainer.validate(model, datamodule=data, verbose=False)  # the last weights
         trainer.test(model, datamodule=data, ckpt_path=chosen, verbose=False)  # loads it
-        notes += decided.notes()
+        notes += decided.notes(cfg.train.optimizer)
         if cfg.train.prune:
             notes.append(f"pruned: {sparsity(model):.1%} of the encoder's linear weights are 0")
-        recorded = Recorded(
+        metrics, fingerprint = _record(
+            cfg,
+            work,
+            model,
+            data,
             decided,
-            attention=model.backbone.config._attn_implementation,  # what the encoder runs
             task_id=tracker.id if tracker is not None else None,
+            model_commit=model_commit,
             init_weights=init.weights_sha256 if init else None,
             pseudo=taught.inputs if taught else None,
         )
-        metrics, fingerprint = _record(cfg, work, model, data, recorded)
         drawn = pictures.draw(runs.Run(work), work / runs.PICTURES)
         final = runs.finish(work)
         if not cfg.train.keep_checkpoints and (removed := runs.drop_checkpoints(final)):
@@ -211,25 +227,23 @@ class ReportCallback(Callback):
             )
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """What the fingerprint records of a run beside its config and outputs."""
-
-    decided: Precision  # the run's one precision decision
-    attention: str  # the attention kernels the encoder runs
-    task_id: str | None
-    init_weights: str | None  # model.init_from: the weights it started from
-    pseudo: fp.PseudoInputs | None  # train.unlabeled: what labelled it
-
-
 def _record(
-    cfg: Config, work: Path, model: SstClassifier, data: SstDataModule, recorded: Recorded
+    cfg: Config,
+    work: Path,
+    model: SstClassifier,
+    data: SstDataModule,
+    decided: Decision,
+    *,
+    task_id: str | None,
+    model_commit: str | None,  # the hub commit the pretrained weights came from
+    init_weights: str | None,  # model.init_from: the weights it started from
+    pseudo: fp.PseudoInputs | None,  # train.unlabeled: what labelled it
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's outputs: weights, metrics, the test figure and predictions, the fingerprint.
     Returns the metrics and the fingerprint."""
     save_model(model, str(work / runs.WEIGHTS))
     metrics: dict[str, Any] = {s: model.results[s] for s in ("val", "test") if s in model.results}
-    metrics[fp.WEIGHTS] = weights_sha = sha256_file(work / runs.WEIGHTS)
+    metrics[fp.WEIGHTS] = weights_sha = sha256_file(work / runs.WEIGHTS)  # as the fingerprint
     write_json(work / runs.METRICS, metrics)
     test = model.results["test"]
     save_png(plot_test_confusion(test, cfg.name), work / runs.CONFUSION_PNG)
@@ -240,14 +254,14 @@ def _record(
     runs.write_predictions(work / runs.PREDICTIONS, rows, probs)
     fingerprint = fp.for_run(
         cfg,
-        work,
-        decided=recorded.decided,
-        attention=recorded.attention,
+        decided=decided,
+        attention=model.backbone.config._attn_implementation,  # what the encoder runs
         weights_sha256=weights_sha,
         files_sha256=runs.files_sha256(work),
-        task_id=recorded.task_id,
-        init_weights=recorded.init_weights,
-        pseudo=recorded.pseudo,
+        task_id=task_id,
+        model_commit=model_commit,
+        init_weights=init_weights,
+        pseudo=pseudo,
     )
     write_json(work / runs.FINGERPRINT, fingerprint)
     return metrics, fingerprint

@@ -1,0 +1,331 @@
+"""``projects.*``, ``queues.*``, ``workers.*``, ``events.*`` and ``models.*``, as clearml-server
+keeps them (``apiserver/services/{projects,queues,workers,events,models}.py`` and their
+``apiserver/bll/``).
+
+- Queues hold task ids in order; ``queues.get_next_task`` pops the first and answers
+  ``{"entry": {"task": id, "added": …}}`` (``bll/queue/queue_bll.py`` ``get_next_task``); a queue
+  tagged ``default`` is ``queues.get_default``'s (400/706 "no default queue" without one).
+- Workers register with an id and the queues they poll; ``workers.status_report`` keeps their
+  current task (``bll/workers/__init__.py``).
+- Events arrive as JSON lines (``events.add_batch``, ``services/events.py``); a task's log is read
+  back by ``events.get_task_log`` (the last batch unless ``navigate_earlier`` is false), its
+  single values by ``events.get_task_single_value_metrics`` (the ``Summary`` metric's scalars).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.clearml_server.http import Call, bad_request
+from tests.clearml_server.store import Collection, new_id, now, project
+
+
+class Projects:
+    def __init__(self) -> None:
+        self.docs = Collection("project", (401, "invalid project id"))
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "projects.create": self.create,
+            "projects.get_all": self.get_all,
+            "projects.get_all_ex": self.get_all,
+            "projects.get_by_id": self.get_by_id,
+            "projects.update": self.update,
+        }
+
+    def update(self, call: Call) -> dict[str, Any]:
+        """projects.update (services/projects.py): name, description, tags, system tags."""
+        project = self.docs.get(call.data.get("project"))
+        fields = {
+            k: call.data[k]
+            for k in ("name", "description", "tags", "system_tags", "default_output_destination")
+            if k in call.data
+        }
+        project.update(fields)
+        return {"updated": 1, "fields": fields}
+
+    def create(self, call: Call) -> dict[str, Any]:
+        """projects.create: names are unique (400/407 otherwise; bll/project/project_bll.py)."""
+        name = (call.data.get("name") or "").strip()
+        if not name:
+            raise bad_request(407, "invalid project name", name=name)
+        if any(p["name"] == name for p in self.docs.docs.values()):
+            raise bad_request(407, "invalid project name: project name already exists", name=name)
+        doc = {
+            "id": new_id(),
+            "name": name,
+            "basename": name.rsplit("/", 1)[-1],
+            "description": call.data.get("description") or "",
+            "system_tags": call.data.get("system_tags") or [],
+            "tags": call.data.get("tags") or [],
+            "user": call.user,
+            "created": now(),
+        }
+        return {"id": self.docs.add(doc)["id"]}
+
+    def get_all(self, call: Call) -> dict[str, Any]:
+        return {"projects": self.docs.select(call.data)}
+
+    def get_by_id(self, call: Call) -> dict[str, Any]:
+        return {"project": self.docs.get(call.data.get("project"))}
+
+
+class Queues:
+    def __init__(self) -> None:
+        self.docs = Collection("queue", (701, "invalid queue id"))
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "queues.create": self.create,
+            "queues.get_all": self.get_all,
+            "queues.get_all_ex": self.get_all,
+            "queues.get_by_id": self.get_by_id,
+            "queues.get_default": lambda call: project(self.default(), None),
+            "queues.get_next_task": self.get_next_task,
+            "queues.remove_task": self.remove,
+            "queues.add_task": lambda call: {
+                "added": self.add_task(call.data["queue"], call.data["task"])
+            },
+            "queues.get_queue_metrics": lambda call: {"queues": []},
+        }
+
+    def create(self, call: Call) -> dict[str, Any]:
+        return {"id": self.make(call.data.get("name") or "", call.data.get("tags") or [])["id"]}
+
+    def make(self, name: str, tags: list[str]) -> dict[str, Any]:
+        """bll/queue/queue_bll.py create: names are unique (400/702 otherwise)."""
+        if not name.strip() or any(q["name"] == name for q in self.docs.docs.values()):
+            raise bad_request(702, "queue name already exists or is empty", name=name)
+        doc = {"id": new_id(), "name": name, "tags": tags, "system_tags": [], "entries": []}
+        doc["created"] = now()
+        return self.docs.add(doc)
+
+    def by_name(self, name: str, *, create: bool = False) -> dict[str, Any]:
+        for queue in self.docs.docs.values():
+            if queue["name"] == name:
+                return queue
+        if create:
+            return self.make(name, [])
+        raise bad_request(701, "invalid queue id", name=name)
+
+    def default(self) -> dict[str, Any]:
+        for queue in self.docs.docs.values():
+            if "default" in queue["system_tags"] or "default" in queue["tags"]:
+                return queue
+        raise bad_request(706, "no default queue")
+
+    def get_all(self, call: Call) -> dict[str, Any]:
+        return {"queues": self.docs.select(call.data)}
+
+    def get_by_id(self, call: Call) -> dict[str, Any]:
+        return {"queue": project(self.docs.get(call.data.get("queue")), None)}
+
+    def add_task(self, queue_id: str, task_id: str) -> int:
+        queue = self.docs.get(queue_id)
+        if any(e["task"] == task_id for e in queue["entries"]):
+            raise bad_request(703, "task already in queue", task=task_id, queue=queue_id)
+        queue["entries"].append({"task": task_id, "added": now()})
+        return 1
+
+    def remove_task(self, task_id: str) -> int:
+        removed = 0
+        for queue in self.docs.docs.values():
+            before = len(queue["entries"])
+            queue["entries"] = [e for e in queue["entries"] if e["task"] != task_id]
+            removed += before - len(queue["entries"])
+        return removed
+
+    def remove(self, call: Call) -> dict[str, Any]:
+        queue = self.docs.get(call.data.get("queue"))
+        before = len(queue["entries"])
+        queue["entries"] = [e for e in queue["entries"] if e["task"] != call.data.get("task")]
+        return {"removed": before - len(queue["entries"])}
+
+    def get_next_task(self, call: Call) -> dict[str, Any]:
+        queue = self.docs.get(call.data.get("queue"))
+        if not queue["entries"]:
+            return {}
+        return {"entry": queue["entries"].pop(0)}
+
+
+class Workers:
+    def __init__(self) -> None:
+        self.workers: dict[str, dict[str, Any]] = {}
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "workers.register": self.register,
+            "workers.unregister": self.unregister,
+            "workers.status_report": self.status_report,
+            "workers.get_all": lambda call: {"workers": list(self.workers.values())},
+            "workers.get_runtime_properties": self.runtime_properties,
+            "workers.set_runtime_properties": self.set_runtime_properties,
+        }
+
+    def runtime_properties(self, call: Call) -> dict[str, Any]:
+        """services/workers.py get_runtime_properties: what a worker set about itself."""
+        worker = self.workers.get(call.data.get("worker")) or {}
+        return {"runtime_properties": worker.get("runtime_properties", [])}
+
+    def set_runtime_properties(self, call: Call) -> dict[str, Any]:
+        worker = self.workers.get(call.data.get("worker"))
+        if worker is not None:
+            worker["runtime_properties"] = call.data.get("runtime_properties") or []
+        return {}
+
+    def register(self, call: Call) -> dict[str, Any]:
+        worker = call.data.get("worker")
+        if not worker:
+            raise bad_request(11, "missing required fields", fields=["worker"])
+        self.workers[worker] = {
+            "id": worker,
+            "user": {"id": call.user},
+            "queues": [{"id": q} for q in call.data.get("queues") or []],
+            "register_time": now(),
+            "last_activity_time": now(),
+            "task": None,
+        }
+        return {}
+
+    def unregister(self, call: Call) -> dict[str, Any]:
+        self.workers.pop(call.data.get("worker"), None)
+        return {}
+
+    def status_report(self, call: Call) -> dict[str, Any]:
+        worker = self.workers.get(call.data.get("worker"))
+        if worker is None:  # bll/workers: reports of an unregistered worker are refused
+            raise bad_request(1001, "worker is not registered", worker=call.data.get("worker"))
+        worker["last_activity_time"] = now()
+        task = call.data.get("task")
+        worker["task"] = {"id": task} if task else None
+        return {}
+
+
+class Events:
+    def __init__(self, tasks: Collection) -> None:
+        self.tasks = tasks
+        self.by_task: dict[str, list[dict[str, Any]]] = {}
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "events.add_batch": self.add_batch,
+            "events.add": lambda call: self.add([call.data]),
+            "events.get_task_log": self.get_task_log,
+            "events.get_task_single_value_metrics": self.single_values,
+            "events.get_task_events": self.get_task_events,
+        }
+
+    def add(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        added = 0
+        for event in events:
+            task = event.get("task")
+            if not task or str(task) not in self.tasks.docs:
+                raise bad_request(101, "invalid task id", task=task)
+            self.by_task.setdefault(str(task), []).append(event)
+            added += 1
+        return {"added": added, "errors": 0, "errors_info": {}}
+
+    def add_batch(self, call: Call) -> dict[str, Any]:
+        """services/events.py add_batch: JSON lines, each one event."""
+        raw = call.data.get("_lines")
+        if raw is None:
+            raise bad_request(17, "batch request contains no items")
+        return self.add([json.loads(line) for line in raw.splitlines() if line.strip()])
+
+    def of(self, task_id: str, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.by_task.get(task_id, []) if e.get("type") == kind]
+
+    def get_task_log(self, call: Call) -> dict[str, Any]:
+        """events.get_task_log (bll/event/log_events_iterator.py): a batch from the end of the
+        log (``navigate_earlier``, the default) or from its start, in ``order`` (desc default)."""
+        task_id = call.data.get("task")
+        self.tasks.get(task_id)
+        events = sorted(self.of(task_id, "log"), key=lambda e: e.get("timestamp", 0))
+        size = int(call.data.get("batch_size") or 500)
+        batch = events[-size:] if call.data.get("navigate_earlier", True) else events[:size]
+        if call.data.get("order", "desc") == "desc":
+            batch.reverse()
+        return {"events": batch, "returned": len(batch), "total": len(events)}
+
+    def get_task_events(self, call: Call) -> dict[str, Any]:
+        task_id = call.data.get("task")
+        kinds = call.data.get("event_type")
+        events = [e for e in self.by_task.get(task_id, []) if not kinds or e.get("type") in kinds]
+        return {"events": events, "returned": len(events), "total": len(events)}
+
+    def single_values(self, call: Call) -> dict[str, Any]:
+        """The task's single values: scalars of the "Summary" metric (Logger.report_single_value)."""
+        tasks = []
+        for task_id in call.data.get("tasks") or []:
+            values = [
+                {"metric": e["metric"], "variant": e["variant"], "value": e["value"]}
+                for e in self.of(task_id, "training_stats_scalar")
+                if e.get("metric") == "Summary"
+            ]
+            tasks.append({"task": task_id, "values": values})
+        return {"tasks": tasks}
+
+
+class Models:
+    def __init__(self, projects: Collection) -> None:
+        self.docs = Collection("model", (201, "invalid model id"))
+        self.projects = projects
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "models.create": self.create,
+            "models.get_all": lambda call: {"models": self.docs.select(call.data)},
+            "models.get_all_ex": lambda call: {"models": self.docs.select(call.data)},
+            "models.get_by_id": lambda call: {"model": self.docs.get(call.data.get("model"))},
+            "models.edit": self.edit,
+            "models.update": self.edit,
+            "models.update_for_task": self.update_for_task,
+            "models.set_ready": lambda call: self._field(call, ready=True),
+            "models.add_or_update_metadata": lambda call: self._field(
+                call, metadata={m["key"]: m for m in call.data.get("metadata") or []}
+            ),
+        }
+
+    def create(self, call: Call) -> dict[str, Any]:
+        data = call.data
+        doc = {
+            "id": new_id(),
+            "name": data.get("name") or "",
+            "uri": data.get("uri"),
+            "framework": data.get("framework"),
+            "design": data.get("design"),
+            "labels": data.get("labels") or {},
+            "tags": data.get("tags") or [],
+            "system_tags": data.get("system_tags") or [],
+            "project": data.get("project"),
+            "task": data.get("task"),
+            "parent": data.get("parent"),
+            "comment": data.get("comment"),
+            "ready": bool(data.get("ready")),
+            "user": call.user,
+            "created": now(),
+        }
+        return {"id": self.docs.add(doc)["id"], "created": True}
+
+    def edit(self, call: Call) -> dict[str, Any]:
+        model = self.docs.get(call.data.get("model"))
+        fields = {k: v for k, v in call.data.items() if k not in ("model",)}
+        model.update(fields)
+        return {"updated": 1, "fields": fields}
+
+    def _field(self, call: Call, **fields: Any) -> dict[str, Any]:
+        self.docs.get(call.data.get("model")).update(fields)
+        return {"updated": 1}
+
+    def update_for_task(self, call: Call) -> dict[str, Any]:
+        """models.update_for_task: create (or update) the task's output model from a URI."""
+        data = call.data
+        task_id = data.get("task")
+        if data.get("override_model_id"):
+            model = self.docs.get(data["override_model_id"])
+        else:
+            model = self.docs.get(self.create(call)["id"])
+        model.update({k: data[k] for k in ("uri", "name", "comment", "tags") if k in data})
+        model["task"] = task_id
+        return {"id": model["id"], "created": not data.get("override_model_id"), "updated": 1}

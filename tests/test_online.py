@@ -1,0 +1,495 @@
+"""The online journeys, end to end: the real clearml SDK, the real clearml-agent and `sst`,
+against the ClearML API server of tests/clearml_server on 127.0.0.1.
+
+Each `sst` runs as a user runs it: a process started from a clone of the kit whose origin is a
+bare repository served by ``file://`` (what agents clone), with the server named by the
+environment. The agent is ``clearml-agent daemon --queue q --foreground`` in venv mode
+(``CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL``: the kit's locked venv, as its images run it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sst.env.git import git_patch
+from tests.clearml_server import ClearmlServer
+from tests.conftest import train_overrides
+from tests.online import (
+    Agent,
+    clean_environment,
+    clone_kit,
+    environment,
+    one_line_error,
+    settle,
+    sst,
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClearmlServer]:
+    srv = ClearmlServer(tmp_path_factory.mktemp("clearml-server")).start()
+    yield srv
+    srv.stop()
+    assert srv.unimplemented() == [], "endpoints the double lacks: add them from the server"
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clone of the kit, its origin a bare repository that agents clone by ``file://``."""
+    return clone_kit(tmp_path_factory.mktemp("kit"))
+
+
+@pytest.fixture
+def online(
+    server: ClearmlServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[ClearmlServer]:
+    """This process pointed at the server (for the SDK called in the test itself). The SDK keeps
+    its session's API version process-wide, and once a session was made offline mode stops
+    pinning API 2.9 (clearml's Session.check_min_api_version): a user's process is online or
+    offline, a test process is both, so the state is restored after."""
+    from clearml.backend_api import Session
+
+    saved = (Session._sessions_created, Session.api_version, Session.max_api_version)
+    for key, value in environment(server, tmp_path / "me").items():
+        if key.startswith(("CLEARML_", "SST_")):
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("CLEARML_OFFLINE_MODE", raising=False)
+    yield server
+    Session._sessions_created, Session.api_version, Session.max_api_version = saved
+
+
+def tiny_base(folder: Path, tiny_model: Path, tiny_split: Path, runs: Path) -> Path:
+    """A preset for the tiny model and split (absolute paths: the agent runs on this machine)."""
+    from sst.config import load_config
+    from sst.io import dumps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    over = train_overrides(tiny_model, tiny_split, runs, "name=tiny", "train.val_sentences=0")
+    path = folder / "base.yaml"
+    path.write_text(dumps(load_config(None, over).to_dict()))
+    return path
+
+
+# -- B1: a run trained online, its task and its shared files ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(
+    server: ClearmlServer,
+    kit: Path,
+    tiny_model: Path,
+    tiny_split: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    home = tmp_path_factory.mktemp("user")
+    env = environment(server, home, kit)
+    runs = home / "runs"
+    done = sst("train", *train_overrides(tiny_model, tiny_split, runs), env=env, cwd=kit)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    fingerprint = json.loads((run / "fingerprint.json").read_text())
+    task_id = fingerprint["clearml_task_id"]
+    link = next(ln for ln in done.stdout.splitlines() if ln.startswith("ClearML task "))
+    return {"run": run, "task": task_id, "link": link.split(": ", 1)[1], "env": env, "home": home}
+
+
+def test_a_run_trained_online_is_a_task_an_agent_can_rerun(
+    server: ClearmlServer, trained: dict[str, Any], kit: Path, tiny_model: Path
+) -> None:
+    task = server.task(trained["task"])
+    fingerprint = json.loads((trained["run"] / "fingerprint.json").read_text())
+    assert task["status"] == "completed" and task["type"] == "training"
+    script = task["script"]
+    assert script["entry_point"] == "-m sst.cli train" and script["working_dir"] == "."
+    assert script["repository"].startswith("file://") and script["repository"].endswith("sst.git")
+    assert script["version_num"] == fingerprint["git"]["commit"]
+    assert (script.get("diff") or "") == git_patch(kit)
+    config = {name: p["value"] for name, p in task["hyperparams"]["config"].items()}
+    assert config["model/name"] == str(tiny_model) and config["train/threads"] == "1"
+    recorded = {name: p["value"] for name, p in task["hyperparams"]["fingerprint"].items()}
+    assert recorded["weights_sha256"] == fingerprint["weights_sha256"]
+    assert recorded["config_sha256"] == fingerprint["config_sha256"]
+    artifacts = {a["key"]: a for a in task["execution"]["artifacts"].values()}
+    assert set(artifacts) >= {"weights.safetensors", "fingerprint.json", "config.yaml"}
+    assert all(a["uri"].startswith(server.api.files_url) for a in artifacts.values())
+    assert task["models"]["output"] == []  # no checkpoint by its path on this machine
+    assert server.models.docs.docs == {}
+
+
+def test_predict_from_a_task_link_downloads_and_verifies_the_run(
+    server: ClearmlServer, trained: dict[str, Any], kit: Path, tmp_path: Path
+) -> None:
+    env = environment(server, tmp_path / "colleague")
+    done = sst("predict", "--task", trained["link"], "a gorgeous , witty film", env=env, cwd=kit)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("a gorgeous , witty film")
+    # the weights changed on the file server: a colleague with no copy yet is refused
+    task = server.task(trained["task"])
+    (weights,) = [
+        a for a in task["execution"]["artifacts"].values() if a["key"].startswith("weights")
+    ]
+    stored = server.stored(weights["uri"])
+    original = stored.read_bytes()
+    try:
+        stored.write_bytes(original[:-8] + b"tampered")
+        env = environment(server, tmp_path / "another")
+        error = one_line_error(
+            sst("predict", "--task", trained["task"], "ok", env=env, cwd=kit), "predict"
+        )
+        assert "weights.safetensors" in error and "is not the recorded" in error
+    finally:
+        stored.write_bytes(original)
+
+
+def test_a_run_replays_bit_identically_from_its_task_link(
+    server: ClearmlServer, trained: dict[str, Any], kit: Path, tmp_path: Path
+) -> None:
+    env = environment(server, tmp_path / "colleague", kit)
+    done = sst("replay", trained["link"], "--out", str(tmp_path / "replays"), env=env, cwd=kit)
+    assert done.returncode == 0, done.stderr[-3000:]
+    fingerprint = json.loads((trained["run"] / "fingerprint.json").read_text())
+    assert done.stdout.strip().endswith(
+        f"BIT-IDENTICAL (weights sha256 {fingerprint['weights_sha256']})"
+    )
+
+
+# -- B2 and B4: a sweep onto a queue, run by a real agent; replays -----------------------------
+
+
+@pytest.fixture(scope="module")
+def swept(
+    server: ClearmlServer,
+    kit: Path,
+    tiny_model: Path,
+    tiny_split: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Any]]:
+    """`sst sweep --queue q` of three lines (the last a model whose config is broken, which
+    fails on the agent), a second sweep of the same commit and preset onto a queue no agent
+    polls, then a clearml-agent daemon on q until the three are done."""
+    home = tmp_path_factory.mktemp("sweeper")
+    env = environment(server, home, kit)
+    base = tiny_base(home, tiny_model, tiny_split, home / "runs")
+    broken = home / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ not json")
+    models = home / "models.txt"
+    models.write_text(f"{tiny_model}\n{tiny_model} lr=3e-3\n{broken}\n")
+    server.queues.make("q", [])
+    server.queues.make("idle", [])
+    args = ("sweep", "--config", str(base), "--models", str(models))
+    first = sst(*args, "--queue", "q", env=env, cwd=kit)
+    second = sst(*args, "--queue", "idle", env=env, cwd=kit)
+    queued = {tid: server.task(tid)["status"] for tid in _children(first)}
+    agent = Agent("q", env, tmp_path_factory.mktemp("agent"))
+    try:
+        status = settle(server, list(queued))
+        yield {
+            "first": first,
+            "second": second,
+            "queued": queued,
+            "status": status,
+            "env": env,
+            "home": home,
+            "agent": agent,
+            "sweep_id": first.stdout.split()[1].rstrip(":"),
+        }
+    finally:
+        agent.stop()
+
+
+def _children(done: subprocess.CompletedProcess[str]) -> list[str]:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [ln.rsplit(" ", 1)[1] for ln in done.stdout.splitlines() if " as task " in ln]
+
+
+def test_a_sweep_clones_one_template_and_enqueues_each_line(
+    server: ClearmlServer, swept: dict[str, Any]
+) -> None:
+    assert list(swept["queued"].values()) == ["queued"] * 3  # before the agent took them
+    tasks = server.tasks.docs.docs.values()
+    templates = [t for t in tasks if t["name"] == "sst train (sweep template)"]
+    assert len(templates) == 1  # the second sweep found it: tags AND-ed, then the commit checked
+    (template,) = templates
+    assert template["status"] == "created" and "sst-template" in template["tags"]
+    for done, queue in ((swept["first"], "q"), (swept["second"], "idle")):
+        sweep_id = done.stdout.split()[1].rstrip(":")
+        (controller,) = [t for t in tasks if t["name"] == f"sweep {sweep_id}"]
+        for child in _children(done):
+            task = server.task(child)
+            # the sweep's id (and, once it ran, its run's id): none of the template's tags
+            assert sweep_id in task["tags"] and not set(task["tags"]) & set(template["tags"])
+            assert task["parent"] == controller["id"]
+            source = {k: template["script"].get(k) for k in ("repository", "version_num", "diff")}
+            assert {k: task["script"].get(k) for k in source} == source
+            if queue == "idle":  # not run: the template's command line as it is
+                assert task["script"] == template["script"]
+            assert task["container"] == template["container"] and task["container"]["image"]
+            assert task["execution"]["queue"] == server.queues.by_name(queue)["id"]
+
+
+def test_the_agent_runs_each_line_and_a_broken_one_fails_with_its_log(
+    server: ClearmlServer, swept: dict[str, Any], kit: Path
+) -> None:
+    ok, lr, broken = _children(swept["first"])
+    assert swept["status"] == {ok: "completed", lr: "completed", broken: "failed"}, swept[
+        "agent"
+    ].log.read_text()[-3000:]
+    # each completed child holds the whole config it trained with, and its fingerprint
+    for child, lr_value in ((ok, 1e-3), (lr, 3e-3)):  # the line's override, and the rest
+        params = {n: p["value"] for n, p in server.task(child)["hyperparams"]["config"].items()}
+        assert float(params["train/lr"]) == lr_value and params["model/pooling"] == "mean"
+        assert "weights_sha256" in server.task(child)["hyperparams"]["fingerprint"]
+    done = sst(
+        "report",
+        "--tag",
+        swept["sweep_id"],
+        "--out",
+        str(swept["home"] / "report"),
+        "--no-clearml",
+        env=swept["env"],
+        cwd=kit,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    board = json.loads((swept["home"] / "report" / "leaderboard.json").read_text())
+    rows = {r["name"]: r for r in board["rows"]}
+    assert sorted(r["status"] for r in rows.values()) == ["completed", "completed", "failed"]
+    (failed,) = [r for r in rows.values() if r["status"] == "failed"]
+    assert failed["error"].startswith("task failed: ") and "config" in failed["error"].lower()
+
+
+def test_waiting_on_a_sweep_polls_until_each_task_ends(
+    online: ClearmlServer, swept: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sst.tracking.server import wait_for
+
+    ids = _children(swept["first"])
+    assert wait_for(ids, poll=0.1) == swept["status"]
+    out = capsys.readouterr().out
+    assert f"task {ids[2]}: failed" in out and "  | " in out  # the failed one's log tail
+
+
+def test_an_unknown_queue_is_one_line_before_any_task_is_made(
+    server: ClearmlServer, swept: dict[str, Any], kit: Path, tmp_path: Path
+) -> None:
+    before = len(server.tasks.docs.docs)
+    models = tmp_path / "models.txt"
+    models.write_text("minilm\n")
+    base = swept["home"] / "base.yaml"
+    args = ("sweep", "--config", str(base), "--models", str(models), "--queue", "nope")
+    error = one_line_error(sst(*args, env=swept["env"], cwd=kit), "sweep")
+    assert "no queue 'nope'" in error and "q" in error
+    assert len(server.tasks.docs.docs) == before
+
+
+def test_a_sweep_child_replays_here_and_on_the_queue(
+    server: ClearmlServer, swept: dict[str, Any], kit: Path, tmp_path: Path
+) -> None:
+    ok, _, _ = _children(swept["first"])
+    recorded = server.task(ok)["hyperparams"]["fingerprint"]["weights_sha256"]["value"]
+    env = swept["env"]
+    here = sst("replay", ok, "--out", str(tmp_path / "replays"), env=env, cwd=kit)
+    assert here.returncode == 0, here.stderr[-3000:]
+    assert here.stdout.strip().endswith(f"BIT-IDENTICAL (weights sha256 {recorded})")
+    queued = sst("replay", ok, "--queue", "q", env=env, cwd=kit)
+    assert queued.returncode == 0, (queued.stdout[-2000:], queued.stderr[-3000:])
+    assert queued.stdout.strip().endswith(f"BIT-IDENTICAL (weights sha256 {recorded})")
+    (clone,) = [t for t in server.tasks.docs.docs.values() if t["name"] == f"replay of {ok}"]
+    assert clone["status"] == "completed" and clone["parent"] == ok
+    assert "replay" in clone["tags"] and swept["sweep_id"] not in clone["tags"]  # not a seed
+
+
+# -- B5: an offline session shared later ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def offline_run(
+    kit: Path, tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """A run trained with no server (offline session zip) from the kit's clone."""
+    home = tmp_path_factory.mktemp("offline")
+    env = clean_environment() | {
+        "CLEARML_OFFLINE_MODE": "1",
+        "CLEARML_CACHE_DIR": str(home / "clearml-cache"),
+        "SST_CACHE_DIR": str(home / "sst-cache"),
+        "PYTHONPATH": str(kit),
+    }
+    runs = home / "runs"
+    done = sst("train", *train_overrides(tiny_model, tiny_split, runs), env=env, cwd=kit)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    (session,) = (home / "clearml-cache" / "offline").glob("*.zip")
+    return {"run": run, "session": session}
+
+
+@pytest.mark.parametrize("form", ["zip", "folder"])
+def test_an_offline_session_uploads_with_its_run(
+    server: ClearmlServer, offline_run: dict[str, Any], kit: Path, tmp_path: Path, form: str
+) -> None:
+    """`sst upload` through the SDK's own Task.import_offline_session, zip or folder: the task
+    holds the parameters, the script and the run's files; no model names a path of this
+    machine."""
+    session = offline_run["session"]
+    if form == "folder":
+        import zipfile
+
+        session = tmp_path / session.stem
+        zipfile.ZipFile(offline_run["session"]).extractall(session)
+    env = environment(server, tmp_path / "home", kit)
+    done = sst("upload", str(session), "--run", str(offline_run["run"]), env=env, cwd=kit)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("task ")]
+    task_id = line.split()[1].rstrip(":")
+    task = server.task(task_id)
+    fingerprint = json.loads((offline_run["run"] / "fingerprint.json").read_text())
+    params = task["hyperparams"]
+    assert params["fingerprint"]["weights_sha256"]["value"] == fingerprint["weights_sha256"]
+    assert params["config"]["train/seed"]["value"] == "0"
+    assert task["script"]["entry_point"] == "-m sst.cli train"
+    assert task["script"]["version_num"] == fingerprint["git"]["commit"]
+    keys = {a["key"] for a in task["execution"]["artifacts"].values()}
+    assert {"weights.safetensors", "fingerprint.json", "predictions.tsv"} <= keys
+    assert task["models"]["output"] == [] and task["models"]["input"] == []
+    assert str(offline_run["run"]) not in json.dumps(server.models.docs.docs)
+    # what was uploaded serves a colleague: predict from the new task
+    other = environment(server, tmp_path / "colleague")
+    predicted = sst("predict", "--task", task_id, "fine", env=other, cwd=kit)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+
+
+# -- B6: what goes wrong, in one line ---------------------------------------------------------
+
+
+def test_an_unreachable_server_is_one_line_and_nothing_local_is_lost(
+    server: ClearmlServer, kit: Path, tiny_model: Path, tiny_split: Path, tmp_path: Path
+) -> None:
+    env = environment(server, tmp_path / "home", kit)
+    env["CLEARML_API_HOST"] = "http://127.0.0.1:9"  # the discard port: nothing listens
+    runs = tmp_path / "runs"
+    error = one_line_error(
+        sst("train", *train_overrides(tiny_model, tiny_split, runs), env=env, cwd=kit), "train"
+    )
+    assert "does not answer" in error and "CLEARML_OFFLINE_MODE=1" in error
+    assert not runs.exists() or not any(runs.iterdir())  # no half-written run folder
+    error = one_line_error(sst("replay", "0" * 32, env=env, cwd=kit), "replay")
+    assert "does not answer" in error
+
+
+def test_wrong_credentials_and_an_unknown_task_are_one_line(
+    server: ClearmlServer, kit: Path, tmp_path: Path
+) -> None:
+    env = environment(server, tmp_path / "home", kit)
+    error = one_line_error(sst("predict", "--task", "f" * 32, "x", env=env, cwd=kit), "predict")
+    assert f"no task {'f' * 32}" in error
+    env["CLEARML_API_SECRET_KEY"] = "not-the-secret"
+    error = one_line_error(sst("predict", "--task", "f" * 32, "x", env=env, cwd=kit), "predict")
+    assert "refused the credentials" in error and "CLEARML_API_SECRET_KEY" in error
+
+
+def test_a_replay_on_the_queue_that_fails_says_so_with_its_log(
+    server: ClearmlServer, trained: dict[str, Any], kit: Path, tmp_path: Path
+) -> None:
+    """An agent whose machine cannot run the task (here: an SST_CPU_ISA it refuses)."""
+    server.queues.make("broken", [])
+    env = trained["env"]
+    agent = Agent("broken", {**env, "SST_CPU_ISA": "avx9000"}, tmp_path / "agent")
+    try:
+        done = sst("replay", trained["task"], "--queue", "broken", env=env, cwd=kit)
+    finally:
+        agent.stop()
+    error = one_line_error(done, "replay")
+    assert "ended failed" in error
+    assert "  | " in done.stderr and "SST_CPU_ISA" in done.stderr  # the tail of its log
+
+
+# -- the template, the agent's parameters, a split's datasets ---------------------------------
+
+
+def test_a_template_of_another_commit_is_not_reused(online: ClearmlServer) -> None:
+    """The server ORs a tag list unless it starts with "__$all": an older commit's template (or
+    one for another preset) shares the "sst-template" tag and must not be cloned."""
+    from sst.tracking.server import sweep_template
+
+    repo = "https://git.example/sst.git"
+    older = sweep_template("sst-templates", repo=repo, commit="a" * 40, base_config="c/demo.yaml")
+    other = sweep_template("sst-templates", repo=repo, commit="c" * 40, base_config="c/full.yaml")
+    # the same 12-digit prefix (the tag), another commit: only the recorded commit tells them apart
+    prefix = sweep_template(
+        "sst-templates", repo=repo, commit="c" * 12 + "d" * 28, base_config="c/demo.yaml"
+    )
+    new = sweep_template("sst-templates", repo=repo, commit="c" * 40, base_config="c/demo.yaml")
+    assert len({older.id, other.id, prefix.id, new.id}) == 4
+    assert online.task(new.id)["script"]["version_num"] == "c" * 40
+    again = sweep_template("sst-templates", repo=repo, commit="c" * 40, base_config="c/demo.yaml")
+    assert again.id == new.id
+
+
+def test_under_an_agent_the_tasks_parameters_are_the_config(
+    server: ClearmlServer, kit: Path, tmp_path: Path
+) -> None:
+    """`sst` executed by an agent (CLEARML_TASK_ID set when it starts) takes the task's
+    ``config/…`` parameters — a sweep line's overrides, a web-UI edit — over the command line's;
+    what a run recorded about itself (fingerprint) is not an input. Run by hand: none."""
+    from tests.clearml_server.http import Call
+
+    project = server.projects.create(Call("projects.create", {"name": "agent"}, "u", None))
+    task_id = server.tasks.create(
+        Call("tasks.create", {"name": "line", "type": "training", **project}, "u", None)
+    )["id"]
+    params = {
+        "config/train/lr": "3e-5",
+        "config/model/pooling": "cls",
+        "config/model/revision": "",  # empty: not an override
+        "fingerprint/seed": "7",  # what a run recorded about itself: not an input
+    }
+    items = [
+        {"section": k.split("/", 1)[0], "name": k.split("/", 1)[1], "value": v}
+        for k, v in params.items()
+    ]
+    server.tasks.edit_hyper_params(Call("", {"task": task_id, "hyperparams": items}, "u", None))
+    env = environment(server, tmp_path / "agent-side", kit)
+    by_hand = sst("config", "train.lr=1e-3", "train.seed=3", env=env, cwd=kit)
+    assert json.loads(by_hand.stdout)["train"]["lr"] == 1e-3
+    env["CLEARML_TASK_ID"] = task_id
+    remote = sst("config", "train.lr=1e-3", "train.seed=3", env=env, cwd=kit)
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    cfg = json.loads(remote.stdout)
+    assert cfg["train"]["lr"] == 3e-5 and cfg["train"]["seed"] == 3
+    assert cfg["model"]["pooling"] == "cls" and cfg["model"]["revision"] == "main"
+    env["CLEARML_OFFLINE_MODE"] = "1"  # offline forced: never a server's parameters
+    assert (
+        json.loads(sst("config", "train.lr=1e-3", env=env, cwd=kit).stdout)["train"]["lr"] == 1e-3
+    )
+
+
+def test_a_split_made_online_is_a_task_and_two_datasets(
+    online: ClearmlServer, kit: Path, tmp_path: Path
+) -> None:
+    """`sst split` with a server: a data_processing task, the raw files as one ClearML Dataset
+    and the split as its child, read back by the SDK's own Dataset."""
+    from clearml import Dataset
+
+    from tests.conftest import split_config, synthetic_rows, write_kaggle
+
+    source = write_kaggle(tmp_path / "train.tsv", synthetic_rows(60))
+    preset = split_config(tmp_path, source)
+    env = environment(online, tmp_path / "home", kit)
+    done = sst("split", "--config", str(preset), env=env, cwd=kit)
+    assert done.returncode == 0, done.stderr[-3000:]
+    dataset_id = (tmp_path / "out" / ".clearml_dataset_id").read_text().strip()
+    split = Dataset.get(dataset_id=dataset_id)
+    assert {"train.tsv", "val.tsv", "test.tsv", "manifest.json"} <= set(split.list_files())
+    (raw_id,) = split.get_dependency_graph()[dataset_id]  # its one parent
+    raw = Dataset.get(dataset_id=raw_id)
+    assert raw.list_files() == ["train.tsv"]
+    local = Path(split.get_local_copy())  # downloaded from the file server, as stored
+    assert (local / "manifest.json").read_bytes() == (
+        tmp_path / "out" / "manifest.json"
+    ).read_bytes()
+    (task,) = [t for t in online.tasks.docs.docs.values() if t["name"] == "split tiny"]
+    assert task["type"] == "data_processing" and task["status"] == "completed"
