@@ -9,8 +9,14 @@ can start task containers. People's ``docker run sst:cpu <verb>`` still runs sst
 E: the agent's job by the agent's steps, without a server: a host run's offline session; in a
 fresh task container, ``git clone`` of the recorded commit from a bare repository over file://,
 the recorded patch applied, the data mounted at another path, the recorded entry point run with
-the recorded parameters; then ``sst verify`` against the host run. What this does not cover: the
-server's queue, the daemon picking the task, its status and log upload.
+the recorded parameters; then ``sst verify`` against the host run.
+
+B3 (issue 23): the same task run by docker-mode agents against the API server of
+tests/clearml_server on the host: ``clearml-agent daemon --docker`` on the host starting the
+task's recorded image, and the daemon the Colab bootstrap starts in docker mode (``sst:agent``
+with the host's socket, its ~/.clearml a host folder named by CLEARML_AGENT_DOCKER_HOST_MOUNT, so
+the task container gets the agent's config and credentials). Each is a ``sst replay --queue``
+whose verdict is the host run's weights, BIT-IDENTICAL.
 
     SST_IMAGE=sst:cpu SST_AGENT_IMAGE=sst:agent pytest -m docker tests/test_agent_image.py
 """
@@ -25,14 +31,24 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sst.tracking.agent import child_environment, parameters_to_overrides
-from tests.conftest import build_tiny_bert, docker_logs_until, synthetic_rows, write_kaggle
+from tests.conftest import (
+    build_tiny_bert,
+    docker_logs_until,
+    synthetic_rows,
+    train_overrides,
+    write_kaggle,
+)
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "colab"))
+import bootstrap  # noqa: E402
+
 NO_SERVER = "http://127.0.0.1:9"  # nothing listens: the server is what this machine lacks
 
 pytestmark = pytest.mark.docker
@@ -204,3 +220,130 @@ def test_an_agent_reexecutes_the_task_from_a_fresh_clone_elsewhere(
         named = [line for line in lines if line.startswith("  ")]
         assert named and all("expected to break" in line for line in named), lines
         assert not any(k in verdict.stdout for k in ("config_sha256", "split_manifest", "seed:"))
+
+
+# -- B3: the same task run by docker-mode agents, against the API server ----------------------
+
+
+@pytest.fixture(scope="module")
+def online_task(
+    docker: str, image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict]:
+    """The API server of tests/clearml_server, a clone of the kit served over file://, and a tiny
+    run trained online on the host, recorded with this image (SST_IMAGE)."""
+    from tests.clearml_server import ClearmlServer
+    from tests.online import clone_kit, environment, sst
+
+    base = tmp_path_factory.mktemp("docker-online")
+    os.chmod(base, 0o755)
+    server = ClearmlServer(base / "server").start()
+    kit = clone_kit(base / "kit")
+    texts = [r[2] for r in synthetic_rows(200)]
+    model = build_tiny_bert(base / "tiny-bert", texts)
+    source = write_kaggle(base / "data.tsv", synthetic_rows(200))
+    split_cfg = base / "split.yaml"
+    split_cfg.write_text(
+        f'name: tiny\ndata:\n  format: kaggle\n  sources: ["{source}"]\nsplit:\n'
+        f"  n_seeds: 50\n  out: {base / 'split'}\n"
+    )
+    env = environment(server, base / "home", kit) | {"SST_IMAGE": image}
+    made = sst("split", "-c", str(split_cfg), "tracking.enabled=false", env=env, cwd=kit)
+    assert made.returncode == 0, made.stderr[-2000:]
+    over = train_overrides(model, base / "split", base / "runs")
+    done = sst("train", *over, env=env, cwd=kit)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (base / "runs").iterdir()
+    fingerprint = json.loads((run / "fingerprint.json").read_text())
+    # what task containers mount at the same paths: the kit's bare repository, model, data
+    mounts = [base / "kit" / "sst.git", model, base / "split", base / "runs"]
+    for path in mounts:
+        subprocess.run(["chmod", "-R", "a+rwX", str(path)], check=True)
+    yield {
+        "server": server,
+        "kit": kit,
+        "env": env,
+        "task": fingerprint["clearml_task_id"],
+        "weights": fingerprint["weights_sha256"],
+        "mounts": " ".join(f"-v {p}:{p}" for p in mounts),
+        "base": base,
+    }
+    server.stop()
+    assert server.unimplemented() == [], server.unimplemented()
+
+
+def test_a_docker_mode_agent_reruns_the_task_in_its_image(
+    docker: str, image: str, online_task: dict
+) -> None:
+    """`clearml-agent daemon --docker`: the task runs in the image it recorded; its weights are
+    the host run's."""
+    from tests.online import Agent, sst
+
+    server, env = online_task["server"], online_task["env"]
+    server.queues.make("docker", [])
+    agent_env = env | {
+        "CLEARML_AGENT_EXTRA_DOCKER_ARGS": f"--network host {online_task['mounts']}",
+        "CLEARML_DOCKER_BIN": docker,
+    }
+    agent = Agent("docker", agent_env, online_task["base"] / "agent", docker=True)
+    try:
+        done = sst(
+            "replay", online_task["task"], "--queue", "docker", env=env, cwd=online_task["kit"]
+        )
+    finally:
+        agent.stop()
+    assert done.returncode == 0, (
+        done.stdout[-2000:],
+        done.stderr[-3000:],
+        agent.log.read_text()[-3000:],
+    )
+    assert done.stdout.strip().endswith(f"BIT-IDENTICAL (weights sha256 {online_task['weights']})")
+    (clone,) = [t for t in server.tasks.docs.docs.values() if t["name"].startswith("replay of")]
+    assert clone["container"]["image"] == image
+
+
+@pytest.mark.parametrize("host_mount", [True, False], ids=["host-mount", "without"])
+def test_the_colab_docker_daemon_hands_task_containers_its_credentials(
+    docker: str,
+    image: str,
+    agent_image: str,
+    online_task: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    host_mount: bool,
+) -> None:
+    """The daemon the Colab bootstrap starts in docker mode (sst:agent, the host's socket): the
+    config it mounts into a task container is a host path (CLEARML_AGENT_DOCKER_HOST_MOUNT), so
+    the task reaches the server with the credentials and completes, its weights the host run's.
+    Without the host mount the engine resolves the daemon's in-container path on the host and
+    the task container gets an empty folder for its config: the task fails."""
+    from tests.online import sst
+
+    server, env = online_task["server"], online_task["env"]
+    queue = f"colab-docker-{'mount' if host_mount else 'bare'}"
+    server.queues.make(queue, [])
+    for name in bootstrap.CREDENTIALS:
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.setattr(bootstrap, "AGENT_HOME", online_task["base"] / "agent-home")
+    p = bootstrap.plan(queue, "docker", image=image, agent_image=agent_image, docker=docker)
+    (cmd,) = p.commands
+    at = cmd.index("--entrypoint")  # what this test adds: the mounts its paths need
+    cmd[at:at] = ["-e", f"CLEARML_AGENT_EXTRA_DOCKER_ARGS={online_task['mounts']}"]
+    if not host_mount:  # the daemon as the bootstrap ran it before the mend
+        mount = next(a for a in cmd if a.startswith("CLEARML_AGENT_DOCKER_HOST_MOUNT="))
+        at = cmd.index(mount)
+        del cmd[at - 1 : at + 1]
+        at = cmd.index(mount.partition("=")[2])
+        del cmd[at - 1 : at + 1]
+    name = cmd[cmd.index("--name") + 1]
+    subprocess.run([docker, "rm", "-f", name], capture_output=True)
+    try:
+        bootstrap.execute(p, bootstrap.credentials())
+        done = sst("replay", online_task["task"], "--queue", queue, env=env, cwd=online_task["kit"])
+        logs = subprocess.run([docker, "logs", name], capture_output=True, text=True)
+    finally:
+        subprocess.run([docker, "rm", "-f", name], capture_output=True)
+    assert env["CLEARML_API_SECRET_KEY"] not in logs.stdout + logs.stderr
+    if not host_mount:
+        assert done.returncode == 2 and "ended failed" in done.stderr, done.stderr[-3000:]
+        return
+    assert done.returncode == 0, (done.stderr[-3000:], (logs.stdout + logs.stderr)[-3000:])
+    assert done.stdout.strip().endswith(f"BIT-IDENTICAL (weights sha256 {online_task['weights']})")

@@ -86,6 +86,7 @@ def test_a_hub_run_records_its_commit_and_replays_it_after_main_moves(
     moved = json.loads((other / "fingerprint.json").read_text())
     assert moved["model_commit"] == SECOND and moved["weights_sha256"] != recorded["weights_sha256"]
     verdict = sst("verify", str(run), str(other), hub=hub)
+    assert verdict.returncode == 1  # DIFFERENT, and why
     assert (
         "model_commit: " in verdict.stdout and "another commit of the hub model" in verdict.stdout
     )
@@ -108,3 +109,32 @@ def test_a_sweep_names_each_unpinned_hub_line_before_anything_trains(tmp_path: P
     warnings = unpinned(models, read_models(models, None, []))
     assert [w.split(": ", 1)[0] for w in warnings] == [f"{models}:2", f"{models}:4"]
     assert "revision 'main', not a commit" in warnings[0] and "model.revision=" in warnings[0]
+
+
+def test_sst_sweep_warns_before_the_first_line_trains(
+    hub: Path, tiny_split: Path, tmp_path: Path
+) -> None:
+    """The warning comes from `sst sweep` itself, ahead of the first line's process."""
+    from sst.config import load_config
+    from sst.io import dumps
+
+    over = train_overrides(Path(HUB_ID), tiny_split, tmp_path / "runs", "tracking.enabled=false")
+    base = tmp_path / "base.yaml"
+    base.write_text(dumps(load_config(None, over).to_dict()))
+    models = tmp_path / "models.txt"
+    models.write_text(f"{HUB_ID}\n")
+    report = str(tmp_path / "report")
+    done = sst(
+        "sweep",
+        "--config",
+        str(base),
+        "--models",
+        str(models),
+        "--local",
+        "--report",
+        report,
+        hub=hub,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    warning = f"sst sweep: warning: {models}:1: {HUB_ID} at revision 'main', not a commit"
+    assert done.stderr.startswith(warning), done.stderr[:500]

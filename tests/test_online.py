@@ -3,13 +3,16 @@ against the ClearML API server of tests/clearml_server on 127.0.0.1.
 
 Each `sst` runs as a user runs it: a process started from a clone of the kit whose origin is a
 bare repository served by ``file://`` (what agents clone), with the server named by the
-environment. The agent is ``clearml-agent daemon --queue q --foreground`` in venv mode
+environment. The agent is ``clearml-agent daemon --queue <q> --foreground`` in venv mode
 (``CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL``: the kit's locked venv, as its images run it)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,11 @@ from sst.env.git import git_patch
 from tests.clearml_server import ClearmlServer
 from tests.conftest import train_overrides
 from tests.online import (
+    PATCH_MARK,
     Agent,
     clean_environment,
     clone_kit,
+    closed_port,
     environment,
     one_line_error,
     settle,
@@ -51,8 +56,12 @@ def online(
     """This process pointed at the server (for the SDK called in the test itself). The SDK keeps
     its session's API version process-wide, and once a session was made offline mode stops
     pinning API 2.9 (clearml's Session.check_min_api_version): a user's process is online or
-    offline, a test process is both, so the state is restored after."""
+    offline, a test process is both, so the state is restored after, and the SDK's default
+    session and the kit's record of servers that answered are forgotten."""
     from clearml.backend_api import Session
+    from clearml.backend_interface.base import InterfaceBase
+
+    from sst.tracking import tracker
 
     saved = (Session._sessions_created, Session.api_version, Session.max_api_version)
     for key, value in environment(server, tmp_path / "me").items():
@@ -61,6 +70,8 @@ def online(
     monkeypatch.delenv("CLEARML_OFFLINE_MODE", raising=False)
     yield server
     Session._sessions_created, Session.api_version, Session.max_api_version = saved
+    InterfaceBase._default_session = None  # bound to this server, which stops with the module
+    tracker._answered.clear()
 
 
 def tiny_base(folder: Path, tiny_model: Path, tiny_split: Path, runs: Path) -> Path:
@@ -142,6 +153,23 @@ def test_predict_from_a_task_link_downloads_and_verifies_the_run(
             sst("predict", "--task", trained["task"], "ok", env=env, cwd=kit), "predict"
         )
         assert "weights.safetensors" in error and "is not the recorded" in error
+        # the weights and the shared fingerprint replaced together, consistent with each other:
+        # the task's own record of the weights refuses them
+        (shared,) = [
+            a for a in task["execution"]["artifacts"].values() if a["key"] == "fingerprint.json"
+        ]
+        fingerprint_file = server.stored(shared["uri"])
+        recorded = fingerprint_file.read_text()
+        forged = json.loads(recorded)
+        forged["weights_sha256"] = hashlib.sha256(stored.read_bytes()).hexdigest()
+        try:
+            fingerprint_file.write_text(json.dumps(forged))
+            env = environment(server, tmp_path / "a-third")
+            done = sst("predict", "--task", trained["task"], "ok", env=env, cwd=kit)
+            error = one_line_error(done, "predict")
+            assert "the task recorded" in error and recorded.count(forged["weights_sha256"]) == 0
+        finally:
+            fingerprint_file.write_text(recorded)
     finally:
         stored.write_bytes(original)
 
@@ -169,9 +197,10 @@ def swept(
     tiny_split: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
-    """`sst sweep --queue q` of three lines (the last a model whose config is broken, which
+    """`sst sweep --queue sweeps` of three lines (the last a model whose config is broken, which
     fails on the agent), a second sweep of the same commit and preset onto a queue no agent
-    polls, then a clearml-agent daemon on q until the three are done."""
+    polls, then a clearml-agent daemon on sweeps until the three are done, waited for meanwhile by
+    the sweep's own polling (``sst sweep --wait``'s ``wait_for``, a second apart)."""
     home = tmp_path_factory.mktemp("sweeper")
     env = environment(server, home, kit)
     base = tiny_base(home, tiny_model, tiny_split, home / "runs")
@@ -180,16 +209,30 @@ def swept(
     (broken / "config.json").write_text("{ not json")
     models = home / "models.txt"
     models.write_text(f"{tiny_model}\n{tiny_model} lr=3e-3\n{broken}\n")
-    server.queues.make("q", [])
+    server.queues.make("sweeps", [])
     server.queues.make("idle", [])
     args = ("sweep", "--config", str(base), "--models", str(models))
-    first = sst(*args, "--queue", "q", env=env, cwd=kit)
+    first = sst(*args, "--queue", "sweeps", env=env, cwd=kit)
     second = sst(*args, "--queue", "idle", env=env, cwd=kit)
     queued = {tid: server.task(tid)["status"] for tid in _children(first)}
-    agent = Agent("q", env, tmp_path_factory.mktemp("agent"))
+    agent = Agent("sweeps", env, tmp_path_factory.mktemp("agent"))
+    waiting = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from sst.tracking.server import wait_for; wait_for({list(queued)!r})",
+        ],
+        env={**env, "SST_WAIT_POLL": "1"},
+        cwd=kit,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         status = settle(server, list(queued))
+        waited, _ = waiting.communicate(timeout=120)
         yield {
+            "waited": waited,
             "first": first,
             "second": second,
             "queued": queued,
@@ -200,6 +243,7 @@ def swept(
             "sweep_id": first.stdout.split()[1].rstrip(":"),
         }
     finally:
+        waiting.kill()
         agent.stop()
 
 
@@ -217,7 +261,7 @@ def test_a_sweep_clones_one_template_and_enqueues_each_line(
     assert len(templates) == 1  # the second sweep found it: tags AND-ed, then the commit checked
     (template,) = templates
     assert template["status"] == "created" and "sst-template" in template["tags"]
-    for done, queue in ((swept["first"], "q"), (swept["second"], "idle")):
+    for done, queue in ((swept["first"], "sweeps"), (swept["second"], "idle")):
         sweep_id = done.stdout.split()[1].rstrip(":")
         (controller,) = [t for t in tasks if t["name"] == f"sweep {sweep_id}"]
         for child in _children(done):
@@ -260,18 +304,28 @@ def test_the_agent_runs_each_line_and_a_broken_one_fails_with_its_log(
     rows = {r["name"]: r for r in board["rows"]}
     assert sorted(r["status"] for r in rows.values()) == ["completed", "completed", "failed"]
     (failed,) = [r for r in rows.values() if r["status"] == "failed"]
-    assert failed["error"].startswith("task failed: ") and "config" in failed["error"].lower()
+    assert failed["error"].startswith("task failed: ") and "not a valid JSON" in failed["error"]
+    page = (swept["home"] / "report" / "leaderboard.html").read_text()
+    for child in (ok, lr, broken):  # each row links to its task's page
+        assert f'href="{server.api.api_url.replace("127.0.0.1", "localhost")}' in page
+        assert child in page
+    # the agent applied the diff the task recorded: its run says so in its log
+    logged = " ".join(e.get("msg", "") for e in server.events.of(ok, "log"))
+    assert PATCH_MARK in logged
 
 
-def test_waiting_on_a_sweep_polls_until_each_task_ends(
-    online: ClearmlServer, swept: dict[str, Any], capsys: pytest.CaptureFixture[str]
-) -> None:
-    from sst.tracking.server import wait_for
-
-    ids = _children(swept["first"])
-    assert wait_for(ids, poll=0.1) == swept["status"]
-    out = capsys.readouterr().out
-    assert f"task {ids[2]}: failed" in out and "  | " in out  # the failed one's log tail
+def test_waiting_on_a_sweep_polls_until_each_task_ends(swept: dict[str, Any]) -> None:
+    """`sst sweep --wait` (wait_for), polling while the agent works: each task's changes in
+    order, and the failed one's log tail."""
+    ok, lr, broken = _children(swept["first"])
+    out = swept["waited"]
+    for task in (ok, lr, broken):
+        seen = re.findall(rf"task {task}: (\w+)", out)
+        assert seen[0] in ("queued", "in_progress") and seen[-1] == swept["status"][task], out
+        assert len(seen) == len(set(seen))  # a change printed once
+    assert re.findall(rf"task {lr}: (\w+)", out)[:2] == ["queued", "in_progress"]  # it waited
+    tail = out.split(f"task {broken}: failed", 1)[1]
+    assert "  | " in tail and "not a valid JSON" in tail
 
 
 def test_an_unknown_queue_is_one_line_before_any_task_is_made(
@@ -283,7 +337,7 @@ def test_an_unknown_queue_is_one_line_before_any_task_is_made(
     base = swept["home"] / "base.yaml"
     args = ("sweep", "--config", str(base), "--models", str(models), "--queue", "nope")
     error = one_line_error(sst(*args, env=swept["env"], cwd=kit), "sweep")
-    assert "no queue 'nope'" in error and "q" in error
+    assert "no queue 'nope'" in error and re.search(r"queues: .*\bsweeps\b", error)
     assert len(server.tasks.docs.docs) == before
 
 
@@ -296,11 +350,12 @@ def test_a_sweep_child_replays_here_and_on_the_queue(
     here = sst("replay", ok, "--out", str(tmp_path / "replays"), env=env, cwd=kit)
     assert here.returncode == 0, here.stderr[-3000:]
     assert here.stdout.strip().endswith(f"BIT-IDENTICAL (weights sha256 {recorded})")
-    queued = sst("replay", ok, "--queue", "q", env=env, cwd=kit)
+    queued = sst("replay", ok, "--queue", "sweeps", env=env, cwd=kit)
     assert queued.returncode == 0, (queued.stdout[-2000:], queued.stderr[-3000:])
     assert queued.stdout.strip().endswith(f"BIT-IDENTICAL (weights sha256 {recorded})")
     (clone,) = [t for t in server.tasks.docs.docs.values() if t["name"] == f"replay of {ok}"]
     assert clone["status"] == "completed" and clone["parent"] == ok
+    assert clone["container"] == server.task(ok)["container"] and clone["container"]["image"]
     assert "replay" in clone["tags"] and swept["sweep_id"] not in clone["tags"]  # not a seed
 
 
@@ -369,7 +424,7 @@ def test_an_unreachable_server_is_one_line_and_nothing_local_is_lost(
     server: ClearmlServer, kit: Path, tiny_model: Path, tiny_split: Path, tmp_path: Path
 ) -> None:
     env = environment(server, tmp_path / "home", kit)
-    env["CLEARML_API_HOST"] = "http://127.0.0.1:9"  # the discard port: nothing listens
+    env["CLEARML_API_HOST"] = f"http://127.0.0.1:{closed_port()}"  # nothing listens
     runs = tmp_path / "runs"
     error = one_line_error(
         sst("train", *train_overrides(tiny_model, tiny_split, runs), env=env, cwd=kit), "train"
@@ -427,6 +482,11 @@ def test_a_template_of_another_commit_is_not_reused(online: ClearmlServer) -> No
     assert online.task(new.id)["script"]["version_num"] == "c" * 40
     again = sweep_template("sst-templates", repo=repo, commit="c" * 40, base_config="c/demo.yaml")
     assert again.id == new.id
+    # the same commit with uncommitted changes: another template, carrying them for the agent
+    dirty = dict(repo=repo, commit="c" * 40, base_config="c/demo.yaml", diff="--- a\n+++ b\n")
+    patched = sweep_template("sst-templates", **dirty)
+    assert patched.id != new.id and online.task(patched.id)["script"]["diff"] == dirty["diff"]
+    assert sweep_template("sst-templates", **dirty).id == patched.id
 
 
 def test_under_an_agent_the_tasks_parameters_are_the_config(

@@ -15,6 +15,7 @@ API server the tests run these against, with the real SDK and clearml-agent.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -23,8 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sst.env.git import git_patch
 from sst.errors import SstError
 from sst.io import default_cache_dir
+from sst.run import fingerprint as fp
 from sst.run import folder as runs
 from sst.tracking import agent, tracker
 
@@ -81,20 +84,26 @@ def log_tail(task: Any, lines: int = LOG_TAIL) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
-def sweep_template(project: str, *, repo: str, commit: str, base_config: str) -> Any:
+def sweep_template(
+    project: str, *, repo: str, commit: str, base_config: str, diff: str = ""
+) -> Any:
     """The training task every sweep line is cloned from: ``python -m sst.cli train --config
-    <base_config>`` at ``commit`` of ``repo`` in this run's image. Reused when one exists for
-    that commit and config (tags), created otherwise (never executed itself)."""
+    <base_config>`` at ``commit`` of ``repo`` with ``diff`` (the kit's uncommitted changes, as
+    a trained task records them) applied, in this run's image. Reused when one exists for that
+    commit, diff and config (tags, then the script itself), created otherwise (never executed)."""
     Task = _task_class()
     tags = ["sst-template", f"rev-{commit[:12]}", f"config-{Path(base_config).stem}"]
+    if diff:
+        tags.append(f"diff-{hashlib.sha256(diff.encode()).hexdigest()[:12]}")
     found = Task.get_tasks(  # "__$all": ClearML joins a tag list with OR by default
         project_name=project,
         task_name=f"^{re.escape(TEMPLATE_NAME)}$",
         tags=["__$all", *tags],
         allow_archived=False,
     )
-    for task in found:  # the commit checked too: a 12-digit prefix is what the tag holds
-        if task.data.script.version_num == commit:
+    for task in found:  # the script checked too: the tags hold 12-digit prefixes
+        script = task.data.script
+        if script.version_num == commit and (script.diff or "") == diff:
             return task
     template = Task.create(
         project_name=project,
@@ -107,6 +116,8 @@ def sweep_template(project: str, *, repo: str, commit: str, base_config: str) ->
         docker_args=agent.container_arguments(),
         add_task_init_call=False,
     )
+    if diff:  # an agent applies it to the commit it checks out, as for a trained task
+        template.set_script(diff=diff)
     template.add_tags(tags)
     return template
 
@@ -128,7 +139,9 @@ def enqueue_sweep(
     Task = _task_class()
     require_queue(queue)  # before any task is made
     image, docker_args = agent.container_image(), agent.container_arguments()
-    template = sweep_template(project, repo=repo, commit=commit, base_config=base_config)
+    template = sweep_template(
+        project, repo=repo, commit=commit, base_config=base_config, diff=git_patch()
+    )
     controller = tracker.start_task(
         project,
         f"sweep {sweep_id}",
@@ -152,7 +165,10 @@ def enqueue_sweep(
     return ids
 
 
-def wait_for(task_ids: list[str], *, poll: float = 30.0, out: Any = None) -> dict[str, str]:
+POLL = float(os.environ.get("SST_WAIT_POLL") or 30)  # seconds between status polls (--wait)
+
+
+def wait_for(task_ids: list[str], *, poll: float = POLL, out: Any = None) -> dict[str, str]:
     """Poll the tasks until each is finished; print every status change, and the tail of the
     log of a task that did not complete. Returns id → status."""
     Task = _task_class()
@@ -226,6 +242,7 @@ def project_results(project: str, tag: str) -> list[dict[str, Any]]:
                     k: float(v) for k, v in (task.get_reported_single_values() or {}).items()
                 },
                 "log": log_tail(task) if status not in DONE else [],
+                "link": str(task.get_output_log_web_page()),
             }
         )
     return results
@@ -273,9 +290,16 @@ def upload_session(session: Path) -> str:
 
 
 def attach_run(task_id: str, folder: Path) -> None:
-    """A finished run folder's shared files as the task's artifacts (digests kept by ClearML)."""
+    """A finished run folder's shared files as the task's artifacts (digests kept by ClearML).
+    The server takes artifacts only on a task in progress (or created), and an imported session
+    arrives completed: it is reopened for the upload, then completed again."""
     task = get_task(task_id)
+    done = str(task.get_status()) in DONE
+    if done:
+        task.mark_started(force=True)
     tracker.Tracker(task=task, offline=False).upload_run(folder, runs.SHARED)
+    if done:
+        task.mark_completed(force=True)
 
 
 def fetch_run(task_id: str, dest: Path | None = None) -> Path:
@@ -293,5 +317,13 @@ def fetch_run(task_id: str, dest: Path | None = None) -> Path:
     for name in runs.SHARED:
         local = task.artifacts[name].get_local_copy(raise_on_error=True)
         shutil.copyfile(local, folder / name)
-    runs.Run.open(folder, need=runs.SHARED).verify()
+    run = runs.Run.open(folder, need=runs.SHARED).verify()  # the files against the fingerprint
+    recorded = (task.get_parameters() or {}).get(f"fingerprint/{fp.WEIGHTS}")
+    if recorded and run.weights_sha256 != recorded:  # ...and the fingerprint against the task
+        raise SstError(
+            f"the shared fingerprint names weights {run.weights_sha256}, the task recorded "
+            f"{recorded}",
+            path=folder / runs.FINGERPRINT,
+            fix="the task's files were replaced: ask for the run again, or replay the task",
+        )
     return folder

@@ -70,9 +70,9 @@ def from_project(project: str, tag: str) -> list[Row]:
         ):
             tail = " / ".join(task["log"][-3:])  # the end of its log: what went wrong
             why = f"task {task['status']}" + (f": {tail}" if tail else "")
-            rows.append(failed_row(task["name"], task["model"], task["id"], why))
+            rows.append(failed_row(task["name"], task["model"], task["link"], why))
             continue
-        rows.append(scored_row(task["name"], task["model"], "completed", task["id"], scores))
+        rows.append(scored_row(task["name"], task["model"], "completed", task["link"], scores))
     if not rows:
         raise SstError(
             f"no training tasks tagged {tag!r} in project {project!r}",

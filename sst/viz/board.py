@@ -1,8 +1,9 @@
-"""``leaderboard.html``: the page people browse. Every run links to its folder, shows the config
-keys in which the runs differ (its overrides against the others), the columns sort on a click
-(or from the address: ``leaderboard.html#sort=<column>`` / ``#sort=-<column>`` for descending),
-seed groups show mean ± sd, and the top rows' learning curves and the confusion grid are
-embedded. One self-contained file: no script or style is fetched.
+"""``leaderboard.html``: the page people browse. Every run links to its folder (a task of an online
+report to its ClearML page), shows the config keys in which the runs differ (its overrides
+against the others), the columns sort on a click (or from the address:
+``leaderboard.html#sort=<column>`` / ``#sort=-<column>`` for descending), seed groups show mean
+± sd, and the top rows' learning curves and the confusion grid are embedded. One self-contained
+file: no script or style is fetched.
 """
 
 from __future__ import annotations
@@ -83,9 +84,7 @@ def render(
         tds = []
         for i, cell in enumerate(cells):
             text = html.escape(cell)
-            target = Path(row.path).resolve() if row.path else None
-            if i == run_col and target is not None and target.exists():  # not a task id
-                href = os.path.relpath(target, out_dir) + ("/" if target.is_dir() else "")
+            if i == run_col and (href := _href(row.path, out_dir)):
                 text = f'<a class="run" href="{html.escape(href)}">{text}</a>'
             left = ' class="t"' if i <= run_col + 4 else ""
             tds.append(f"<td{left}>{text}</td>")
@@ -108,6 +107,17 @@ def render(
         + '<h2>Confusion matrices</h2><img src="confusion_grid.png" alt="confusion matrices">\n'
         + f"<script>{SORT_SCRIPT}</script>\n</body></html>\n"
     )
+
+
+def _href(path: str, out_dir: Path) -> str | None:
+    """Where a row's name links: its run folder (relative to the page) or its ClearML task's
+    page (an online report); nothing for a path that is neither."""
+    if path.startswith(("http://", "https://")):
+        return path
+    target = Path(path).resolve() if path else None
+    if target is None or not target.exists():
+        return None
+    return os.path.relpath(target, out_dir) + ("/" if target.is_dir() else "")
 
 
 def _seed_table(rows: list[Row]) -> str:

@@ -32,6 +32,7 @@ class ClearmlServer:
         self.projects = Projects()
         self.queues = Queues()
         self.tasks = Tasks(self.projects.docs, self.queues)
+        self.queues.tasks = self.tasks
         self.workers = Workers()
         self.events = Events(self.tasks.docs)
         self.models = Models(self.projects.docs)

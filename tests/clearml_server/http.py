@@ -213,11 +213,13 @@ class ApiServer:
             key, _, secret = base64.b64decode(value).decode().partition(":")
             if self.credentials.get(key) != secret or not key:
                 # apiserver/service_repo/auth/auth.py: unknown key or a wrong secret
-                raise ApiError(401, 20, "Unauthorized (invalid credentials)")
+                raise ApiError(401, 22, "Unauthorized (invalid credentials)")
             return key
         if scheme.lower() == "bearer" and (user := self.tokens.user_of(value)):
             return user
-        raise ApiError(401, 21 if auth else 20, "Unauthorized (missing or invalid token)")
+        if not auth:
+            raise ApiError(401, 20, "Unauthorized (missing credentials)")
+        raise ApiError(401, 30, "Invalid token")
 
     def _api_handler(self) -> type[BaseHTTPRequestHandler]:
         server = self

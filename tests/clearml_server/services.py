@@ -3,13 +3,17 @@ keeps them (``apiserver/services/{projects,queues,workers,events,models}.py`` an
 ``apiserver/bll/``).
 
 - Queues hold task ids in order; ``queues.get_next_task`` pops the first and answers
-  ``{"entry": {"task": id, "added": …}}`` (``bll/queue/queue_bll.py`` ``get_next_task``); a queue
-  tagged ``default`` is ``queues.get_default``'s (400/706 "no default queue" without one).
+  ``{"entry": {"task": id, "added": …}}``, putting a task stopped meanwhile back to queued
+  (``services/queues.py``, ``bll/queue/queue_bll.py``); the queue with the system tag
+  ``default`` is ``queues.get_default``'s (400/707 without one); a name is unique
+  (``database/model/queue.py``: ``unique_with="company"``).
 - Workers register with an id and the queues they poll; ``workers.status_report`` keeps their
-  current task (``bll/workers/__init__.py``).
+  current task and registers a worker it does not know (``workers.auto_register: true``,
+  ``config/default/apiserver.conf``; ``bll/workers/__init__.py``).
 - Events arrive as JSON lines (``events.add_batch``, ``services/events.py``); a task's log is read
   back by ``events.get_task_log`` (the last batch unless ``navigate_earlier`` is false), its
-  single values by ``events.get_task_single_value_metrics`` (the ``Summary`` metric's scalars).
+  single values by ``events.get_task_single_value_metrics`` (the scalars reported at iteration
+  -2**31, ``bll/event/event_metrics.py``; tasks without one left out).
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from typing import Any
 from tests.clearml_server.http import Call, bad_request
 from tests.clearml_server.store import Collection, new_id, now, project
 
+SINGLE_SCALAR_ITERATION = -(2**31)  # bll/event/event_common.py
+
 
 class Projects:
     def __init__(self) -> None:
-        self.docs = Collection("project", (401, "invalid project id"))
+        self.docs = Collection("project", (401, "invalid project id"), ("tags", "system_tags"))
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -73,7 +79,8 @@ class Projects:
 
 class Queues:
     def __init__(self) -> None:
-        self.docs = Collection("queue", (701, "invalid queue id"))
+        self.docs = Collection("queue", (701, "invalid queue id"), ("tags", "system_tags"))
+        self.tasks: Any = None  # the tasks service, for get_next_task
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -94,9 +101,10 @@ class Queues:
         return {"id": self.make(call.data.get("name") or "", call.data.get("tags") or [])["id"]}
 
     def make(self, name: str, tags: list[str]) -> dict[str, Any]:
-        """bll/queue/queue_bll.py create: names are unique (400/702 otherwise)."""
-        if not name.strip() or any(q["name"] == name for q in self.docs.docs.values()):
-            raise bad_request(702, "queue name already exists or is empty", name=name)
+        """queues.create (bll/queue/queue_bll.py; database/model/queue.py: a name unique with
+        the company, 3 characters or more)."""
+        if len(name.strip()) < 3 or any(q["name"] == name for q in self.docs.docs.values()):
+            raise bad_request(12, "validation error: a queue name is unique, 3 characters or more")
         doc = {"id": new_id(), "name": name, "tags": tags, "system_tags": [], "entries": []}
         doc["created"] = now()
         return self.docs.add(doc)
@@ -111,9 +119,9 @@ class Queues:
 
     def default(self) -> dict[str, Any]:
         for queue in self.docs.docs.values():
-            if "default" in queue["system_tags"] or "default" in queue["tags"]:
+            if "default" in queue["system_tags"]:
                 return queue
-        raise bad_request(706, "no default queue")
+        raise bad_request(707, "no queue is tagged as the default queue for this company")
 
     def get_all(self, call: Call) -> dict[str, Any]:
         return {"queues": self.docs.select(call.data)}
@@ -124,7 +132,7 @@ class Queues:
     def add_task(self, queue_id: str, task_id: str) -> int:
         queue = self.docs.get(queue_id)
         if any(e["task"] == task_id for e in queue["entries"]):
-            raise bad_request(703, "task already in queue", task=task_id, queue=queue_id)
+            raise bad_request(706, "failed adding task to queue since task is already queued")
         queue["entries"].append({"task": task_id, "added": now()})
         return 1
 
@@ -140,13 +148,25 @@ class Queues:
         queue = self.docs.get(call.data.get("queue"))
         before = len(queue["entries"])
         queue["entries"] = [e for e in queue["entries"] if e["task"] != call.data.get("task")]
-        return {"removed": before - len(queue["entries"])}
+        if before == len(queue["entries"]):
+            raise bad_request(703, "invalid queue id or task not in queue")
+        return {"removed": 1}
 
     def get_next_task(self, call: Call) -> dict[str, Any]:
+        """queues.get_next_task: the first entry (or the asked task's), popped; a task stopped
+        after it was queued goes back to queued (services/queues.py)."""
         queue = self.docs.get(call.data.get("queue"))
-        if not queue["entries"]:
+        wanted = call.data.get("task")
+        entries = [e for e in queue["entries"] if not wanted or e["task"] == wanted]
+        if not entries:
             return {}
-        return {"entry": queue["entries"].pop(0)}
+        entry = entries[0]
+        queue["entries"].remove(entry)
+        task = self.tasks.docs.get(entry["task"]) if self.tasks else None
+        if task and task["status"] == "stopped":
+            task["status"] = "queued"
+        info = {"company": task.get("company"), "user": task.get("user")} if task else {}
+        return {"entry": entry, **({"task_info": info} if call.data.get("get_task_info") else {})}
 
 
 class Workers:
@@ -193,9 +213,9 @@ class Workers:
         return {}
 
     def status_report(self, call: Call) -> dict[str, Any]:
-        worker = self.workers.get(call.data.get("worker"))
-        if worker is None:  # bll/workers: reports of an unregistered worker are refused
-            raise bad_request(1001, "worker is not registered", worker=call.data.get("worker"))
+        if call.data.get("worker") not in self.workers:  # auto_register: true
+            self.register(call)
+        worker = self.workers[call.data["worker"]]
         worker["last_activity_time"] = now()
         task = call.data.get("task")
         worker["task"] = {"id": task} if task else None
@@ -237,15 +257,17 @@ class Events:
         return [e for e in self.by_task.get(task_id, []) if e.get("type") == kind]
 
     def get_task_log(self, call: Call) -> dict[str, Any]:
-        """events.get_task_log (bll/event/log_events_iterator.py): a batch from the end of the
-        log (``navigate_earlier``, the default) or from its start, in ``order`` (desc default)."""
+        """events.get_task_log (services/events.py, bll/event/events_iterator.py): a batch from
+        the end of the log (``navigate_earlier``, the default: newest first) or from its start
+        (oldest first); ``order`` sorts the batch when given."""
         task_id = call.data.get("task")
         self.tasks.get(task_id)
         events = sorted(self.of(task_id, "log"), key=lambda e: e.get("timestamp", 0))
-        size = int(call.data.get("batch_size") or 500)
-        batch = events[-size:] if call.data.get("navigate_earlier", True) else events[:size]
-        if call.data.get("order", "desc") == "desc":
-            batch.reverse()
+        size = int(call.data.get("batch_size") or 5000)
+        earlier = call.data.get("navigate_earlier", True)
+        batch = list(reversed(events))[:size] if earlier else events[:size]
+        if order := call.data.get("order"):
+            batch.sort(key=lambda e: e.get("timestamp", 0), reverse=order == "desc")
         return {"events": batch, "returned": len(batch), "total": len(events)}
 
     def get_task_events(self, call: Call) -> dict[str, Any]:
@@ -255,21 +277,26 @@ class Events:
         return {"events": events, "returned": len(events), "total": len(events)}
 
     def single_values(self, call: Call) -> dict[str, Any]:
-        """The task's single values: scalars of the "Summary" metric (Logger.report_single_value)."""
+        """The task's single values: scalars at iteration -2**31 (Logger.report_single_value)."""
         tasks = []
         for task_id in call.data.get("tasks") or []:
             values = [
                 {"metric": e["metric"], "variant": e["variant"], "value": e["value"]}
                 for e in self.of(task_id, "training_stats_scalar")
-                if e.get("metric") == "Summary"
+                if e.get("iter") == SINGLE_SCALAR_ITERATION
             ]
-            tasks.append({"task": task_id, "values": values})
+            if values:
+                tasks.append({"task": task_id, "values": values})
         return {"tasks": tasks}
 
 
 class Models:
     def __init__(self, projects: Collection) -> None:
-        self.docs = Collection("model", (201, "invalid model id"))
+        self.docs = Collection(  # database/model/model.py get_all_query_options
+            "model",
+            (201, "invalid model id"),
+            ("project", "task", "framework", "uri", "ready", "tags", "system_tags", "user"),
+        )
         self.projects = projects
 
     def handlers(self) -> dict[str, Any]:

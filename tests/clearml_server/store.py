@@ -2,8 +2,9 @@
 clearml-server's ``GetMixin`` does (``apiserver/database/model/base.py``):
 
 - a pattern field (``name``) is a regular expression searched in the value (Mongo ``$regex``);
-- a list field (``id``, ``project``, ``status``, ``type``, ``tags``, ``system_tags``, ``parent``,
-  ``user``, ``queue``) takes a list of values: OR by default; ``__$all``/``__$and`` switch the
+- a list field (each model's own: a task's ``id``, ``project``, ``status``, ``type``, ``tags``,
+  ``system_tags``, ``parent``, ``user``; a model's ``task``, ``framework``, ``uri``, ``ready`` …;
+  ``get_all_query_options`` in ``database/model/``) takes a list of values: OR by default; ``__$all``/``__$and`` switch the
   values after them to AND, ``__$any``/``__$or`` back to OR, ``__$not`` excludes the next value, a
   leading ``-`` excludes a value while no operator was given (``NewListFieldBucketHelper``,
   ``get_list_field_query``); the groups combine with the first operator given (AND by default);
@@ -25,7 +26,6 @@ from typing import Any
 from tests.clearml_server.http import bad_request
 
 PATTERN_FIELDS = ("name",)
-LIST_FIELDS = ("id", "project", "status", "type", "tags", "system_tags", "parent", "user", "queue")
 OPERATORS = {"__$all": "and", "__$and": "and", "__$any": "or", "__$or": "or"}
 
 
@@ -59,13 +59,17 @@ def list_field_matches(doc: dict[str, Any], field: str, terms: Sequence[Any]) ->
             global_op = global_op or context
             legacy = False
             continue
+        if term == "__$nop":  # back to the default context
+            context, legacy = "or", True
+            continue
         if term == "__$not":
             negate = True
             continue
+        global_op = global_op or "and"  # a value first: the groups combine with AND
         include = not negate
-        negate = False
-        if legacy and isinstance(term, str) and term.startswith("-"):
+        if not negate and legacy and isinstance(term, str) and term.startswith("-"):
             term, include = term[1:], False
+        negate = False
         actions["all" if context == "and" and include else "in" if include else "nin"].append(term)
     have = _values(doc, field)
     checks = []
@@ -111,9 +115,10 @@ def project(doc: dict[str, Any], only: Iterable[str] | None) -> dict[str, Any]:
 class Collection:
     """One kind of document (tasks, projects, queues, models, workers) by id."""
 
-    def __init__(self, kind: str, invalid: tuple[int, str]) -> None:
+    def __init__(self, kind: str, invalid: tuple[int, str], list_fields: tuple[str, ...]) -> None:
         self.kind = kind
         self.invalid = invalid  # (subcode, message) of errors.conf for an unknown id
+        self.list_fields = ("id", *list_fields)  # what get_all filters by (others are ignored)
         self.docs: dict[str, dict[str, Any]] = {}
 
     def add(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +152,7 @@ class Collection:
             found = found[start : start + int(size)]
         return [project(doc, query.get("only_fields")) for doc in found]
 
-    @staticmethod
-    def _matches(doc: dict[str, Any], query: dict[str, Any]) -> bool:
+    def _matches(self, doc: dict[str, Any], query: dict[str, Any]) -> bool:
         for field in PATTERN_FIELDS:
             pattern = query.get(field)
             if pattern:
@@ -157,12 +161,9 @@ class Collection:
                         return False
                 except re.error as e:
                     raise bad_request(21, "malformed regular expression", error=str(e)) from None
-        for field in LIST_FIELDS:
+        for field in self.list_fields:
             terms = query.get(field)
             if terms is not None and not list_field_matches(doc, field, terms):
-                return False
-        for path, want in query.items():  # dotted equality filters (e.g. execution.queue)
-            if "." in path and get_path(doc, path) != want:
                 return False
         return True
 

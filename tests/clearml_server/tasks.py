@@ -62,6 +62,15 @@ EMBEDDED = ("script", "execution", "output", "models")  # merged by tasks.edit, 
 UPDATE_FIELDS = ("name", "comment", "tags", "system_tags", "project", "status_message")
 
 
+def for_update(task: dict[str, Any], force: bool) -> dict[str, Any]:
+    """bll/task/utils.py get_task_for_update: a created task, or with ``force`` an in-progress
+    one (400/110 otherwise): a completed task takes no new artifacts or parameters."""
+    allowed = ("created", "in_progress") if force else ("created",)
+    if task["status"] not in allowed:
+        raise bad_request(110, "Invalid task status", expected="created", status=task["status"])
+    return task
+
+
 def artifact_id(artifact: dict[str, Any]) -> str:
     return f"{artifact['key']}_{artifact.get('mode', 'output')}"
 
@@ -77,7 +86,11 @@ def conform(task: dict[str, Any]) -> dict[str, Any]:
 
 class Tasks:
     def __init__(self, projects: Collection, queues: Any) -> None:
-        self.docs = Collection("task", (101, "invalid task id"))
+        self.docs = Collection(  # database/model/task/task.py get_all_query_options
+            "task",
+            (101, "invalid task id"),
+            ("project", "status", "type", "tags", "system_tags", "parent", "user"),
+        )
         self.projects = projects
         self.queues = queues
 
@@ -235,7 +248,7 @@ class Tasks:
 
     def edit_hyper_params(self, call: Call) -> dict[str, Any]:
         """bll/task/hyperparams.py edit_params: replace none (merge), section or all."""
-        task = self.docs.get(call.data.get("task"))
+        task = for_update(self.docs.get(call.data.get("task")), bool(call.data.get("force")))
         replace = call.data.get("replace_hyperparams") or "none"
         params = task.setdefault("hyperparams", {})
         if replace == "all":
@@ -256,7 +269,7 @@ class Tasks:
         return {"updated": 1}
 
     def edit_configuration(self, call: Call) -> dict[str, Any]:
-        task = self.docs.get(call.data.get("task"))
+        task = for_update(self.docs.get(call.data.get("task")), bool(call.data.get("force")))
         config = task.setdefault("configuration", {})
         if call.data.get("replace_configuration"):
             config.clear()
@@ -267,7 +280,8 @@ class Tasks:
         return {"updated": 1}
 
     def add_or_update_artifacts(self, call: Call) -> dict[str, Any]:
-        task = self.docs.get(call.data.get("task"))
+        """services/tasks.py add_or_update_artifacts: always forced (created or in progress)."""
+        task = for_update(self.docs.get(call.data.get("task")), force=True)
         artifacts = task.setdefault("execution", {}).setdefault("artifacts", {})
         for artifact in call.data.get("artifacts") or []:
             artifacts[artifact_id(artifact)] = copy.deepcopy(artifact)
@@ -293,20 +307,27 @@ class Tasks:
             k: a for k, a in (execution.get("artifacts") or {}).items() if a.get("mode") != "output"
         }
         execution.pop("queue", None)
-        execution.update(copy.deepcopy(data.get("execution_overrides") or {}))
+        overrides = copy.deepcopy(data.get("execution_overrides") or {})
+        container = data.get("new_task_container")
+        if (docker_cmd := overrides.pop("docker_cmd", None)) and not container:
+            image, _, arguments = docker_cmd.partition(" ")
+            container = {"image": image, "arguments": arguments}
+        execution.update(overrides)
+        for ref, docs in (("new_task_parent", self.docs), ("new_task_project", self.projects)):
+            if data.get(ref):
+                docs.get(data[ref])  # validate_references: an unknown id is refused
         stamp = now()
+        # a new Task of task_bll.py's fields, not a copy of the source's document
         clone = {
-            **copy.deepcopy(source),
             "id": new_id(),
             "user": call.user,
+            "company": source.get("company"),
             "status": "created",
             "status_reason": "",
             "status_message": "",
             "created": stamp,
             "last_update": stamp,
             "last_change": stamp,
-            "started": None,
-            "completed": None,
             "name": data.get("new_task_name") or source["name"],
             "comment": data.get("new_task_comment") or source.get("comment"),
             "parent": data.get("new_task_parent") or source.get("parent") or source["id"],
@@ -314,12 +335,17 @@ class Tasks:
             "tags": data.get("new_task_tags") or list(source.get("tags") or []),
             "system_tags": data.get("new_task_system_tags")
             or [t for t in source.get("system_tags") or [] if t not in ("development", "archived")],
+            "type": source["type"],
+            "script": copy.deepcopy(source.get("script")),
             "output": {"destination": (source.get("output") or {}).get("destination")},
             "models": {
-                "input": list((source.get("models") or {}).get("input") or []),
+                "input": copy.deepcopy(
+                    data.get("new_task_input_models") or (source.get("models") or {}).get("input")
+                )
+                or [],
                 "output": [],
             },
-            "container": copy.deepcopy(data.get("new_task_container") or source.get("container")),
+            "container": copy.deepcopy(container or source.get("container")),
             "execution": execution,
             "configuration": copy.deepcopy(
                 data.get("new_task_configuration") or source.get("configuration")
@@ -327,6 +353,7 @@ class Tasks:
             "hyperparams": copy.deepcopy(
                 data.get("new_task_hyperparams") or source.get("hyperparams")
             ),
+            "runtime": {},
             "last_iteration": 0,
             "last_worker": None,
         }
@@ -397,8 +424,14 @@ class Tasks:
         queue = self.queues.docs.get(queue_id) if queue_id else self.queues.default()
         task = self.docs.get(data.get("task"))
         before = task["status"]  # the status a dequeue returns it to
+        if before == "queued" and task.get("enqueue_status"):
+            before = task["enqueue_status"]
         res = self._change(call, "queued", enqueue_status=before)
-        self.queues.add_task(queue["id"], data["task"])
+        try:
+            self.queues.add_task(queue["id"], data["task"])
+        except Exception:  # failed enqueueing: back to the previous status
+            task.update(status=before, enqueue_status=None, status_reason="failed enqueueing")
+            raise
         task.setdefault("execution", {})["queue"] = queue["id"]
         res["fields"]["execution.queue"] = queue["id"]
         return {"queued": 1, **res}
