@@ -33,6 +33,11 @@ def isolate(mp: pytest.MonkeyPatch, base: Path) -> Path:
     mp.setenv("CLEARML_OFFLINE_MODE", "1")
     mp.delenv("CLEARML_API_HOST", raising=False)
     mp.setenv("CLEARML_CONFIG_FILE", str(base / "no-clearml.conf"))
+    from sst.tracking.agent import TASK_MARKS
+
+    for mark in TASK_MARKS:  # recorded as absent, so the undo also drops what Task.init sets:
+        mp.setenv(mark, "")  # left behind, it makes every later `sst` subprocess a ClearML stub
+        mp.delenv(mark)
     return base / "clearml-cache"
 
 

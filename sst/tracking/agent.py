@@ -48,11 +48,14 @@ def repo_relative(path: str | Path) -> str:
 SWEEP_ENV = "SST_SWEEP_ID"  # a local sweep's children tag their tasks with it
 
 
+# What `Task.init` writes into os.environ for its subprocesses: an `sst` started with them (or
+# with a pid that is not its own) gets ClearML's StubObject instead of its own task.
+TASK_MARKS = ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID", "CLEARML_TASK_ID")
+
+
 def child_environment() -> dict[str, str]:
-    """This environment without ClearML's marks of a process that already has a task: an `sst`
-    started with them gets a stub instead of its own task."""
-    inherited = ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID", "CLEARML_TASK_ID")
-    return {k: v for k, v in os.environ.items() if k not in inherited}
+    """This environment without ClearML's marks of a process that already has a task."""
+    return {k: v for k, v in os.environ.items() if k not in TASK_MARKS}
 
 
 def sweep_tags() -> list[str]:
