@@ -5,6 +5,7 @@ that needs them, so `sst --help` (and `sst <verb> --help`) is instant."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sst
 from sst.env.cpu import pin_cpu_isa
 from sst.errors import SstError, user_error
+from sst.io import interactive
 
 if TYPE_CHECKING:
     from sst.config import Config
@@ -350,9 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     try:
         pin_cpu_isa()  # before any verb imports torch
+        if not interactive(sys.stderr):  # the hub's download bars: no carriage returns in a log
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         return int(args.func(args))
     except (SstError, OSError) as e:  # OSError: read-only, permission, disk full, in the way
-        print(f"sst {args.verb}: error: {user_error(e)}", file=sys.stderr)
+        for line in str(user_error(e)).splitlines():  # one per problem (errors.Problems)
+            print(f"sst {args.verb}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sst {args.verb}: interrupted", file=sys.stderr)

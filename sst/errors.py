@@ -35,6 +35,19 @@ class SstError(Exception):
         return f"{where}{self.what}{fix}"
 
 
+class Problems(SstError):
+    """Every problem one pass found (each bad line of a file), one line each, so a user fixes
+    them all before anything runs rather than one per attempt."""
+
+    def __init__(self, problems: list[SstError]) -> None:
+        self.problems = problems
+        first = problems[0]
+        super().__init__(first.what, path=first.path, line=first.line, fix=first.fix)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
 # What to do about an operating-system error, by errno (the rest: "check the path")
 _OS_FIXES = {
     errno.EROFS: "choose a folder on a writable file system",

@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from sst.config import load_config
+from sst.config.schedule import Schedule
 from sst.model.metrics import HEADLINE, LEVELS
-from sst.model.sampling import BucketBatchSampler, RankShare, Schedule
+from sst.model.sampling import BucketBatchSampler, RankShare
 from sst.run.folder import Run
 from sst.verbs.train import train
 from sst.viz.pictures import scalars

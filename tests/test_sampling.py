@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sst.config.schedule import Schedule
 from sst.errors import SstError
-from sst.model.sampling import BucketBatchSampler, Schedule, class_quotas, padding_waste
+from sst.model.sampling import BucketBatchSampler, class_quotas, padding_waste
 
 # SST-like: neutral dominates and is short
 RNG = np.random.default_rng(0)

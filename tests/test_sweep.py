@@ -14,6 +14,7 @@ from sst.cli import main
 from sst.config import load_config
 from sst.config.zoo import read_models
 from sst.errors import SstError
+from sst.model.module import model_problem
 from sst.run.ranking import contamination
 from sst.tracking import agent
 from sst.verbs.sweep import task_parameters
@@ -73,6 +74,10 @@ def test_models_file_lines_resolve_to_configs(tmp_path: Path) -> None:
         ("lr=3e-5 minilm\n", 1, "not a model"),
         ("minilm 'lr=3\n", 1, "cannot read the line"),
         ("# nothing\n", 1, "no models listed"),
+        ("minilm\nminilm sampling=stratified:-1\n", 2, "bad sampling schedule part"),
+        ("minilm\n../../etc/passwd\n", 2, "model folder not found: ../../etc/passwd"),
+        ("org/bad!id\n", 1, "'org/bad!id' is neither a folder nor a hub id"),
+        ("org/model--name\n", 1, "neither a folder nor a hub id"),
     ],
 )
 def test_a_bad_line_is_named_before_anything_starts(
@@ -81,12 +86,29 @@ def test_a_bad_line_is_named_before_anything_starts(
     models = tmp_path / "models.txt"
     models.write_text(text)
     with pytest.raises(SstError, match=re.escape(message)) as e:
-        read_models(models, None, [])
+        read_models(models, None, [], model_problem)
     assert e.value.path == str(models) and e.value.line == line
     runs = tmp_path / "runs"
     assert main(["sweep", "--models", str(models), "--local", f"train.runs_dir={runs}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sst sweep: error: {models}:{line}: ") and "\n" not in err
+    assert not runs.exists()  # nothing started
+
+
+def test_every_bad_line_is_reported_at_once_and_nothing_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 37-line zoo with a typo on line 30 must not train 29 models first: all problems, one
+    line each, before the first process starts."""
+    models = tmp_path / "models.txt"
+    good = "minilm\n" + "".join(f"minilm lr={i}e-5\n" for i in range(1, 29))
+    models.write_text(good + "minilm sampling=stratified:-1\n../../etc/passwd\nminilm colour=red\n")
+    runs = tmp_path / "runs"
+    assert main(["sweep", "--models", str(models), "--local", f"train.runs_dir={runs}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": ")[2] for line in lines] == [f"{models}:{n}" for n in (30, 31, 32)]
+    assert all(line.startswith("sst sweep: error: ") for line in lines)
+    assert "stratified:-1" in lines[0] and "../../etc/passwd" in lines[1] and "colour" in lines[2]
     assert not runs.exists()  # nothing started
 
 

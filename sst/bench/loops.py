@@ -127,9 +127,10 @@ def ours_train(
 ) -> tuple[float, float, float]:
     from torch.utils.data import DataLoader
 
+    from sst.config.schedule import Schedule
     from sst.model.datamodule import Collate
     from sst.model.module import SstClassifier
-    from sst.model.sampling import BucketBatchSampler, Schedule, padding_waste
+    from sst.model.sampling import BucketBatchSampler, padding_waste
     from sst.run.trainer import build_trainer
 
     t = cfg.train

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sst.config.schedule import Schedule
 from sst.errors import SstError
 
 # The choice fields: a value outside these is refused when the config is built, naming the key.
@@ -188,6 +189,10 @@ class TrainConfig:
             raise ConfigProblem(what, key=key, fix=fix)
 
     def _problem(self) -> tuple[str, str, str] | None:
+        try:
+            Schedule.parse(self.sampling)
+        except SstError as e:
+            return ("sampling", e.what, e.fix or "")
         if self.root_weight < 1:
             return (
                 "root_weight",

@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sst.config import Config
+from sst.config.schedule import Schedule
 from sst.data.pipeline import read_split
 from sst.errors import SstError
-from sst.model.sampling import BucketBatchSampler, RankShare, Schedule, length_sorted_batches
+from sst.model.sampling import BucketBatchSampler, RankShare, length_sorted_batches
 from sst.model.tokens import encode_cached, pad, pad_id
 
 

@@ -47,7 +47,7 @@ def resolve_commit(name: str, revision: str) -> str | None:
     model (their files' sha256 identify them), or when it cannot be resolved (the load then
     fails with its own message)."""
     path = resolve_model(name)
-    if _looks_local(path):
+    if looks_local(path):
         return None
     from transformers.utils.hub import resolve_revision
 
@@ -56,8 +56,24 @@ def resolve_commit(name: str, revision: str) -> str | None:
     return commit if re.fullmatch(r"[0-9a-f]{40}", str(commit)) else None
 
 
-def _looks_local(name: str) -> bool:
+def looks_local(name: str) -> bool:
+    """A path rather than a hub id: it starts like one or names something that exists."""
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def model_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model, found without loading anything: a path that is not a
+    folder, or text that breaks the hub's rules for ids; None when it may load."""
+    path = resolve_model(name)
+    if looks_local(path):
+        return None if Path(path).expanduser().is_dir() else f"model folder not found: {name}"
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(path)
+    except HFValidationError as e:
+        return f"{name!r} is neither a folder nor a hub id: {str(e).strip().splitlines()[0]}"
+    return None
 
 
 def load_pretrained(
@@ -68,10 +84,10 @@ def load_pretrained(
     ``attention``: the model's ``attn_implementation`` (None: its default)."""
     from transformers import AutoModel, AutoTokenizer
 
+    if problem := model_problem(name):
+        raise SstError(problem, fix="pass an existing folder, a hub id or minilm")
     path = resolve_model(name)
-    local = _looks_local(path)
-    if local and not Path(path).expanduser().is_dir():
-        raise SstError("model folder not found", path=path, fix="pass an existing folder or hub id")
+    local = looks_local(path)
     loader = AutoModel if kind == "model" else AutoTokenizer
     extra = {"attn_implementation": attention} if attention else {}
     try:

@@ -4,8 +4,9 @@
     sst sweep --models models.local.txt --local --resume    # skip completed runs, continue partial
     sst sweep --models models.txt --queue gpu [--wait]      # clone the template task per line
 
-Every line of ``models.txt`` (see :mod:`sst.config.zoo`) is resolved into a full config before
-anything starts; a bad line is an error naming it.
+Every line of ``models.txt`` (see :mod:`sst.config.zoo`) is resolved into a full config, and its
+model checked (an existing folder, ``minilm`` or a well-formed hub id), before anything starts:
+every bad line is reported at once, one ``models.txt:N: …`` each, and nothing trains (exit 2).
 
 Locally each model trains in its own ``sst train`` process (a crash or an out-of-memory kill in one
 does not end the sweep), with its own offline ClearML task tagged with the sweep id; the outcome of
@@ -34,6 +35,7 @@ from sst.config import Config, load_config
 from sst.config.zoo import Entry, read_models
 from sst.env.git import git_state
 from sst.errors import SstError
+from sst.model.module import looks_local, model_problem, resolve_model
 from sst.run import folder as runs
 from sst.tracking import agent, server
 from sst.tracking.tracker import Tracker, tracked
@@ -160,8 +162,7 @@ def unpinned(models: Path, entries: list[Entry]) -> list[str]:
     lines = []
     for e in entries:
         name, revision = e.cfg.model.name, e.cfg.model.revision
-        local = name == "minilm" or name.startswith((".", "/", "~")) or Path(name).exists()
-        if not local and not COMMIT.fullmatch(revision):
+        if not looks_local(resolve_model(name)) and not COMMIT.fullmatch(revision):
             lines.append(
                 f"{models}:{e.line}: {name} at revision {revision!r}, not a commit: the line "
                 f"trains whatever {revision!r} is when it runs (fix: add "
@@ -229,7 +230,7 @@ def sweep(
 ) -> tuple[Path, list[Outcome]]:
     """Read and check every line, then run the sweep; returns (sweep folder, outcomes)."""
     out = out or sys.stdout
-    entries = read_models(models, base, extra)
+    entries = read_models(models, base, extra, model_problem)
     for warning in unpinned(models, entries):
         print(f"sst sweep: warning: {warning}", file=sys.stderr)
     base_cfg = load_config(base, extra)
