@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 from sst.cli import main
 from sst.config import load_config
 from sst.model.metrics import bootstrap_interval
-from sst.run.ranking import Row, SeedGroup, within_noise
+from sst.run.ranking import Row, SeedGroup, repeats, seed_groups, within_noise
+from sst.verbs.report import collect
 from tests.conftest import train_overrides
 
 
@@ -75,6 +77,33 @@ def test_report_groups_the_seeds_with_mean_sd_and_intervals(seeded, tmp_path: Pa
     for r in rows:  # each interval holds its run's accuracy and is a real interval
         lo, hi = r["root_accuracy_ci"]
         assert lo <= r["metrics"]["root"]["accuracy"] <= hi and lo < hi
+
+
+def test_a_replay_is_the_same_sample_not_another_seed(seeded, tmp_path: Path) -> None:
+    """A run and its BIT-IDENTICAL replay: one sample (n = 1, no seed group); with the other
+    seeds, n stays 3. The replay's row says whose replay it is."""
+    folders, _ = seeded
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    first = runs / folders[0].name
+    shutil.copytree(folders[0], first)
+    assert main(["replay", str(first), "--out", str(runs / "replays")]) == 0
+    (replayed,) = (runs / "replays").iterdir()
+    rows = collect([runs, runs / "replays"])
+    assert len(rows) == 2 and seed_groups(rows) == []  # n = 1: nothing to group
+    assert str(repeats(rows)[replayed.name]) == f"BIT-IDENTICAL replay of {first.name}"
+    for f in folders[1:]:
+        shutil.copytree(f, runs / f.name)
+    out = tmp_path / "report"
+    assert (
+        main(["report", str(runs), str(runs / "replays"), "--out", str(out), "--no-clearml"]) == 0
+    )
+    text = (out / "leaderboard.md").read_text()
+    (group,) = seed_groups(collect([runs, runs / "replays"]))
+    assert [r.seed for r in group.rows] == [0, 1, 2]
+    assert "| 3 | 0,1,2 |" in text and "| 4 | 0," not in text
+    (line,) = [row for row in text.splitlines() if f"| {replayed.name} |" in row]
+    assert f"BIT-IDENTICAL replay of {first.name}" in line
 
 
 def test_bootstrap_interval_matches_the_normal_approximation() -> None:

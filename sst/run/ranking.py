@@ -28,7 +28,7 @@ from typing import Any
 
 from sst.errors import SstError
 from sst.model.metrics import HEADLINE, LEVELS, LOWER_IS_BETTER, bootstrap_interval, mean_sd
-from sst.run.folder import CONFIG, METRICS, PREDICTIONS, Run
+from sst.run.folder import CONFIG, METRICS, PREDICTIONS, REPLAYS, Run
 
 BALANCED_MIN_PRECISION = 0.5
 BALANCED_NEIGHBOUR_SHARE = 0.5
@@ -93,6 +93,8 @@ class Row:
     neighbour_share: float | None = None
     seed_group: str | None = None  # the config without its seed: runs that differ only by seed
     seed: int | None = None
+    config_sha256: str | None = None  # the whole config, seed included: equal means a repeat
+    weights_sha256: str | None = None
     root_accuracy_ci: tuple[float, float] | None = None  # bootstrap 95 % (from predictions.tsv)
 
     def value(self, metric: str, level: str) -> float | None:
@@ -154,7 +156,38 @@ def run_row(run: Run, stage: str = "test") -> Row:
     if (run.path / CONFIG).is_file():
         cfg = run.config
         row.seed, row.seed_group = cfg.train.seed, cfg.without_seed().hash()[:12]
+        row.config_sha256 = cfg.hash()
+    row.weights_sha256 = run.weights_sha256
     return row
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A run of a config (seed included) that an earlier row already ran: a replay reproduces a
+    sample, it is not another one."""
+
+    original: str  # that row's name
+    identical: bool  # the same weights sha256: a BIT-IDENTICAL replay
+
+    def __str__(self) -> str:
+        kind = "BIT-IDENTICAL replay" if self.identical else "repeat (other weights)"
+        return f"{kind} of {self.original}"
+
+
+def repeats(rows: list[Row]) -> dict[str, Repeat]:
+    """Row name → what it repeats, for every completed row whose whole config another row has.
+    The original is the one outside ``replays/`` (`sst replay` trains there), then the oldest:
+    run names start with their creation time."""
+    by_config: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.status == "completed" and r.config_sha256:
+            by_config.setdefault(r.config_sha256, []).append(r)
+    found = {}
+    for same in by_config.values():
+        first, *rest = sorted(same, key=lambda r: (REPLAYS in Path(r.path).parts, r.name))
+        for r in rest:
+            found[r.name] = Repeat(first.name, r.weights_sha256 == first.weights_sha256)
+    return found
 
 
 @dataclass
@@ -170,10 +203,12 @@ class SeedGroup:
 
 
 def seed_groups(rows: list[Row]) -> list[SeedGroup]:
-    """Groups of two or more runs that differ only by seed, best mean root accuracy first."""
+    """Groups of two or more runs that differ only by seed, best mean root accuracy first; a
+    repeat of a config (a replay) is the same sample, never counted twice."""
     groups: dict[str, list[Row]] = {}
+    again = repeats(rows)
     for r in rows:
-        if r.seed_group and r.status == "completed":
+        if r.seed_group and r.status == "completed" and r.name not in again:
             groups.setdefault(r.seed_group, []).append(r)
     found = [SeedGroup(k, sorted(v, key=lambda r: r.seed or 0)) for k, v in groups.items()]
     return sorted((g for g in found if len(g.rows) > 1), key=lambda g: -g.stats()[0])

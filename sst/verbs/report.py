@@ -36,6 +36,7 @@ from sst.run.ranking import (
     failed_row,
     parse_by,
     rank,
+    repeats,
     run_row,
     scored_row,
     seed_groups,
@@ -129,13 +130,17 @@ def leaderboard_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     header += [f"{lv} {m}" for lv in LEVELS for m in HEADLINE]
     header += ["root accuracy 95% CI", "seed"]
     body = []
+    again = repeats(rows)  # a replay: marked as one, and left out of the seed groups
     for i, r in enumerate(rows, start=1):
+        status = f"failed: {r.error}" if r.error else r.status
+        if r.name in again:
+            status = str(again[r.name])
         balanced = ("yes" if r.qualifies else "no") if r.status != "failed" else ""
         cells = [
             str(i) if r.status != "failed" else "-",
             r.name,
             r.model,
-            r.status if not r.error else f"failed: {r.error}",
+            status,
             balanced,
             f"RISK: {r.contamination}" if r.contamination else "",
         ]
