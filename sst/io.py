@@ -1,6 +1,7 @@
 """How the kit writes and reads its files, the same way in every layer: sha256 of a file, canonical
-JSON, PNGs whose bytes depend only on the figure, the sst cache folder, and write-once,
-checksummed output folders (a split, an export) verified on every read.
+JSON, PNGs whose bytes depend only on the figure, the sst cache folder, write-once, checksummed
+output folders (a split, an export) verified on every read, and progress that reads well both on
+a terminal and in a log.
 
     python -c "from sst.io import verify; verify('splits/ptb')"
 
@@ -31,6 +32,51 @@ MANIFEST = "manifest.json"
 CHUNK = 1 << 20
 # PNG metadata without the matplotlib version, so equal figures are equal bytes
 PNG_META = {"Software": None}
+# Seconds between progress lines when the output is a log (a pipe, a file, an agent's console as
+# ClearML stores it), not a terminal: a terminal gets tqdm's bar, refreshed in place
+LOG_EVERY_ENV = "SST_LOG_EVERY_S"
+
+
+def log_every() -> float:
+    """``$SST_LOG_EVERY_S`` seconds between progress lines in a log (default 10)."""
+    raw = os.environ.get(LOG_EVERY_ENV, "10")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise SstError(
+            f"{LOG_EVERY_ENV}={raw!r} is not a number", fix="set seconds, e.g. 30"
+        ) from None
+
+
+def interactive(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal a progress bar can redraw in place."""
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def progress(iterable: Any = None, **kw: Any) -> Any:
+    """``tqdm(iterable, **kw)`` on a terminal; in a log, whole lines (one at the start, then at
+    most one every :func:`log_every` seconds, and the last at the end), never the carriage-return
+    refreshes that pile up into one line of kilobytes."""
+    from tqdm.auto import tqdm
+
+    if interactive(kw.get("file", sys.stderr)):
+        return tqdm(iterable, **kw)
+
+    class Lines(tqdm):  # type: ignore[misc,valid-type]
+        @staticmethod
+        def status_printer(file: Any) -> Callable[[str], None]:
+            last = [""]
+
+            def line(text: str) -> None:  # tqdm ends the last one with "\n" when it closes
+                count = text.split(" [")[0]  # the same count again (the close): no second line
+                if text and count != last[0]:
+                    file.write(("\n" if last[0] else "") + text)
+                    file.flush()
+                    last[0] = count
+
+            return line
+
+    return Lines(iterable, mininterval=log_every(), maxinterval=max(log_every(), 0.1), **kw)
 
 
 def sha256_file(path: Path) -> str:

@@ -2,7 +2,7 @@
 
     python -c "from sst.data.sources import fetch; print(fetch('s3://bucket/train.tsv.gz'))"
 
-A remote file is downloaded once (with a progress bar on a terminal) into
+A remote file is downloaded once (with a progress bar on a terminal, lines in a log) into
 ``<cache>/sha256/<digest>/<name>`` and found again through ``<cache>/uris/<sha256(uri)>``; every
 cache hit is re-hashed, so a corrupt entry is detected and fetched again. ``uri#member`` reads one
 member of a zip archive (the canonical SST release is
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sst.errors import SstError
-from sst.io import CHUNK, default_cache_dir, sha256_file
+from sst.io import CHUNK, default_cache_dir, progress, sha256_file
 
 
 @dataclass(frozen=True)
@@ -220,17 +220,14 @@ def _cached(entry: Path, digest: str) -> Fetched | None:
 
 
 def _download_http(uri: str, out: Any) -> None:
-    from tqdm.auto import tqdm
-
     try:
         with (
             urllib.request.urlopen(uri, timeout=60) as resp,
-            tqdm(  # on a terminal only (disable=None)
+            progress(  # a bar on a terminal, lines in a log
                 total=int(resp.headers.get("Content-Length") or 0) or None,
                 unit="B",
                 unit_scale=True,
                 desc=Path(urllib.parse.urlparse(uri).path).name,
-                disable=None,
             ) as bar,
         ):
             while chunk := resp.read(CHUNK):

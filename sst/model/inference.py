@@ -1,4 +1,4 @@
-"""Class probabilities for texts: length-sorted batches (little padding), a progress bar.
+"""Class probabilities for texts: length-sorted batches (little padding), progress bar or lines.
 
 python -c "from sst.model.inference import Predictor"   # used by `sst predict` and the bench
 """
@@ -12,6 +12,7 @@ import torch
 
 from sst.config import Config
 from sst.data import N_CLASSES
+from sst.io import progress as bar
 from sst.model.module import load_pretrained
 from sst.model.sampling import length_sorted_batches
 from sst.model.tokens import encode_texts, pad, pad_id
@@ -35,12 +36,10 @@ class Predictor:
     def probabilities(
         self, texts: list[str], batch_size: int = 128, progress: bool = False
     ) -> np.ndarray:
-        from tqdm.auto import tqdm
-
         ids, offsets = encode_texts(self.tokenizer, texts, self.max_length)
         out = np.zeros((len(texts), N_CLASSES), dtype=np.float32)
         batches = length_sorted_batches(np.diff(offsets), batch_size)
-        for idx in tqdm(batches, disable=not progress, unit="batch"):
+        for idx in bar(batches, disable=not progress, unit="batch", desc="predict"):
             input_ids, mask = pad(
                 [ids[offsets[i] : offsets[i + 1]] for i in idx], pad_id(self.tokenizer)
             )

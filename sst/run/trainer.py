@@ -7,7 +7,8 @@ Three roles of one trainer (the same precision, determinism, strategy and gradie
 
 - ``fit``: a run's training, writing into its folder: ``checkpoints/`` (best by validation root
   macro-F1, and ``last.ckpt``, the resume point, every N steps and on a crash), TensorBoard in
-  ``tb/``, the learning-rate monitor, the progress bar and, with ``train.profile``, Lightning's
+  ``tb/``, the learning-rate monitor, progress (tqdm's bar on a terminal, :class:`LogLines` in a
+  log) and, with ``train.profile``, Lightning's
   SimpleProfiler tables in ``profile/``.
 - ``score``: one process that scores the weights a DDP fit handed back (its workers logged the
   fit).
@@ -24,6 +25,8 @@ fused AdamW, so without it bf16-mixed failed at its first step.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +37,7 @@ from lightning.pytorch.callbacks import (
     Callback,
     LearningRateMonitor,
     ModelCheckpoint,
+    ProgressBar,
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -44,10 +48,91 @@ from torch.optim import Optimizer
 
 from sst.config import Config
 from sst.env.precision import Decision
+from sst.io import interactive, log_every
 from sst.run import folder
 
 Role = Literal["fit", "score", "bench"]
 PROGRESS_EVERY = 20  # batches between progress-bar refreshes
+
+
+class LogLines(ProgressBar):
+    """Lightning's progress for a log (CI, ``| tee``, an agent's console as ClearML stores it):
+    a whole line at most every ``every`` seconds while an epoch trains, one when it ends (with
+    the progress-bar metrics: loss, validation macro-F1) and one per test; never the carriage-
+    return refreshes of a bar. Lightning disables it on every rank but the first."""
+
+    def __init__(self, every: float | None = None) -> None:
+        super().__init__()
+        self.every = log_every() if every is None else every
+        self.enabled = True
+        self._start = self._last = 0.0
+        self._batches = 0  # trained this epoch (on resume: since the process started)
+        self._scored = 0
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def _say(self, text: str) -> None:
+        if self.enabled:
+            print(text, flush=True)
+
+    def _epoch(self, trainer: L.Trainer) -> str:
+        return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+
+    def _metrics(self, trainer: L.Trainer, module: L.LightningModule) -> str:
+        shown = {k: v for k, v in self.get_metrics(trainer, module).items() if k != "v_num"}
+        return "".join(
+            f" · {k} {v:.4g}" if isinstance(v, float) else f" · {k} {v}" for k, v in shown.items()
+        )
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = self._last = time.monotonic()
+        self._batches = 0
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self._batches += 1
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        done, total = batch_idx + 1, self.total_train_batches
+        rate = self._batches / max(now - self._start, 1e-9)
+        share = f" ({done / total:.0%})" if total and total != float("inf") else ""
+        self._say(
+            f"{self._epoch(trainer)}: {done}/{total} batches{share} · {rate:.2f} batch/s"
+            + self._metrics(trainer, pl_module)
+        )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.monotonic() - self._start
+        self._say(
+            f"{self._epoch(trainer)}: done, {self._batches} batches in {seconds:.0f} s"
+            + self._metrics(trainer, pl_module)
+        )
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._scored = 0
+
+    def on_test_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._scored += 1
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._say(f"test: {self._scored} batches scored")
+
+
+def progress_bar() -> ProgressBar:
+    """tqdm's bar where it can redraw (Lightning writes it to stdout), lines elsewhere."""
+    return TQDMProgressBar(refresh_rate=PROGRESS_EVERY) if interactive(sys.stdout) else LogLines()
 
 
 class Bf16Mixed(MixedPrecision):
@@ -118,7 +203,7 @@ def _run_outputs(cfg: Config, work: Path, model: Any) -> dict[str, Any]:
             best,
             last,
             LearningRateMonitor(logging_interval="step"),  # the learning curve's lr panel
-            TQDMProgressBar(refresh_rate=PROGRESS_EVERY),
+            progress_bar(),
         ],
         "profiler": SimpleProfiler(str(work), folder.PROFILE) if t.profile else None,
         "log_every_n_steps": 10,
@@ -162,7 +247,7 @@ def build_trainer(
         return L.Trainer(
             devices=1,
             logger=False,
-            callbacks=[TQDMProgressBar(refresh_rate=PROGRESS_EVERY), *callbacks],
+            callbacks=[progress_bar(), *callbacks],
             default_root_dir=str(work),
             **common,
         )
