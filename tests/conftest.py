@@ -6,12 +6,15 @@ import contextlib
 import gzip
 import io
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+
+from sst.io import default_cache_dir
 
 REPO = Path(__file__).resolve().parent.parent
 # No hub here: read before huggingface_hub is imported, so an unknown id fails at once
@@ -90,15 +93,64 @@ def agent_image(docker: str) -> str:
     return _built(docker, "SST_AGENT_IMAGE", "sst:agent", "image-agent")
 
 
+# The sst cache as the user has it, read before the per-test isolation moves SST_CACHE_DIR: real
+# data fetched through the presets' fallback lands there once, for every later test session
+USER_CACHE = default_cache_dir()
+PTB_PARTS = ("train", "dev", "test")
+KAGGLE = "kaggle_movie_reviews"
+
+
+def data_folder() -> Path:
+    """Where the user keeps the SST data: ``$SST_DATA``, else ../shared/data beside the clone."""
+    return Path(os.environ.get("SST_DATA") or REPO.parent / "shared" / "data")
+
+
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real SST data (../shared/data or $SST_DATA). Missing data fails, it does not skip:
-    the integration tests are part of the fast tier."""
-    path = Path(os.environ.get("SST_DATA") or REPO.parent / "shared" / "data")
+def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SST data: the data folder when it holds the PTB trees, else the trees as
+    `make demo` gets them (:func:`fetch_ptb`). The Kaggle release needs an account, so its tests
+    take :func:`kaggle_release`, which skips without it."""
+    path = data_folder()
     if not (path / "sst_ptb" / "train.txt").is_file():
-        pytest.fail(f"real SST data not found at {path}: set SST_DATA to the data folder")
+        path = fetch_ptb(tmp_path_factory.mktemp("sst-data"), USER_CACHE)
     os.environ["SST_DATA"] = str(path)  # what the presets in configs/ expand
     return path
+
+
+def fetch_ptb(base: Path, cache: Path) -> Path:
+    """``base/sst_ptb/{train,dev,test}.txt`` through configs/ptb.yaml's own fallback: the official
+    release (or ``$SST_PTB_ZIP``, a mirror or a local copy), downloaded once into ``cache`` and
+    checked against the preset's sha256 pins. A failure is one line saying how to provide it."""
+    from sst.config import load_config
+    from sst.data.pipeline import fetch_sources
+    from sst.errors import SstError
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SST_CACHE_DIR", str(cache))
+        mp.delenv("SST_DATA", raising=False)
+        try:
+            fetched = fetch_sources(load_config(REPO / "configs" / "ptb.yaml"))
+        except SstError as e:
+            pytest.fail(f"real SST data: no ../shared/data, no SST_DATA, and {e}", pytrace=False)
+    (base / "sst_ptb").mkdir(parents=True)
+    for part, f in zip(PTB_PARTS, fetched, strict=True):
+        shutil.copyfile(f.path, base / "sst_ptb" / f"{part}.txt")
+    return base
+
+
+@pytest.fixture(scope="session")
+def kaggle_release() -> Path:
+    """The Kaggle release's folder (``train.tsv.gz``, ``test.tsv.gz``, as configs/kaggle.yaml reads
+    it); the test skips, in one line, where it cannot be had: Kaggle serves it to accounts only.
+    It never waits on the PTB download."""
+    folder = data_folder() / KAGGLE
+    if not all((folder / f"{part}.tsv.gz").is_file() for part in ("train", "test")):
+        pytest.skip(
+            f"Kaggle release not in {folder}: it needs a Kaggle account; download train.tsv and "
+            "test.tsv from kaggle.com/c/sentiment-analysis-on-movie-reviews, gzip them there "
+            f"(gzip -9n), or point SST_DATA at a folder holding {KAGGLE}/"
+        )
+    return folder
 
 
 def fresh_clone(dest: Path) -> Path:

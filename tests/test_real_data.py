@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def kaggle(shared_data: Path):
-    return load_phrases([shared_data / "kaggle_movie_reviews" / "train.tsv.gz"], "kaggle")
+def kaggle(kaggle_release: Path):
+    return load_phrases([kaggle_release / "train.tsv.gz"], "kaggle")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def ptb(shared_data: Path):
     )
 
 
-def test_kaggle_release_as_documented(kaggle, shared_data: Path) -> None:
+def test_kaggle_release_as_documented(kaggle, kaggle_release: Path) -> None:
     f = kaggle.frame
     meta = kaggle.meta["files"][0]
     assert len(f) == 156_060 and f["sentence_id"].nunique() == 8_529
@@ -55,14 +55,14 @@ def test_kaggle_release_as_documented(kaggle, shared_data: Path) -> None:
     assert f["text"].is_unique  # the release's own global deduplication
     assert f.loc[0, "text"].startswith("A series of escapades") and bool(f.loc[0, "is_root"])
     got = fetch(
-        str(shared_data / "kaggle_movie_reviews" / "train.tsv.gz"),
+        str(kaggle_release / "train.tsv.gz"),
         sha256="b59d3b8ab798d0d4f2469932e32ebfa89c9efd0dd2989aa34437c93004974bee",
     )
     assert got.content_sha256.startswith("b59d3b8a")
 
 
-def test_kaggle_test_file_is_unlabelled(shared_data: Path) -> None:
-    t = load_phrases([shared_data / "kaggle_movie_reviews" / "test.tsv.gz"], "kaggle")
+def test_kaggle_test_file_is_unlabelled(kaggle_release: Path) -> None:
+    t = load_phrases([kaggle_release / "test.tsv.gz"], "kaggle")
     assert len(t) == 66_292 and (t.frame["label"] == -1).all()
     assert t.meta["files"][0]["missing_sentence_ids"] == [9147]
 
@@ -92,7 +92,7 @@ def test_dedup_modes_on_real_trees(ptb) -> None:
 
 
 def test_make_split_kaggle_twice_is_byte_identical(
-    shared_data: Path, tmp_path: Path, capsys
+    kaggle_release: Path, tmp_path: Path, capsys
 ) -> None:
     """The real `make split`: 10,000 candidate seeds over the 156k-phrase Kaggle file."""
     args = ["split", "-c", str(REPO / "configs" / "kaggle.yaml"), f"split.out={tmp_path / 'k'}"]
