@@ -12,6 +12,13 @@ py=${1:-python3.11}
 venv=${2:-.venv}
 UV_VERSION=0.13.9  # as scripts/lock.sh
 run() { if (( dry )); then echo "+ $*"; else "$@"; fi; }
+# The locks hold Linux x86-64 wheels only (scripts/lock.sh compiles for x86_64-manylinux_2_28, and
+# torch's +cpu build has no macOS wheel): elsewhere the kit runs in its linux/amd64 container
+machine="$(uname -s) $(uname -m)"
+if [[ $machine != "Linux x86_64" ]]; then
+  echo "setup: environment.lock holds Linux x86-64 wheels only, this machine is $machine (fix: open the kit in its devcontainer or the sst:cpu image, both linux/amd64: docs/containers.md)" >&2
+  exit 1
+fi
 stamp="$venv/.lock.sha256"
 want=$(cat environment.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/sst" ]] && (( !dry )); then

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TOOLS = ("bash", "cat", "sha256sum", "cut", "dirname", "grep", "date")
+TOOLS = ("bash", "cat", "sha256sum", "cut", "dirname", "grep", "date", "uname")
 
 
 def _setup(tmp_path: Path, path: str) -> subprocess.CompletedProcess[str]:
     """The script in a copy of what it reads (a checkout's own .venv-uv would change the plan)."""
     copy = tmp_path / "repo"
-    (copy / "scripts").mkdir(parents=True)
+    (copy / "scripts").mkdir(parents=True, exist_ok=True)
     for name in ("scripts/setup-venv.sh", "environment.lock", "pyproject.toml"):
         shutil.copyfile(REPO / name, copy / name)
     script = copy / "scripts" / "setup-venv.sh"
@@ -70,3 +70,23 @@ def test_with_no_python_at_all_it_says_what_to_install(tmp_path: Path) -> None:
     done = _setup(tmp_path, _bin(tmp_path, python3=False))
     assert done.returncode == 1
     assert "neither python3.11 nor python3 found (fix: install Python 3.11" in done.stderr
+
+
+def test_on_a_mac_or_an_arm_machine_it_refuses_in_one_line(tmp_path: Path) -> None:
+    """The lock has Linux x86-64 wheels only: elsewhere setup names the container route and
+    creates nothing. ``uname`` is the real tool's answer on such a machine."""
+    path = _bin(tmp_path, python3=True)
+    folder = Path(path.split(":")[0])
+    for system, arch in (("Darwin", "arm64"), ("Linux", "aarch64")):
+        (folder / "uname").unlink()
+        (folder / "uname").write_text(
+            f"#!/bin/bash\ncase $1 in -s) echo {system};; -m) echo {arch};; esac\n"
+        )
+        (folder / "uname").chmod(0o755)
+        done = _setup(tmp_path, path)
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr == (
+            "setup: environment.lock holds Linux x86-64 wheels only, this machine is "
+            f"{system} {arch} (fix: open the kit in its devcontainer or the sst:cpu image, both "
+            "linux/amd64: docs/containers.md)\n"
+        )
