@@ -94,9 +94,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from sst.verbs.doctor import doctor
+    from sst.config import load_config
+    from sst.verbs.doctor import DEMO, doctor
 
-    return doctor()
+    preset = args.config or (DEMO if DEMO.is_file() else None)
+    try:
+        cfg: Config | SstError = load_config(preset, args.overrides)
+    except SstError as e:  # the rest of the table still tells the user about the machine
+        cfg = e
+    return doctor(cfg, ping=not args.no_ping)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -260,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="phrases to classify")
     p.add_argument("--file", help="TSV with a text (or Phrase) column, or one phrase per line")
     p.add_argument("--out", help="where to write the predictions TSV (with --file)")
-    _verb(sub, cmd_doctor, "print the environment fingerprint; exit 1 on lock drift")
+    p = _verb(sub, cmd_doctor, "am I set up? machine, lock drift (exit 1), ClearML, the data")
+    _config_args(p).add_argument(
+        "--no-ping", action="store_true", help="do not ask a configured ClearML server to answer"
+    )
     _config_args(_verb(sub, cmd_config, "list every config key, or print a resolved config"))
     p = _verb(sub, cmd_bench, "benchmarks, as ratios against a peer measured in the same run")
     p.description = (

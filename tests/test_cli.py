@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,8 +50,46 @@ def test_parser_knows_every_verb() -> None:
 def test_doctor_clean_in_the_locked_venv(capsys) -> None:
     code = main(["doctor"])
     out = capsys.readouterr().out
-    assert "lock_sha256" in out and "threads" in out and "torch" in out
     assert code == 0, out
+    assert out.splitlines()[0].split() == ["what", "state", "detail"]  # one table
+    assert re.search(r"^lock +ok +\S+environment\.lock, sha256 [0-9a-f]{12}…$", out, re.M), out
+    assert re.search(r"^torch +ok +2\.\d+\.\d+.*, \d+ threads$", out, re.M), out
+
+
+def test_doctor_says_where_tasks_and_data_come_from_and_never_shows_a_key(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Offline (the tests' state) with keys in the environment: named, not shown; the demo's
+    data local, then (no SST_DATA) the official release to download; the Kaggle preset, which
+    has no fallback, missing."""
+    monkeypatch.setenv("CLEARML_API_ACCESS_KEY", "sentinel-access-key")
+    monkeypatch.setenv("CLEARML_API_SECRET_KEY", "sentinel-secret-key")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "sentinel" not in out
+    assert re.search(r"^clearml +offline +CLEARML_OFFLINE_MODE is set: ", out, re.M), out
+    assert re.search(
+        r"^  credentials +found +CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY$", out, re.M
+    )
+    ptb = (shared_data / "sst_ptb").resolve()
+    assert re.search(rf"^data \(demo\) +local +3 files in {re.escape(str(ptb))}$", out, re.M), out
+    monkeypatch.delenv("SST_DATA")
+    assert main(["doctor", "--no-ping"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"^data \(demo\) +fallback +\$\{SST_DATA\} is not set: https://nlp\.stanford\.edu/\S+"
+        r"\.zip \(downloaded on first use, then cached, in .*\); 3 of 3 sources$",
+        out,
+        re.M,
+    ), out
+    assert main(["doctor", "-c", str(REPO / "configs" / "kaggle.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"^data \(kaggle\) +missing +\$\{SST_DATA\}/kaggle_movie_reviews/train\.tsv\.gz: "
+        r"\$\{SST_DATA\} is not set, and no data\.fallback$",
+        out,
+        re.M,
+    ), out
 
 
 def test_drift_detection(tmp_path: Path) -> None:
@@ -70,12 +109,21 @@ def test_drift_detection(tmp_path: Path) -> None:
         read_lock(lock)
 
 
+def test_doctor_with_a_bad_config_still_shows_the_machine(capsys) -> None:
+    assert main(["doctor", "--no-ping", "-c", "no/such.yaml"]) == 2
+    out = capsys.readouterr().out
+    assert re.search(r"^lock +ok ", out, re.M), out
+    assert re.search(r"^data +ERROR +no/such\.yaml: config file not found \(fix: ", out, re.M)
+
+
 def test_doctor_exits_nonzero_on_drift(tmp_path: Path, monkeypatch, capsys) -> None:
     lock = tmp_path / "environment.lock"
     lock.write_text("numpy==0.0.1 --hash=sha256:" + "a" * 64 + "\n")
     monkeypatch.setenv("SST_LOCK", str(lock))
     assert main(["doctor"]) == 1
-    assert "DRIFT                    numpy lock=0.0.1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert re.search(r"^lock +DRIFT +", out, re.M), out
+    assert re.search(r"^  mismatched +DRIFT +numpy lock=0\.0\.1 installed=", out, re.M), out
 
 
 def test_config_verb_prints_resolved(monkeypatch, capsys) -> None:

@@ -132,6 +132,10 @@ def test_without_the_data_folder_the_official_release_is_downloaded_once(
     release.append(server)
     monkeypatch.delenv("SST_DATA")
     monkeypatch.setenv("SST_PTB_ZIP", server.url)
+    fallback = re.escape(f"${{SST_DATA}} is not set: {server.url} (")
+    assert main(["doctor", "--no-ping", "-c", str(REPO / "configs" / "ptb.yaml")]) == 0
+    doctor = capsys.readouterr().out
+    assert re.search(rf"^data \(ptb\) +fallback +{fallback}downloaded on first use", doctor, re.M)
     code, out = _split(tmp_path)
     err = capsys.readouterr().err
     assert code == 0, err
@@ -139,6 +143,9 @@ def test_without_the_data_folder_the_official_release_is_downloaded_once(
     assert server.hits == 1  # one download serves the three members
     assert (out / "manifest.json").read_bytes() == local_manifest  # the same split, byte for byte
     assert _split(tmp_path / "again")[0] == 0 and server.hits == 1  # the cache answers now
+    assert main(["doctor", "--no-ping", "-c", str(REPO / "configs" / "ptb.yaml")]) == 0
+    doctor = capsys.readouterr().out
+    assert re.search(rf"^data \(ptb\) +fallback +{fallback}cached, in ", doctor, re.M), doctor
 
 
 def test_a_corrupt_download_is_refused_and_fetched_again(
@@ -169,6 +176,10 @@ def test_a_download_that_stays_wrong_leaves_nothing(
     release.append(server)
     monkeypatch.delenv("SST_DATA")
     monkeypatch.setenv("SST_PTB_ZIP", server.url)
+    fallback = re.escape(f"${{SST_DATA}} is not set: {server.url} (")
+    assert main(["doctor", "--no-ping", "-c", str(REPO / "configs" / "ptb.yaml")]) == 0
+    doctor = capsys.readouterr().out
+    assert re.search(rf"^data \(ptb\) +fallback +{fallback}downloaded on first use", doctor, re.M)
     code, out = _split(tmp_path)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and not out.exists()
@@ -237,6 +248,32 @@ def test_make_demo_runs_from_a_fresh_clone_with_no_data_beside_it(
     assert re.search(r"^test root +n=\d+ +acc ", done.stdout, re.M), done.stdout
     (run,) = (clone / "runs").iterdir()
     assert (run / "weights.safetensors").is_file()
+
+
+def test_the_tests_get_the_real_data_on_a_fresh_clone_with_none_beside_it(
+    shared_data: Path, tmp_path: Path, release: list[Release]
+) -> None:
+    """`make test` on a fresh clone with no ../shared and no SST_DATA: the real-data tests get
+    the PTB trees through the preset's own fallback (the official release; here a mirror on
+    127.0.0.1 named by SST_PTB_ZIP), once, into the user's sst cache; the Kaggle tests skip in
+    one line saying how to provide the release. A second session downloads nothing."""
+    server = Release([release_zip(shared_data / "sst_ptb")])
+    release.append(server)
+    clone = fresh_clone(tmp_path / "elsewhere" / "sst")
+    assert not (clone.parent / "shared").exists()
+    env = {k: v for k, v in agent.child_environment().items() if k != "SST_DATA"}
+    env.update(PYTHONPATH=str(clone), SST_PTB_ZIP=server.url, SST_CACHE_DIR=str(tmp_path / "c"))
+    tests = ["tests/test_golden.py::test_a_real_split_manifest_is_pinned"]  # ptb, then kaggle
+    pytest_ = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests]
+    first = subprocess.run(pytest_, cwd=clone, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert re.search(r"^1 passed, 1 skipped", first.stdout, re.M), first.stdout[-3000:]
+    (skip,) = [line for line in first.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert "Kaggle release not in " in skip
+    assert "it needs a Kaggle account" in skip and "kaggle_movie_reviews/" in skip
+    assert server.hits == 1
+    again = subprocess.run(pytest_, cwd=clone, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and server.hits == 1, again.stdout[-3000:]  # from the cache
 
 
 def test_a_split_from_an_earlier_sst_is_kept_when_its_files_are_the_same(

@@ -440,6 +440,38 @@ def test_an_unreachable_server_is_one_line_and_nothing_local_is_lost(
     assert "does not answer" in error
 
 
+def test_doctor_names_the_server_and_whether_it_answers_never_the_keys(
+    server: ClearmlServer, kit: Path, tmp_path: Path
+) -> None:
+    env = environment(server, tmp_path / "home", kit)
+    keys = (env["CLEARML_API_ACCESS_KEY"], env["CLEARML_API_SECRET_KEY"])
+    done = sst("doctor", env=env, cwd=kit)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr[-2000:]
+    host = re.escape(env["CLEARML_API_HOST"].rstrip("/"))
+    assert re.search(
+        rf"^clearml +online +{host} \(CLEARML_API_HOST is set\); task links ", out, re.M
+    )
+    assert re.search(
+        r"^  credentials +found +CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY", out, re.M
+    )
+    assert re.search(r"^  server +answers ", out, re.M), out
+    assert not any(key in out + done.stderr for key in keys)
+    env["CLEARML_API_SECRET_KEY"] = "not-the-secret"
+    out = sst("doctor", env=env, cwd=kit).stdout
+    assert re.search(
+        r"^  server +FAILED +the ClearML server at \S+ refused the credentials", out, re.M
+    )
+    env["CLEARML_API_HOST"] = f"http://127.0.0.1:{closed_port()}"
+    out = sst("doctor", env=env, cwd=kit).stdout
+    assert re.search(r"^  server +FAILED +the ClearML server at \S+ does not answer", out, re.M), (
+        out
+    )
+    env["CLEARML_OFFLINE_MODE"] = "1"
+    out = sst("doctor", env=env, cwd=kit).stdout
+    assert re.search(r"^clearml +offline +CLEARML_OFFLINE_MODE is set: ", out, re.M), out
+
+
 def test_wrong_credentials_and_an_unknown_task_are_one_line(
     server: ClearmlServer, kit: Path, tmp_path: Path
 ) -> None:

@@ -25,9 +25,9 @@ from sst.config.variables import expand, unset_variables
 from sst.data import split as tree_split
 from sst.data import stats
 from sst.data.formats import COLUMNS, PTB_ROLES, PhraseTable, load_phrases, ptb_role
-from sst.data.sources import Fetched, fetch
+from sst.data.sources import Fetched, fetch, is_cached
 from sst.errors import SstError
-from sst.io import verify, write_once
+from sst.io import default_cache_dir, verify, write_once
 
 SPLIT_NAMES = ("train", "val", "test")
 HELDOUT, UNLABELED = "heldout", "unlabeled.txt"  # split.unlabeled_fraction (never read as a part)
@@ -77,15 +77,24 @@ def fetch_sources(cfg: Config) -> list[Fetched]:
     ]
 
 
+def locate(source: str) -> tuple[str | None, str]:
+    """``source`` (as written) expanded when it can be read here (a URL always can), else None
+    and why not: a variable is unset or the file is missing."""
+    if unset := unset_variables(source):
+        return None, f"${{{unset[0]}}} is not set"
+    path = expand(source)
+    if "://" in path or Path(path).expanduser().is_file():
+        return path, ""
+    return None, f"{path} does not exist"
+
+
 def fetch_source(source: str, pin: str | None, fallback: str | None) -> Fetched:
     """``source`` (as written) read here, or its ``fallback`` when it cannot be: a variable is
     unset or the local file is missing. The fallback must hold the pinned bytes."""
+    path, why = locate(source)
+    if path is not None:
+        return fetch(path, sha256=pin)
     unset = unset_variables(source)
-    if not unset:
-        path = expand(source)
-        if "://" in path or Path(path).expanduser().is_file():
-            return fetch(path, sha256=pin)
-    why = f"${{{unset[0]}}} is not set" if unset else f"{expand(source)} does not exist"
     if not fallback:
         raise SstError(
             f"data file {source} not found: {why}",
@@ -107,6 +116,52 @@ def fetch_source(source: str, pin: str | None, fallback: str | None) -> Fetched:
             fix=f"{'export ' + unset[0] + '=<the data folder>' if unset else 'put the file there'}"
             f", or download {url.partition('#')[0]} yourself and give its path in data.fallback",
         ) from None
+
+
+@dataclass(frozen=True)
+class Whereabouts:
+    """Where a config's data would come from, before anything is read (`sst doctor`): the worst
+    of its sources' states, and that source's detail."""
+
+    state: str  # local | remote | fallback | missing | none
+    detail: str
+
+
+WORST_LAST = ("local", "remote", "fallback", "missing")
+
+
+def whereabouts(cfg: Config) -> Whereabouts:
+    """Each source as :func:`fetch_source` would get it — read where it is, or through its own
+    fallback (which needs the source's sha256 pin) — and the worst of them."""
+    d = cfg.data
+    if not d.sources:
+        return Whereabouts("none", "the config names no data.sources")
+    n = len(d.sources)
+    pins, fallbacks = list(d.sha256) or [""] * n, list(d.fallback) or [""] * n
+    if len(pins) != n or len(fallbacks) != n:
+        return Whereabouts("missing", "data.sha256 / data.fallback do not give one per source")
+    found: list[tuple[str, str]] = []
+    for source, pin, fallback in zip(d.sources, pins, fallbacks, strict=True):
+        path, why = locate(source)
+        if path is not None:
+            found.append(("remote", path) if "://" in path else ("local", path))
+        elif not fallback or not pin:
+            lacks = "no data.fallback" if not fallback else "a fallback but no data.sha256 pin"
+            found.append(("missing", f"{source}: {why}, and {lacks}"))
+        else:
+            url = expand(fallback).partition("#")[0]
+            if "://" not in url:
+                got = "a local copy" if Path(url).expanduser().is_file() else "NOT FOUND"
+            else:
+                got = "cached" if is_cached(url) else "downloaded on first use, then cached"
+            found.append(("fallback", f"{why}: {url} ({got}, in {default_cache_dir()})"))
+    state = max((s for s, _ in found), key=WORST_LAST.index)
+    if state == "local":
+        folders = sorted({str(Path(p).expanduser().resolve().parent) for _, p in found})
+        return Whereabouts("local", f"{n} file{'s' * (n > 1)} in {', '.join(folders)}")
+    detail = next(d for s, d in found if s == state)
+    count = sum(s == state for s, _ in found)
+    return Whereabouts(state, f"{detail}; {count} of {n} sources" if n > 1 else detail)
 
 
 def ptb_roles(cfg: Config) -> list[str] | None:

@@ -155,6 +155,16 @@ def fetch(uri: str, *, sha256: str | None = None, cache_dir: Path | None = None)
     return fetched
 
 
+def is_cached(uri: str, cache_dir: Path | None = None) -> bool:
+    """Whether a remote ``uri`` (without a ``#member``) was downloaded into the cache before."""
+    return _index(cache_dir or default_cache_dir(), uri).is_file()
+
+
+def _index(cache: Path, uri: str) -> Path:
+    """The cache's record of what ``uri`` last downloaded (the sha256 it is stored under)."""
+    return cache / "uris" / hashlib.sha256(uri.encode()).hexdigest()
+
+
 def _pair(f: Fetched) -> tuple[str, str]:
     return f.sha256, f.content_sha256
 
@@ -164,15 +174,14 @@ def _forget(archive: Fetched, cache: Path) -> None:
     so what was extracted from it is never read again)."""
     if cache in archive.path.parents:
         shutil.rmtree(archive.path.parent, ignore_errors=True)
-        index = cache / "uris" / hashlib.sha256(archive.uri.encode()).hexdigest()
-        index.unlink(missing_ok=True)
+        _index(cache, archive.uri).unlink(missing_ok=True)
 
 
 def _fetch_remote(
     uri: str, parsed: urllib.parse.ParseResult, cache: Path, expected: str | None
 ) -> Fetched:
     name = Path(parsed.path).name or "download"
-    index = cache / "uris" / hashlib.sha256(uri.encode()).hexdigest()
+    index = _index(cache, uri)
     candidates = [expected.lower()] if expected else []
     if index.is_file():
         candidates.append(index.read_text().strip())

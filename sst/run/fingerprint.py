@@ -89,6 +89,8 @@ MEMBER_MODELS = "member_models"
 PRECISION = "determinism/precision"
 GIT_COMMIT = "git/commit"
 PINNED = "environment/cpu_isa/level"  # SST_CPU_ISA: the kernels, not the CPU model, decide
+LOCK_SHA256 = "environment/lock_sha256"
+TORCH_CUDA = "environment/torch_cuda"
 
 FIELDS: tuple[Field, ...] = (
     # what a run was made from
@@ -144,7 +146,7 @@ FIELDS: tuple[Field, ...] = (
         "another GPU model (architecture) runs other kernels",
     ),
     Field("environment/torch", "env", EXPECTED, "another torch build"),
-    Field("environment/torch_cuda", "env", EXPECTED, "another CUDA version"),
+    Field(TORCH_CUDA, "env", EXPECTED, "another CUDA version"),
     Field("environment/cudnn", "env", EXPECTED, "another cuDNN version"),
     Field(
         "environment/cpu",
@@ -176,7 +178,7 @@ FIELDS: tuple[Field, ...] = (
     Field("environment/platform", "env", EXPECTED, "another OS / C library"),
     Field("environment/python", "env", EXPECTED, "another Python"),
     Field("environment/implementation", "env", EXPECTED, "another Python implementation"),
-    Field("environment/lock_sha256", "env", EXPECTED, "another locked environment"),
+    Field(LOCK_SHA256, "env", EXPECTED, "another locked environment"),
     Field("environment/lock_drift", "env", EXPECTED, "installed packages differ from the lock"),
     Field(
         PRECISION,
@@ -297,7 +299,7 @@ def for_run(
     init_weights: str | None = None,
     pseudo: PseudoInputs | None = None,
 ) -> dict[str, Any]:
-    """What a trained run depended on and wrote, each field once (README "Reproducibility"):
+    """What a trained run depended on and wrote, each field once (docs/replay.md "Fingerprint"):
     ``decided`` is the run's precision decision, ``attention`` the kernels the model runs,
     ``model_commit`` the hub commit its pretrained weights came from (None for a folder: its
     files' sha256 identify it), ``init_weights`` the weights sha256 of the run it started from

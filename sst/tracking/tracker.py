@@ -33,15 +33,61 @@ SECRET_KEY = re.compile(
 REDACTED = "<redacted>"
 
 
+OFFLINE_FORCED = ("1", "true", "yes")
+
+
+def config_file() -> str | None:
+    """The ``clearml.conf`` the SDK reads, when there is one."""
+    candidates = [os.environ.get("CLEARML_CONFIG_FILE"), "~/clearml.conf", "~/.clearml.conf"]
+    return next((c for c in candidates if c and Path(c).expanduser().is_file()), None)
+
+
 def server_configured() -> bool:
     """True when ClearML should talk to a server: credentials in the environment or a config
     file, and offline mode not forced."""
-    if os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes"):
+    if os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in OFFLINE_FORCED:
         return False
     if os.environ.get("CLEARML_API_HOST") and os.environ.get("CLEARML_API_ACCESS_KEY"):
         return True
-    candidates = [os.environ.get("CLEARML_CONFIG_FILE"), "~/clearml.conf", "~/.clearml.conf"]
-    return any(c and Path(c).expanduser().is_file() for c in candidates)
+    return config_file() is not None
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where this process's tasks go, as `sst doctor` shows it; credentials are named by where
+    they come from, never shown."""
+
+    online: bool
+    why: str  # how that was decided
+    server: str | None  # the API server the SDK would call
+    web: str | None  # where task links point
+    credentials: str  # where the key and secret come from, or "none"
+
+
+def connection() -> Connection:
+    """The SDK's own reading of the environment and ``clearml.conf`` (hosts, keys)."""
+    from clearml.backend_api import Session
+    from clearml.backend_api.session.defs import ENV_ACCESS_KEY, ENV_SECRET_KEY
+    from clearml.config import config_obj
+
+    conf = config_file()
+    if ENV_ACCESS_KEY.get() and ENV_SECRET_KEY.get():
+        credentials = "CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY"
+    elif config_obj.get("api.credentials.access_key", None):
+        credentials = f"api.credentials in {conf}"
+    else:
+        credentials = "none"
+    forced = os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in OFFLINE_FORCED
+    online = server_configured()
+    if forced:
+        why = "CLEARML_OFFLINE_MODE is set"
+    elif online:
+        why = "CLEARML_API_HOST is set" if os.environ.get("CLEARML_API_HOST") else f"{conf}"
+    else:
+        why = "no server configured (clearml-init, or CLEARML_API_HOST and the two keys)"
+    host = str(Session.get_api_server_host() or "") or None
+    web = str(Session.get_app_server_host() or "") or None
+    return Connection(online, why, host if online else None, web if online else None, credentials)
 
 
 PING_TIMEOUT = 10.0  # seconds: the SDK itself retries an unreachable server for hours

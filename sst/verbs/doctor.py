@@ -1,38 +1,117 @@
-"""`sst doctor`: this machine as a run's fingerprint records it, and its drift from the lock.
+"""`sst doctor`: am I set up? One table: this interpreter and machine as a run's fingerprint records
+them, the lock and the drift from it, where ClearML tasks would go (the credentials named by where
+they come from, never shown) and where a config's data would come from.
 
-sst doctor            # exit 1 when what is installed differs from environment.lock
+    sst doctor                          # the data of configs/demo.yaml (what `make demo` reads)
+    sst doctor -c configs/kaggle.yaml   # another preset's
+
+Exit 1 when what is installed differs from the lock (or no lock is found), else 0: a server that
+does not answer or data still to download are states to read, not failures.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
-from sst.env.locks import drift, find_lock, installed, read_lock
+from sst.config import Config
+from sst.data.pipeline import whereabouts
+from sst.env.determinism import DETERMINISM_ENV
+from sst.env.locks import KIT_ROOT, drift, installed, read_lock
+from sst.errors import SstError
+from sst.run import fingerprint as fp
 from sst.run.fingerprint import environment
+from sst.tracking.tracker import check_server, connection
+
+DEMO = KIT_ROOT / "configs" / "demo.yaml"
+HEADER = ("what", "state", "detail")
+Row = tuple[str, str, str]
 
 
-def doctor(out: Any = None) -> int:
-    """Print the fingerprint's environment and the drift against the lock; 0 when clean, 1 on
-    drift."""
+def doctor(cfg: Config | SstError, out: Any = None, *, ping: bool = True) -> int:
+    """Print the table; 0 when the installed packages match the lock, 1 when they do not, 2 when
+    the config whose data it shows is bad (``cfg``: the error). ``ping``: ask a configured
+    server whether it answers and takes the credentials."""
+    out = out or sys.stdout
+    env = environment()  # a fingerprint's environment section: read through fp.value
+    lock_rows, clean = _lock(env)
+    rows = _machine(env) + lock_rows + _clearml(ping) + [_data(cfg)]
+    print(table(rows), file=out)
+    return 2 if isinstance(cfg, SstError) else 0 if clean else 1
+
+
+def table(rows: list[Row]) -> str:
+    """Plain-text columns (a log keeps them; no terminal needed)."""
+    w = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(2)]
+    rule = ("-" * w[0], "-" * w[1], "-" * len(HEADER[2]))
+    return "\n".join(f"{a:{w[0]}}  {b:{w[1]}}  {c}".rstrip() for a, b, c in [HEADER, rule, *rows])
+
+
+def _machine(env: dict[str, Any]) -> list[Row]:
     import torch
 
-    out = out or sys.stdout
-    info = environment()
-    for key, value in info.items():
-        print(f"{key:24} {value}", file=out)
-    print(f"{'threads':24} {torch.get_num_threads()}", file=out)
-    lock = find_lock()
-    if lock is None:
-        print("drift                    no environment.lock found (set SST_LOCK)", file=out)
-        return 1
-    d = drift(read_lock(lock), installed())
-    for item in d.missing:
-        print(f"MISSING                  {item}", file=out)
-    for item in d.mismatched:
-        print(f"DRIFT                    {item}", file=out)
+    isa = env["cpu_isa"]
+    cuda = f"CUDA {_field(env, fp.TORCH_CUDA)}, {', '.join(env['devices'])}"
+    cuda = cuda if env["devices"] else "no GPU"
+    unset = [v for v in DETERMINISM_ENV if env.get(v) is None]
+    return [
+        ("python", "ok", f"{env['python']} {env['implementation']}, {env['executable']}"),
+        ("platform", "ok", env["platform"]),
+        ("cpu", "ok", f"{env['cpu']}; kernels {isa['aten']} (SST_CPU_ISA {isa['level']})"),
+        ("torch", "ok", f"{env['torch']}, {cuda}, {torch.get_num_threads()} threads"),
+        ("image", "ok" if env["image"] else "none", env["image"] or "a host venv, not an image"),
+        (
+            "determinism",
+            "ok" if not unset else "unset",
+            "all set"
+            if not unset
+            else f"{', '.join(unset)} (make, the images and agents set them)",
+        ),
+    ]
+
+
+def _lock(env: dict[str, Any]) -> tuple[list[Row], bool]:
+    if env["lock"] is None:
+        return [("lock", "MISSING", "no environment.lock found (set SST_LOCK)")], False
+    d = drift(read_lock(Path(env["lock"])), installed())
+    detail = f"{env['lock']}, sha256 {_field(env, fp.LOCK_SHA256)[:12]}…"
+    rows: list[Row] = [("lock", "ok" if d.clean else "DRIFT", detail)]
+    rows += [("  missing", "DRIFT", item) for item in d.missing]
+    rows += [("  mismatched", "DRIFT", item) for item in d.mismatched]
     if d.extra:
-        print(f"not in lock (info)       {', '.join(d.extra)}", file=out)
-    verdict = "none" if d.clean else f"{len(d.missing)} missing, {len(d.mismatched)} mismatched"
-    print(f"{'drift':24} {verdict}", file=out)
-    return 0 if d.clean else 1
+        rows.append(("  not in lock", "info", ", ".join(d.extra)))
+    return rows, d.clean
+
+
+def _field(env: dict[str, Any], name: str) -> Any:
+    return fp.value({"environment": env}, name)
+
+
+def _clearml(ping: bool) -> list[Row]:
+    c = connection()
+    if not c.online:
+        return [
+            ("clearml", "offline", f"{c.why}: tasks are offline sessions, `sst upload` shares one"),
+            ("  credentials", "found" if c.credentials != "none" else "none", c.credentials),
+        ]
+    answer = ("answers", "its ping and the login succeeded")
+    if ping:
+        try:
+            check_server()
+        except SstError as e:  # does not answer, or refuses the credentials
+            answer = ("FAILED", e.what)
+    else:
+        answer = ("not asked", "sst doctor --no-ping")
+    return [
+        ("clearml", "online", f"{c.server} ({c.why}); task links on {c.web}"),
+        ("  credentials", "found" if c.credentials != "none" else "NONE", c.credentials),
+        ("  server", *answer),
+    ]
+
+
+def _data(cfg: Config | SstError) -> Row:
+    if isinstance(cfg, SstError):
+        return ("data", "ERROR", str(cfg))
+    where = whereabouts(cfg)
+    return (f"data ({cfg.name})", where.state, where.detail)
