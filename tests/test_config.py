@@ -105,7 +105,9 @@ def test_a_choice_in_a_file_names_its_line(tmp_path: Path) -> None:
         load_config(path)
     assert str(err.value).startswith(f"{path}:3: model.pooling='max' is not one of cls, mean")
     assert load_config(None, ["model.pooling=cls"]).model.pooling == "cls"
-    assert any(line.startswith("model.pooling (cls|mean, default 'mean'): ") for line in describe())
+    assert any(
+        line.startswith("model.pooling (cls|mean|pooler, default 'mean'): ") for line in describe()
+    )
 
 
 def test_the_classifiers_own_defaults_are_the_configs() -> None:

@@ -1,5 +1,7 @@
 """`sst export`: a run as a folder plain transformers loads where the kit cannot be imported,
-with the kit's logits (1e-5) on the test phrases, a model card and a manifest; written once."""
+with the kit's logits (1e-5) on the test phrases, a model card and a manifest; written once. A
+pooler-pooling run is the encoder's own BertForSequenceClassification, loaded without
+trust_remote_code; any other is remote code, and its card says why."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,8 +28,9 @@ sys.modules["sst"] = None
 import numpy as np, torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 folder, texts, out = sys.argv[1], sys.argv[2].split("\\n"), sys.argv[3]
-model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
-tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+remote = {"trust_remote_code": True} if sys.argv[4] == "remote" else {}
+model = AutoModelForSequenceClassification.from_pretrained(folder, **remote).eval()
+tokenizer = AutoTokenizer.from_pretrained(folder, **remote)
 enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
 with torch.no_grad():
     logits = model(**enc).logits
@@ -42,24 +46,109 @@ def exported(tracked_run: dict, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-def test_transformers_alone_loads_it_with_the_kits_logits(
-    exported: Path, tracked_run: dict, tmp_path: Path
-) -> None:
-    run = Run(tracked_run["run"])
+@pytest.fixture(scope="module")
+def pooler_run(
+    tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """A tiny run whose head reads the encoder's pooler, and its export."""
+    from tests.conftest import isolate, train_overrides
+
+    base = tmp_path_factory.mktemp("pooler")
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(mp, base / "env")
+        over = train_overrides(tiny_model, tiny_split, base / "runs", "model.pooling=pooler")
+        assert main(["train", *over, "tracking.enabled=false"]) == 0
+        (run,) = (base / "runs").iterdir()
+        assert main(["export", str(run), "--out", str(base / "model")]) == 0
+    return run, base / "model"
+
+
+def _load_without_the_kit(folder: Path, run: Run, tmp_path: Path, remote: bool) -> Any:
+    """The folder loaded by transformers alone on the run's test phrases, and the kit's logits
+    for the same token ids."""
     cfg = run.config
     texts = read_split(Path(cfg.train.split))[0]["test"]["text"].tolist()
     assert len(texts) > 100
     result = tmp_path / "plain.npz"
+    how = "remote" if remote else "standard"
     done = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_THE_KIT, str(exported), "\n".join(texts), str(result)],
+        [
+            sys.executable,
+            "-c",
+            LOAD_WITHOUT_THE_KIT,
+            str(folder),
+            "\n".join(texts),
+            str(result),
+            how,
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,  # not the checkout: nothing of the kit on the path
     )
     assert done.returncode == 0, done.stderr[-3000:]
     plain = np.load(result)
-    assert str(plain["name"]) == "SstForSequenceClassification"
     assert list(plain["labels"]) == list(LABELS)
+    model = run.load_classifier()
+    with torch.no_grad():
+        kit = model(torch.from_numpy(plain["input_ids"]), torch.from_numpy(plain["attention_mask"]))
+    return plain, texts, kit.numpy()
+
+
+def test_a_pooler_run_is_the_standard_class_loaded_without_remote_code(
+    pooler_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from huggingface_hub import ModelCard
+
+    folder, exported = pooler_run
+    run = Run(folder)
+    plain, _, kit = _load_without_the_kit(exported, run, tmp_path, remote=False)
+    assert str(plain["name"]) == "BertForSequenceClassification"
+    assert np.abs(kit - plain["logits"]).max() <= 1e-5
+    assert plain["logits"].std(0).max() > 1e-4  # logits that depend on the phrase
+    config = json.loads((exported / "config.json").read_text())
+    assert "auto_map" not in config and config["architectures"] == ["BertForSequenceClassification"]
+    assert not (exported / "modeling_sst.py").exists()
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["class"] == "standard"
+    card = ModelCard.load(exported / "README.md")
+    assert (
+        "trust_remote_code" not in card.text
+        and "A standard `BertForSequenceClassification`" in card.text
+    )
+    assert card.data.base_model is None  # a local folder: no hub id to name
+    (index,) = card.data.to_dict()["model-index"]
+    values = {
+        (r["dataset"]["name"], m["type"]): m["value"]
+        for r in index["results"]
+        for m in r["metrics"]
+    }
+    root = run.metrics["test"]["root"]
+    assert values[("SST-5, roots of the test split", "accuracy")] == round(root["accuracy"], 4)
+    assert values[("SST-5, roots of the test split", "f1")] == round(root["macro_f1"], 4)
+
+
+def test_a_head_without_a_standard_class_says_why_in_its_card(exported: Path) -> None:
+    card = (exported / "README.md").read_text()
+    assert "Remote code: `modeling_sst.py`" in card
+    assert "because mean pooling: the standard classes read the encoder's pooler" in card
+
+
+def test_the_embedded_model_is_named_by_its_hub_id_and_license() -> None:
+    from sst.verbs.export import base_hub_id, base_license
+
+    assert base_hub_id("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert base_license("minilm", None) == "apache-2.0"  # its own card, inside the wheel
+    assert base_hub_id("bert-base-uncased") == "bert-base-uncased"
+    assert base_license("bert-base-uncased", None) is None  # no card cached: not guessed
+
+
+def test_transformers_alone_loads_it_with_the_kits_logits(
+    exported: Path, tracked_run: dict, tmp_path: Path
+) -> None:
+    run = Run(tracked_run["run"])
+    cfg = run.config
+    plain, texts, kit = _load_without_the_kit(exported, run, tmp_path, remote=True)
+    assert str(plain["name"]) == "SstForSequenceClassification"
     # the same token ids as the kit's tokenizer at the run's max_length …
     from sst.model.module import load_pretrained
 
@@ -67,10 +156,7 @@ def test_transformers_alone_loads_it_with_the_kits_logits(
     ids = kit_tok(texts, padding=True, truncation=True, max_length=cfg.model.max_length)
     assert np.array_equal(plain["input_ids"], np.array(ids["input_ids"]))
     # … and the kit's logits for them
-    model = run.load_classifier()
-    with torch.no_grad():
-        kit = model(torch.from_numpy(plain["input_ids"]), torch.from_numpy(plain["attention_mask"]))
-    assert np.abs(kit.numpy() - plain["logits"]).max() <= 1e-5
+    assert np.abs(kit - plain["logits"]).max() <= 1e-5
     assert len(set(plain["logits"].argmax(1).tolist())) > 1  # a trained model, not a constant
 
 

@@ -36,6 +36,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     """The hub cache with the tiny BERT at FIRST; main names FIRST."""
     hub = tmp_path_factory.mktemp("hub")
     publish(hub, FIRST, tiny_model)
+    snapshot = hub / f"models--{HUB_ID.replace('/', '--')}" / "snapshots" / FIRST
+    (snapshot / "README.md").write_text("---\nlicense: mit\n---\n# tiny-bert\n")  # its card
     return hub
 
 
@@ -95,6 +97,10 @@ def test_a_hub_run_records_its_commit_and_replays_it_after_main_moves(
     assert exported.returncode == 0, exported.stderr[-3000:]
     card = (tmp_path / "export" / "README.md").read_text()
     assert f"`{HUB_ID}` at commit `{FIRST}`" in card
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(tmp_path / "export" / "README.md").data
+    assert data.base_model == HUB_ID and data.license == "mit"  # from the base's own card
 
 
 def test_a_sweep_names_each_unpinned_hub_line_before_anything_trains(tmp_path: Path) -> None:

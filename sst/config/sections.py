@@ -19,7 +19,7 @@ SplitMode = Literal["search", "canonical"]
 PtbRole = Literal["train", "dev", "test"]
 Checkpoint = Literal["last", "best"]
 Optimizer = Literal["adamw_torch", "adamw_torch_fused"]  # HF TrainingArguments.optim names
-Pooling = Literal["cls", "mean"]
+Pooling = Literal["cls", "mean", "pooler"]
 Attention = Literal["auto", "sdpa", "eager"]  # transformers' attn_implementation
 Scheduler = Literal["linear", "cosine", "constant", "one_cycle"]
 Precision = Literal["auto", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
@@ -102,7 +102,11 @@ class ModelConfig:
         "encoder: 'minilm' (the embedded all-MiniLM-L6-v2), a hub id, or a local folder",
     )
     revision: str = option("main", "hub revision (branch, tag or commit) to pin")
-    pooling: Pooling = option("mean", "sentence vector: cls (first token) or mean (masked mean)")
+    pooling: Pooling = option(
+        "mean",
+        "sentence vector: cls (first token), mean (masked mean) or pooler (the encoder's own "
+        "pooler over the first token, as its *ForSequenceClassification reads it: exported as it)",
+    )
     dropout: float = option(0.1, "dropout before the classification layer")
     freeze_backbone: bool = option(False, "train only the classification layer")
     freeze_embeddings: bool = option(

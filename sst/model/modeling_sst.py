@@ -1,5 +1,5 @@
-"""The kit's SST-5 classifier as plain transformers code: an encoder, mean or [CLS] pooling,
-dropout and one linear layer. ``sst export`` copies this file into the exported folder, so
+"""The kit's SST-5 classifier as plain transformers code: an encoder, mean, [CLS] or pooler
+pooling, dropout and one linear layer. ``sst export`` copies this file into the exported folder, so
 
     AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
 
@@ -19,8 +19,12 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One vector per sequence: the first token's (``cls``) or the mean over real tokens."""
+def pool(out: Any, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per sequence from the encoder's output ``out``: the first token's (``cls``), the
+    encoder's own pooler over it (``pooler``: BERT's dense + tanh) or the mean over real tokens."""
+    if pooling == "pooler":
+        return out.pooler_output
+    hidden = out.last_hidden_state
     if pooling == "cls":
         return hidden[:, 0]
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -66,7 +70,7 @@ class SstForSequenceClassification(PreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        pooled = pool(out.last_hidden_state, attention_mask, self.config.pooling)
+        pooled = pool(out, attention_mask, self.config.pooling)
         logits = self.head(self.dropout(pooled))
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)

