@@ -57,26 +57,36 @@ def progress(iterable: Any = None, **kw: Any) -> Any:
     """``tqdm(iterable, **kw)`` on a terminal; in a log, whole lines (one at the start, then at
     most one every :func:`log_every` seconds, and the last at the end), never the carriage-return
     refreshes that pile up into one line of kilobytes."""
-    from tqdm.auto import tqdm
+    stream = kw.pop("file", sys.stderr)
+    if interactive(stream):
+        from tqdm.auto import tqdm
 
-    if interactive(kw.get("file", sys.stderr)):
-        return tqdm(iterable, **kw)
+        return tqdm(iterable, file=stream, **kw)
+    from tqdm.std import tqdm as plain  # tqdm.auto's notebook bar draws widgets, not text
 
-    class Lines(tqdm):  # type: ignore[misc,valid-type]
-        @staticmethod
-        def status_printer(file: Any) -> Callable[[str], None]:
-            last = [""]
+    every = log_every()
+    return plain(iterable, file=WholeLines(stream), mininterval=every, maxinterval=every, **kw)
 
-            def line(text: str) -> None:  # tqdm ends the last one with "\n" when it closes
-                count = text.split(" [")[0]  # the same count again (the close): no second line
-                if text and count != last[0]:
-                    file.write(("\n" if last[0] else "") + text)
-                    file.flush()
-                    last[0] = count
 
-            return line
+class WholeLines:
+    """tqdm's output made for a log: each refresh (``"\\r" + status + padding``) a whole line,
+    the same count never twice (the closing refresh), no bare carriage return or newline."""
 
-    return Lines(iterable, mininterval=log_every(), maxinterval=max(log_every(), 0.1), **kw)
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.last = ""
+
+    def write(self, text: str) -> int:
+        status = text.replace("\r", "").strip()
+        count = status.split(" [")[0]  # the status without its elapsed time and rate
+        if status and count != self.last:
+            self.stream.write(status + "\n")
+            self.stream.flush()
+            self.last = count
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def sha256_file(path: Path) -> str:

@@ -45,6 +45,26 @@ def test_a_bad_interval_is_one_line(monkeypatch) -> None:
         progress(range(1), file=io.StringIO())
 
 
+def test_with_the_default_interval_a_short_run_logs_its_epochs_only(
+    tiny_model: Path, tiny_split: Path, tmp_path: Path
+) -> None:
+    """An hour between lines (the default is 10 s; a tiny epoch takes about one): what a log
+    gets is a line per epoch and the test's, nothing in between."""
+    env = {**os.environ, "SST_LOG_EVERY_S": "3600"}
+    over = train_overrides(tiny_model, tiny_split, tmp_path / "runs", "tracking.enabled=false")
+    done = subprocess.run(
+        [sys.executable, "-m", "sst.cli", "train", *over],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    progress = [ln for ln in done.stdout.splitlines() if ln.startswith(("epoch ", "test: "))]
+    assert [ln.split(":")[0] for ln in progress] == ["epoch 1/2", "epoch 2/2", "test"], progress
+    assert all(": done, " in ln for ln in progress[:2])
+
+
 def test_train_and_predict_through_a_pipe_write_whole_lines(
     tiny_model: Path, tiny_split: Path, tmp_path: Path
 ) -> None:
@@ -61,7 +81,11 @@ def test_train_and_predict_through_a_pipe_write_whole_lines(
     assert trained.returncode == 0, trained.stderr[-3000:]
     log = trained.stdout + trained.stderr
     assert "\r" not in log
-    epochs = re.findall(r"^epoch (\d)/2: done, (\d+) batches in \d+ s · train/loss", log, re.M)
+    epochs = re.findall(
+        r"^epoch (\d)/2: done, (\d+) batches in \d+ s · train/loss [\d.]+ · val/root/macro_f1 [\d.]+$",
+        log,
+        re.M,
+    )
     assert [e for e, _ in epochs] == ["1", "2"], log[-3000:]
     batches = int(epochs[0][1])
     assert re.search(
@@ -71,9 +95,9 @@ def test_train_and_predict_through_a_pipe_write_whole_lines(
     (run,) = runs.iterdir()
     phrases = tmp_path / "phrases.txt"
     phrases.write_text("".join(f"a fine phrase number {i}\n" for i in range(300)))
+    predict = ["predict", "--run", str(run), "--file", str(phrases)]
     predicted = subprocess.run(
-        [sys.executable, "-m", "sst.cli", "predict", "--run", str(run), "--file", str(phrases)]
-        + ["--out", str(tmp_path / "predictions.tsv")],
+        [sys.executable, "-m", "sst.cli", *predict, "--out", str(tmp_path / "predictions.tsv")],
         env=env,
         cwd=REPO,
         capture_output=True,

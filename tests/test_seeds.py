@@ -91,7 +91,8 @@ def test_a_replay_is_the_same_sample_not_another_seed(seeded, tmp_path: Path) ->
     (replayed,) = (runs / "replays").iterdir()
     rows = collect([runs, runs / "replays"])
     assert len(rows) == 2 and seed_groups(rows) == []  # n = 1: nothing to group
-    assert str(repeats(rows)[replayed.name]) == f"BIT-IDENTICAL replay of {first.name}"
+    (again,) = repeats(rows).values()
+    assert str(again) == f"BIT-IDENTICAL replay of {first.name}"
     for f in folders[1:]:
         shutil.copytree(f, runs / f.name)
     out = tmp_path / "report"
@@ -104,6 +105,29 @@ def test_a_replay_is_the_same_sample_not_another_seed(seeded, tmp_path: Path) ->
     assert "| 3 | 0,1,2 |" in text and "| 4 | 0," not in text
     (line,) = [row for row in text.splitlines() if f"| {replayed.name} |" in row]
     assert f"BIT-IDENTICAL replay of {first.name}" in line
+    # the same folders listed twice: each one sample still
+    (group,) = seed_groups(collect([runs, runs, runs / "replays"]))
+    assert [r.seed for r in group.rows] == [0, 1, 2]
+
+
+def test_runs_of_one_config_are_told_apart_by_where_and_what_they_hold() -> None:
+    def row(name: str, path: str, weights: str | None) -> Row:
+        return Row(name, "m", "completed", path, config_sha256="c", weights_sha256=weights)
+
+    rows = [
+        row("b", "runs/b", "w2"),  # another run of the config, later, other weights
+        row("a", "runs/replays/a2", "w1"),  # a replay (even with an older name)
+        row("a", "runs/a", "w1"),  # a copy of the folder below (the path breaks the tie)
+        row("a", "backup/a", "w1"),  # the original: outside replays/, the oldest
+        row("c", "runs/c", None),  # no recorded weights: never called identical
+    ]
+    found = {r.path: str(rep) for r in rows if (rep := repeats(rows).get(id(r)))}
+    assert found == {
+        "runs/b": "repeat of a (other weights)",
+        "runs/replays/a2": "BIT-IDENTICAL replay of a",
+        "runs/a": "BIT-IDENTICAL copy of a",
+        "runs/c": "repeat of a (other weights)",
+    }
 
 
 def test_bootstrap_interval_matches_the_normal_approximation() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import pytest
 from sst.cli import main
 from sst.config import load_config
 from sst.config.zoo import read_models
-from sst.errors import SstError
+from sst.errors import Problems, SstError
 from sst.model.module import model_problem
 from sst.run.ranking import contamination
 from sst.tracking import agent
@@ -78,6 +79,7 @@ def test_models_file_lines_resolve_to_configs(tmp_path: Path) -> None:
         ("minilm\n../../etc/passwd\n", 2, "model folder not found: ../../etc/passwd"),
         ("org/bad!id\n", 1, "'org/bad!id' is neither a folder nor a hub id"),
         ("org/model--name\n", 1, "neither a folder nor a hub id"),
+        ("minilm\nminilm model.name=./no/such\n", 2, "model folder not found: ./no/such"),
     ],
 )
 def test_a_bad_line_is_named_before_anything_starts(
@@ -93,6 +95,18 @@ def test_a_bad_line_is_named_before_anything_starts(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sst sweep: error: {models}:{line}: ") and "\n" not in err
     assert not runs.exists()  # nothing started
+
+
+def test_an_online_sweep_leaves_folders_to_the_agents_but_checks_hub_ids(tmp_path: Path) -> None:
+    models = tmp_path / "models.txt"
+    models.write_text("./on/the/agent\norg/bad!id\n")
+    agents = functools.partial(model_problem, here=False)
+    with pytest.raises(Problems) as e:
+        read_models(models, None, [], agents)
+    assert [p.line for p in e.value.problems] == [2]  # the folder is the agent's to have
+    models.write_text("./on/the/agent\n")
+    (entry,) = read_models(models, None, [], agents)
+    assert entry.cfg.model.name == "./on/the/agent"
 
 
 def test_every_bad_line_is_reported_at_once_and_nothing_trains(

@@ -125,8 +125,6 @@ def _entry(
             f"the line starts with {model!r}, not a model",
             fix="write the model first, then key=value overrides",
         )
-    if problem := model_problem(model):
-        raise SstError(problem, fix="write an existing folder, a hub id (org/name) or minilm")
     overrides = []
     for item in rest:
         key, sep, value = item.partition("=")
@@ -144,4 +142,6 @@ def _entry(
         overrides.append(f"{dotted}={value}")
     name = entry_name(base_name, model, overrides)
     cfg = load_config(base, [*extra, f"model.name={model}", f"name={name}", *overrides])
+    if problem := model_problem(cfg.model.name):  # the line's model, or a model.name override
+        raise SstError(problem, fix="write an existing folder, a hub id (org/name) or minilm")
     return Entry(lineno, model, tuple(overrides), name, cfg)

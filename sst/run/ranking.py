@@ -156,37 +156,43 @@ def run_row(run: Run, stage: str = "test") -> Row:
     if (run.path / CONFIG).is_file():
         cfg = run.config
         row.seed, row.seed_group = cfg.train.seed, cfg.without_seed().hash()[:12]
-        row.config_sha256 = cfg.hash()
+        row.config_sha256 = cfg.with_train(runs_dir="").hash()  # where it was written aside
     row.weights_sha256 = run.weights_sha256
     return row
 
 
 @dataclass(frozen=True)
 class Repeat:
-    """A run of a config (seed included) that an earlier row already ran: a replay reproduces a
-    sample, it is not another one."""
+    """A run of a config (seed included) that another row already ran: a replay (trained by
+    `sst replay`, into ``replays/``), a copy of the same run folder, or another run of it. It
+    reproduces a sample; it is not another one."""
 
     original: str  # that row's name
-    identical: bool  # the same weights sha256: a BIT-IDENTICAL replay
+    kind: str  # replay | copy | repeat
+    identical: bool  # the same recorded weights sha256
 
     def __str__(self) -> str:
-        kind = "BIT-IDENTICAL replay" if self.identical else "repeat (other weights)"
-        return f"{kind} of {self.original}"
+        same = "BIT-IDENTICAL " if self.identical else ""
+        other = "" if self.identical else " (other weights)"
+        return f"{same}{self.kind} of {self.original}{other}"
 
 
-def repeats(rows: list[Row]) -> dict[str, Repeat]:
-    """Row name → what it repeats, for every completed row whose whole config another row has.
-    The original is the one outside ``replays/`` (`sst replay` trains there), then the oldest:
-    run names start with their creation time."""
+def repeats(rows: list[Row]) -> dict[int, Repeat]:
+    """``id(row)`` → what it repeats, for every completed row whose whole config (seed included,
+    the folder it was written to aside) another row has. The original is one outside
+    ``replays/``, then the oldest: run names start with their creation time."""
     by_config: dict[str, list[Row]] = {}
     for r in rows:
         if r.status == "completed" and r.config_sha256:
             by_config.setdefault(r.config_sha256, []).append(r)
     found = {}
     for same in by_config.values():
-        first, *rest = sorted(same, key=lambda r: (REPLAYS in Path(r.path).parts, r.name))
-        for r in rest:
-            found[r.name] = Repeat(first.name, r.weights_sha256 == first.weights_sha256)
+        first, *rest = sorted(same, key=lambda r: (REPLAYS in Path(r.path).parts, r.name, r.path))
+        for r in rest:  # (the same folder listed twice is a copy of itself: one sample)
+            kind = "copy" if r.name == first.name else "repeat"
+            kind = "replay" if REPLAYS in Path(r.path).parts else kind
+            identical = r.weights_sha256 is not None and r.weights_sha256 == first.weights_sha256
+            found[id(r)] = Repeat(first.name, kind, identical)
     return found
 
 
@@ -208,7 +214,7 @@ def seed_groups(rows: list[Row]) -> list[SeedGroup]:
     groups: dict[str, list[Row]] = {}
     again = repeats(rows)
     for r in rows:
-        if r.seed_group and r.status == "completed" and r.name not in again:
+        if r.seed_group and r.status == "completed" and id(r) not in again:
             groups.setdefault(r.seed_group, []).append(r)
     found = [SeedGroup(k, sorted(v, key=lambda r: r.seed or 0)) for k, v in groups.items()]
     return sorted((g for g in found if len(g.rows) > 1), key=lambda g: -g.stats()[0])

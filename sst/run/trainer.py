@@ -106,10 +106,11 @@ class LogLines(ProgressBar):
             return
         self._last = now
         done, total = batch_idx + 1, self.total_train_batches
-        rate = self._batches / max(now - self._start, 1e-9)
-        share = f" ({done / total:.0%})" if total and total != float("inf") else ""
+        rate = self._batches / max(now - self._start, 1e-9)  # this process's (a resume's too)
+        known = bool(total) and total != float("inf")
+        of = f"/{int(total)} batches ({done / total:.0%})" if known else " batches"
         self._say(
-            f"{self._epoch(trainer)}: {done}/{total} batches{share} · {rate:.2f} batch/s"
+            f"{self._epoch(trainer)}: {done}{of} · {rate:.2f} batch/s"
             + self._metrics(trainer, pl_module)
         )
 

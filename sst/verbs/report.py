@@ -133,8 +133,8 @@ def leaderboard_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     again = repeats(rows)  # a replay: marked as one, and left out of the seed groups
     for i, r in enumerate(rows, start=1):
         status = f"failed: {r.error}" if r.error else r.status
-        if r.name in again:
-            status = str(again[r.name])
+        if id(r) in again:
+            status = str(again[id(r)])
         balanced = ("yes" if r.qualifies else "no") if r.status != "failed" else ""
         cells = [
             str(i) if r.status != "failed" else "-",

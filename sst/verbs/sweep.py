@@ -17,6 +17,7 @@ every line (completed, failed with its error, skipped) is written to
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -230,7 +231,8 @@ def sweep(
 ) -> tuple[Path, list[Outcome]]:
     """Read and check every line, then run the sweep; returns (sweep folder, outcomes)."""
     out = out or sys.stdout
-    entries = read_models(models, base, extra, model_problem)
+    # an online sweep's folders are the agents' to have: only hub ids are checked here
+    entries = read_models(models, base, extra, functools.partial(model_problem, here=local))
     for warning in unpinned(models, entries):
         print(f"sst sweep: warning: {warning}", file=sys.stderr)
     base_cfg = load_config(base, extra)
