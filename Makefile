@@ -5,15 +5,15 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 SST := $(VENV)/bin/sst
-# The real SST data when a folder holds it (../shared/data here); without it the PTB presets
-# download the official release once (README "Data")
+# The real SST data when a folder holds it (../shared/data beside the clone); without it the PTB
+# presets download the official release once (docs/data.md)
 SST_DATA ?= $(wildcard $(abspath ../shared/data))
 export SST_DATA
 # Determinism variables that must be set before Python/CUDA start (also in the image ENV)
 export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 export CUBLAS_WORKSPACE_CONFIG := :4096:8
-# SST_CPU_ISA=avx2: portable bits on any x86-64 CPU with AVX2 (README "Reproducibility")
+# SST_CPU_ISA=avx2: AVX2-pinned CPU kernels for portable bits (docs/replay.md; not yet across Intel/AMD)
 export SST_CPU_ISA
 
 .PHONY: help setup lock lock-check image image-agent sweep report test test-all lint data split split-ptb demo train bench bench-split doctor image-cpu test-image clean

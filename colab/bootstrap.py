@@ -1,4 +1,5 @@
-"""Start a detached clearml-agent on a queue, in the kit's locked environment (Colab or any host).
+"""Start a clearml-agent on a queue, in the kit's locked environment (Colab or any host):
+detached in docker mode, in the foreground (the cell's output) in venv mode.
 
     python colab/bootstrap.py --queue colab               # pick the mode, install, start
     python colab/bootstrap.py --queue colab --dry-run     # print the exact commands only

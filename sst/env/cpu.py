@@ -1,7 +1,7 @@
 """The CPU: its model and vector units (for benchmark tables and the bf16 choice), and the
 portable mode that holds torch's numeric libraries to their AVX2 kernels.
 
-    SST_CPU_ISA=avx2 sst train ...   # portable bits (README "Reproducibility")
+    SST_CPU_ISA=avx2 sst train ...   # portable bits (docs/replay.md; not yet across Intel and AMD)
 
 Every library torch uses on the CPU is held to its AVX2 kernels (each of the three changes the bits
 on an AVX-512 CPU: measured, BENCHMARKS.md), so a run replays bit-identically on any x86-64 CPU

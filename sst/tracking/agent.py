@@ -70,7 +70,7 @@ def container_image() -> str:
 
 
 # The task container runs as root: clearml-agent's setup inside it reads the agent's config,
-# mounted 0600 from the daemon (README "Containers": root vs non-root).
+# mounted 0600 from the daemon (docs/containers.md "Root vs non-root").
 TASK_USER = ("--user", "root")
 
 
