@@ -45,20 +45,25 @@ def test_a_bad_interval_is_one_line(monkeypatch) -> None:
         progress(range(1), file=io.StringIO())
 
 
+def piped(*args: str, every: str) -> subprocess.CompletedProcess[str]:
+    """``sst <args>`` with its output through pipes, as CI, ``| tee`` and an agent see it, and
+    ``SST_LOG_EVERY_S=every``."""
+    return subprocess.run(
+        [sys.executable, "-m", "sst.cli", *args],
+        env={**os.environ, "SST_LOG_EVERY_S": every},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_with_the_default_interval_a_short_run_logs_its_epochs_only(
     tiny_model: Path, tiny_split: Path, tmp_path: Path
 ) -> None:
     """An hour between lines (the default is 10 s; a tiny epoch takes about one): what a log
     gets is a line per epoch and the test's, nothing in between."""
-    env = {**os.environ, "SST_LOG_EVERY_S": "3600"}
     over = train_overrides(tiny_model, tiny_split, tmp_path / "runs", "tracking.enabled=false")
-    done = subprocess.run(
-        [sys.executable, "-m", "sst.cli", "train", *over],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    done = piped("train", *over, every="3600")
     assert done.returncode == 0, done.stderr[-3000:]
     progress = [ln for ln in done.stdout.splitlines() if ln.startswith(("epoch ", "test: "))]
     assert [ln.split(":")[0] for ln in progress] == ["epoch 1/2", "epoch 2/2", "test"], progress
@@ -68,16 +73,9 @@ def test_with_the_default_interval_a_short_run_logs_its_epochs_only(
 def test_train_and_predict_through_a_pipe_write_whole_lines(
     tiny_model: Path, tiny_split: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "SST_LOG_EVERY_S": "0"}  # a line per batch: the most a log can get
     runs = tmp_path / "runs"
     over = train_overrides(tiny_model, tiny_split, runs, "tracking.enabled=false")
-    trained = subprocess.run(
-        [sys.executable, "-m", "sst.cli", "train", *over],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    trained = piped("train", *over, every="0")  # a line per batch: the most a log can get
     assert trained.returncode == 0, trained.stderr[-3000:]
     log = trained.stdout + trained.stderr
     assert "\r" not in log
@@ -95,13 +93,9 @@ def test_train_and_predict_through_a_pipe_write_whole_lines(
     (run,) = runs.iterdir()
     phrases = tmp_path / "phrases.txt"
     phrases.write_text("".join(f"a fine phrase number {i}\n" for i in range(300)))
-    predict = ["predict", "--run", str(run), "--file", str(phrases)]
-    predicted = subprocess.run(
-        [sys.executable, "-m", "sst.cli", *predict, "--out", str(tmp_path / "predictions.tsv")],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    out = tmp_path / "predictions.tsv"
+    predicted = piped(
+        "predict", "--run", str(run), "--file", str(phrases), "--out", str(out), every="0"
     )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert "\r" not in predicted.stdout + predicted.stderr
