@@ -155,9 +155,9 @@ def fetch(uri: str, *, sha256: str | None = None, cache_dir: Path | None = None)
     return fetched
 
 
-def is_cached(uri: str, cache_dir: Path | None = None) -> bool:
+def is_cached(uri: str) -> bool:
     """Whether a remote ``uri`` (without a ``#member``) was downloaded into the cache before."""
-    return _index(cache_dir or default_cache_dir(), uri).is_file()
+    return _index(default_cache_dir(), uri).is_file()
 
 
 def _index(cache: Path, uri: str) -> Path:

@@ -33,7 +33,9 @@ SECRET_KEY = re.compile(
 REDACTED = "<redacted>"
 
 
-OFFLINE_FORCED = ("1", "true", "yes")
+def offline_forced() -> bool:
+    """``CLEARML_OFFLINE_MODE`` set to a true value: offline whatever is configured."""
+    return os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes")
 
 
 def config_file() -> str | None:
@@ -45,7 +47,7 @@ def config_file() -> str | None:
 def server_configured() -> bool:
     """True when ClearML should talk to a server: credentials in the environment or a config
     file, and offline mode not forced."""
-    if os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in OFFLINE_FORCED:
+    if offline_forced():
         return False
     if os.environ.get("CLEARML_API_HOST") and os.environ.get("CLEARML_API_ACCESS_KEY"):
         return True
@@ -77,9 +79,8 @@ def connection() -> Connection:
         credentials = f"api.credentials in {conf}"
     else:
         credentials = "none"
-    forced = os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in OFFLINE_FORCED
     online = server_configured()
-    if forced:
+    if offline_forced():
         why = "CLEARML_OFFLINE_MODE is set"
     elif online:
         why = "CLEARML_API_HOST is set" if os.environ.get("CLEARML_API_HOST") else f"{conf}"
