@@ -100,9 +100,9 @@ PTB_PARTS = ("train", "dev", "test")
 KAGGLE = "kaggle_movie_reviews"
 
 
-def data_folder() -> Path:
-    """Where the user keeps the SST data: ``$SST_DATA``, else ../shared/data beside the clone."""
-    return Path(os.environ.get("SST_DATA") or REPO.parent / "shared" / "data")
+# Where the user keeps the SST data: $SST_DATA, else ../shared/data beside the clone; read before
+# shared_data points SST_DATA at the trees it fetched when that folder lacks them
+USER_DATA = Path(os.environ.get("SST_DATA") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +110,7 @@ def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real SST data: the data folder when it holds the PTB trees, else the trees as
     `make demo` gets them (:func:`fetch_ptb`). The Kaggle release needs an account, so its tests
     take :func:`kaggle_release`, which skips without it."""
-    path = data_folder()
+    path = USER_DATA
     if not (path / "sst_ptb" / "train.txt").is_file():
         path = fetch_ptb(tmp_path_factory.mktemp("sst-data"), USER_CACHE)
     os.environ["SST_DATA"] = str(path)  # what the presets in configs/ expand
@@ -143,7 +143,7 @@ def kaggle_release() -> Path:
     """The Kaggle release's folder (``train.tsv.gz``, ``test.tsv.gz``, as configs/kaggle.yaml reads
     it); the test skips, in one line, where it cannot be had: Kaggle serves it to accounts only.
     It never waits on the PTB download."""
-    folder = data_folder() / KAGGLE
+    folder = USER_DATA / KAGGLE
     if not all((folder / f"{part}.tsv.gz").is_file() for part in ("train", "test")):
         pytest.skip(
             f"Kaggle release not in {folder}: it needs a Kaggle account; download train.tsv and "
