@@ -21,15 +21,15 @@ export SST_CPU_ISA
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.lock.sha256 ## create .venv from environment.lock with --require-hashes (no-op when unchanged)
+setup: $(VENV)/.lock.sha256 ## create .venv from environment.lock + environment-dev.lock, hashes required (no-op when unchanged)
 
-$(VENV)/.lock.sha256: environment.lock pyproject.toml scripts/setup-venv.sh
+$(VENV)/.lock.sha256: environment.lock environment-dev.lock pyproject.toml scripts/setup-venv.sh
 	@scripts/setup-venv.sh "$(PYTHON)" "$(VENV)"
 
-lock: ## regenerate environment.lock (CPU) and environment-gpu.lock (CUDA) from pyproject.toml
+lock: ## regenerate environment.lock (CPU), environment-gpu.lock (CUDA) and environment-dev.lock from pyproject.toml
 	@scripts/lock.sh "$(PYTHON)"
 
-lock-check: ## fail when environment.lock or environment-gpu.lock is stale versus pyproject.toml
+lock-check: ## fail when a lock is stale versus pyproject.toml
 	@scripts/lock.sh --check "$(PYTHON)"
 
 test: setup ## the fast test tier (CPU only; no slow, docker or gpu tests)

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# CI's docker stage (also for developers): engine up, CPU image and agent image built from the
-# lock, then inside the image the fast test tier and a real `sst split` + `sst train` on the tiny
-# fixture model; from the host the docker tier (tests/test_image.py: labels, credential scan, the
-# Colab docker mode on this engine, docker-compose config; tests/test_agent_image.py: the task
-# container as clearml-agent builds it, an agent's re-execution from a fresh clone in a
-# container); last the devcontainer.
-# The repository is mounted read-only at /work/app and the SST data ($SST_DATA) at /work/shared/data.
+# CI's docker stage (also for developers): engine up; the CPU image and the agent image built from
+# the runtime lock alone, the dev image with environment-dev.lock on top. Inside the dev image the
+# fast test tier; inside the runtime image a real `sst split` + `sst train` on the tiny fixture
+# model and a replay of a host run. From the host the docker tier (tests/test_image.py: labels,
+# no dev tools and no credentials in the runtime image, the Colab docker mode on this engine,
+# docker-compose config; tests/test_agent_image.py: the task container as clearml-agent builds
+# it, an agent's re-execution from a fresh clone in a container); last the devcontainer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -20,6 +20,8 @@ image=$(scripts/image.sh app sst:cpu)
 echo "docker stage: image $image, $($DOCKER image inspect "$image" --format '{{.Size}}') bytes"
 agent_image=$(scripts/image.sh agent sst:agent)
 echo "docker stage: image $agent_image, $($DOCKER image inspect "$agent_image" --format '{{.Size}}') bytes"
+dev_image=$(scripts/image.sh dev sst:dev)
+echo "docker stage: image $dev_image, $($DOCKER image inspect "$dev_image" --format '{{.Size}}') bytes"
 # the real data, wherever it is (.ci/run sets SST_DATA; ../shared/data beside the clone)
 data=${SST_DATA:-$(cd .. && pwd)/shared/data}
 # The host CA bundle, read-only, for the tests that install from PyPI behind an intercepting proxy
@@ -34,16 +36,20 @@ chmod 644 "$gitconfig"
 run=("$DOCKER" run --rm --network host -v "$PWD":/work/app:ro -v "$data":/work/shared/data:ro
      -w /work/app -e HOME=/tmp/home -e CLEARML_OFFLINE_MODE=1 "${ca_args[@]}"
      -v "$gitconfig":/etc/sst-gitconfig:ro -e GIT_CONFIG_GLOBAL=/etc/sst-gitconfig)
-"${run[@]}" "$image" pytest -q -p no:cacheprovider
-"${run[@]}" "$image" bash -c \
-  'python -m tests.tiny /tmp/tiny >/dev/null && sst split -c /tmp/tiny/split.yaml >/dev/null && sst train -c /tmp/tiny/train.yaml 2>/dev/null | grep -E "^(run|test|weights)"'
+"${run[@]}" "$dev_image" pytest -q -p no:cacheprovider
 echo "docker stage: container tests done at $(( $(date +%s) - t0 )) s"
 
-# Host → container replay: a tiny run trained here, replayed inside the image from what it
-# recorded (same paths mounted). Identical when the wheels and their bundled libraries match;
-# otherwise the verdict names the difference. Only an error or an unexplained difference fails.
+# The runtime image trains: the tiny fixture (made here: tests/ needs the dev tools) split and
+# trained inside it. Then host → container replay: a tiny run trained here, replayed inside the
+# image from what it recorded (same paths mounted). Identical when the wheels and their bundled
+# libraries match; otherwise the verdict names the difference. Only an error or an unexplained
+# difference fails.
 rt=$(mktemp -d /tmp/sst-replay.XXXXXX)
 chmod a+rwx "$rt"
+"${VENV:-.venv}/bin/python" -m tests.tiny "$rt/image-tiny" >/dev/null 2>&1
+chmod -R a+rwX "$rt"
+"${run[@]}" -v "$rt":"$rt" "$image" bash -c \
+  "sst split -c $rt/image-tiny/split.yaml >/dev/null && sst train -c $rt/image-tiny/train.yaml 2>/dev/null | grep -E '^(run|test|weights)'"
 "${VENV:-.venv}/bin/python" -m tests.tiny "$rt/tiny" >/dev/null 2>&1
 "${VENV:-.venv}/bin/sst" split -c "$rt/tiny/split.yaml" tracking.enabled=false >/dev/null
 "${VENV:-.venv}/bin/sst" train -c "$rt/tiny/train.yaml" tracking.enabled=false >/dev/null 2>&1

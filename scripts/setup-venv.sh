@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create or update the virtual environment from environment.lock, with hashes required.
-# A no-op when the lock and pyproject.toml are unchanged since the last install (sha256 stamp).
+# Create or update the virtual environment from environment.lock (what runs tasks) and
+# environment-dev.lock (tests and lint, on top), with hashes required. A no-op when the locks
+# and pyproject.toml are unchanged since the last install (sha256 stamp).
 # Without the lock's interpreter on PATH (Ubuntu 24.04 and hosted Colab ship Python 3.12), a
 # CPython 3.11 comes from uv: found where uv looks, or downloaded once into its own folder.
 # usage: scripts/setup-venv.sh [--dry-run] [python] [venv]    (--dry-run: print the plan)
@@ -20,7 +21,7 @@ if [[ $machine != "Linux x86_64" ]]; then
   exit 1
 fi
 stamp="$venv/.lock.sha256"
-want=$(cat environment.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat environment.lock environment-dev.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/sst" ]] && (( !dry )); then
   touch "$stamp"
   exit 0
@@ -42,17 +43,17 @@ if ! command -v "$py" >/dev/null; then
 fi
 [[ -x "$venv/bin/python" ]] || run "$py" -m venv "$venv"
 if (( dry )); then
-  echo "+ $venv/bin/python -m pip install --require-hashes -r environment.lock"
+  echo "+ $venv/bin/python -m pip install --require-hashes -r environment.lock -r environment-dev.lock"
   echo "+ $venv/bin/python -m pip install --no-deps -e ."
   exit 0
 fi
 start=$(date +%s)
-echo "setup: installing environment.lock into $venv (hashes required)"
+echo "setup: installing environment.lock and environment-dev.lock into $venv (hashes required)"
 # --retries 1: an index that cannot be resolved here (the PyTorch CPU index on a machine that
 # takes torch from a local wheel) fails at once instead of backing off for ~8 s per package.
 set -o pipefail
 "$venv/bin/python" -m pip install --disable-pip-version-check --retries 1 --require-hashes \
-    -r environment.lock 2>&1 | { grep -vE 'Retrying \(Retry|is ignored: it is neither' || true; }
+    -r environment.lock -r environment-dev.lock 2>&1 | { grep -vE 'Retrying \(Retry|is ignored: it is neither' || true; }
 "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 echo "$want" > "$stamp"
 echo "setup: done in $(( $(date +%s) - start )) s"

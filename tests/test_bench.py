@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from sst.bench.split import bench_split
 from sst.bench.train import BF16, FROZEN, OURS, bench_profile, bench_train
 from sst.config import load_config
 from sst.env.cpu import cpu_has_bf16
+from sst.errors import SstError
 from tests.conftest import split_config, train_overrides
 
 
@@ -62,3 +65,24 @@ def test_bench_profile_times_every_phase_of_both_loops(
         # each printed cell is rounded to 0.1 ms (error <= 0.05): six cells bound the gap by 0.3
         assert abs(sum(phases) - total) <= 0.05 * (len(phases) + 1) + 1e-9, row
     assert re.search(r"## Where a training step goes .*\n\nMeasured ", out.read_text())
+
+
+def test_without_accelerate_the_peer_benchmarks_stop_in_one_line(
+    tiny_model, tiny_split, tmp_path: Path, monkeypatch
+) -> None:
+    """A runtime image has no dev tools: the HF Trainer peer is refused before any work, with
+    the route to them, and nothing is written."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "accelerate" else real(name, *a),
+    )
+    cfg = load_config(None, train_overrides(tiny_model, tiny_split, tmp_path / "runs"))
+    out = tmp_path / "BENCHMARKS.md"
+    for bench in (bench_train, bench_profile):
+        with pytest.raises(SstError, match=r"needs accelerate.*\(fix: `make setup`.*sst:dev"):
+            bench(cfg, 150, out)
+    assert not out.exists()

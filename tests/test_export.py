@@ -1,7 +1,8 @@
 """`sst export`: a run as a folder plain transformers loads where the kit cannot be imported,
 with the kit's logits (1e-5) on the test phrases, a model card and a manifest; written once. A
 pooler-pooling run is the encoder's own BertForSequenceClassification, loaded without
-trust_remote_code; any other is remote code, and its card says why."""
+trust_remote_code; any other is remote code, and its card says why. Both hold model.onnx, whose
+logits through onnxruntime (again without the kit) are the kit's within 1e-4."""
 
 from __future__ import annotations
 
@@ -34,7 +35,11 @@ tokenizer = AutoTokenizer.from_pretrained(folder, **remote)
 enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
 with torch.no_grad():
     logits = model(**enc).logits
+import onnxruntime
+session = onnxruntime.InferenceSession(folder + "/model.onnx", providers=["CPUExecutionProvider"])
+feed = {k: enc[k].numpy() for k in ("input_ids", "attention_mask")}
 np.savez(out, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], logits=logits,
+         onnx_logits=session.run(["logits"], feed)[0],
          name=type(model).__name__, labels=[model.config.id2label[i] for i in range(5)])
 """
 
@@ -104,6 +109,7 @@ def test_a_pooler_run_is_the_standard_class_loaded_without_remote_code(
     plain, _, kit = _load_without_the_kit(exported, run, tmp_path, remote=False)
     assert str(plain["name"]) == "BertForSequenceClassification"
     assert np.abs(kit - plain["logits"]).max() <= 1e-5
+    assert np.abs(kit - plain["onnx_logits"]).max() <= 1e-4
     assert plain["logits"].std(0).max() > 1e-4  # logits that depend on the phrase
     config = json.loads((exported / "config.json").read_text())
     assert "auto_map" not in config and config["architectures"] == ["BertForSequenceClassification"]
@@ -155,8 +161,9 @@ def test_transformers_alone_loads_it_with_the_kits_logits(
     kit_tok = load_pretrained("tokenizer", cfg.model.name, cfg.model.revision)
     ids = kit_tok(texts, padding=True, truncation=True, max_length=cfg.model.max_length)
     assert np.array_equal(plain["input_ids"], np.array(ids["input_ids"]))
-    # … and the kit's logits for them
+    # … and the kit's logits for them, from the transformers model and from the ONNX file
     assert np.abs(kit - plain["logits"]).max() <= 1e-5
+    assert np.abs(kit - plain["onnx_logits"]).max() <= 1e-4
     assert len(set(plain["logits"].argmax(1).tolist())) > 1  # a trained model, not a constant
 
 
@@ -167,9 +174,15 @@ def test_model_card_and_manifest_record_the_run(exported: Path, tracked_run: dic
     assert manifest["run_weights_sha256"] == tracked_run["weights"]
     weights = manifest["files"]["model.safetensors"]["sha256"]
     assert weights == sha256_file(exported / "model.safetensors")
-    assert {"config.json", "modeling_sst.py", "README.md", "tokenizer_config.json"} <= set(
-        manifest["files"]
-    )
+    assert {
+        "config.json",
+        "modeling_sst.py",
+        "README.md",
+        "tokenizer_config.json",
+        "model.onnx",
+    } <= set(manifest["files"])
+    onnx = manifest["onnx"]
+    assert onnx["file"] == "model.onnx" and 0 <= onnx["max_logit_difference"] <= 1e-4
     card = (exported / "README.md").read_text()
     accuracy = run.metrics["test"]["root"]["accuracy"]
     for needle in (
@@ -180,6 +193,7 @@ def test_model_card_and_manifest_record_the_run(exported: Path, tracked_run: dic
         "trust_remote_code=True",
         f"sst replay {run.name}",
         "contamination risk: none known",
+        'onnxruntime.InferenceSession("model.onnx")',
     ):
         assert needle in card, needle
     config = json.loads((exported / "config.json").read_text())
@@ -202,3 +216,22 @@ def test_exporting_again_is_a_no_op_and_another_folder_is_never_overwritten(
     assert main(["export", str(tracked_run["run"]), "--out", str(mine)]) == 2
     assert "is not an sst output folder" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_an_onnx_file_with_other_logits_is_left_out_and_the_card_says_why(
+    pooler_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parity check is what keeps the file: one that fails it is not shipped."""
+    from sst.verbs import export
+
+    monkeypatch.setattr(export, "ONNX_PARITY", -1.0)  # any difference, even none, is too much
+    out = tmp_path / "model"
+    assert main(["export", str(pooler_run[0]), "--out", str(out)]) == 0
+    assert not list(out.glob("model.onnx*"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["onnx"]["file"] is None and "model.onnx" not in manifest["files"]
+    assert (
+        "No ONNX file: onnxruntime gives other logits (max difference"
+        in (out / "README.md").read_text()
+    )
+    assert (out / "model.safetensors").is_file()  # the transformers folder stands without it

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "colab"))
 import bootstrap  # noqa: E402
 
+from sst.env.locks import canonical, read_lock  # noqa: E402
 from tests.conftest import docker_logs_until  # noqa: E402
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -183,6 +184,25 @@ def test_image_labels_name_the_revision_and_the_lock(docker: str, image: str) ->
         == hashlib.sha256((REPO / lock).read_bytes()).hexdigest()
     )
     assert re.fullmatch(r"[0-9a-f]{40}", labels["org.opencontainers.image.revision"])
+
+
+@pytest.mark.docker
+def test_the_runtime_image_holds_the_runtime_lock_and_no_dev_tools(docker: str, image: str) -> None:
+    """What runs tasks, exactly: every pin of the image's lock installed at its version, and
+    nothing of environment-dev.lock (pytest, mypy, moto...): those come only in the dev image."""
+    lock = _inspect(docker, image)["Config"]["Labels"]["io.sst.environment-lock"]
+    listed = subprocess.run(
+        [docker, "run", "--rm", "--entrypoint", "pip", image, "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    have = {canonical(p["name"]): p["version"] for p in json.loads(listed)}
+    pins = read_lock(REPO / lock)
+    assert {n: have.get(n) for n in pins} == pins
+    dev = set(read_lock(REPO / "environment-dev.lock"))
+    assert {"pytest", "mypy", "moto", "ruff"} <= dev
+    assert not dev & set(have), sorted(dev & set(have))
 
 
 @pytest.mark.docker

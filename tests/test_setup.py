@@ -18,7 +18,12 @@ def _setup(tmp_path: Path, path: str) -> subprocess.CompletedProcess[str]:
     """The script in a copy of what it reads (a checkout's own .venv-uv would change the plan)."""
     copy = tmp_path / "repo"
     (copy / "scripts").mkdir(parents=True, exist_ok=True)
-    for name in ("scripts/setup-venv.sh", "environment.lock", "pyproject.toml"):
+    for name in (
+        "scripts/setup-venv.sh",
+        "environment.lock",
+        "environment-dev.lock",
+        "pyproject.toml",
+    ):
         shutil.copyfile(REPO / name, copy / name)
     script = copy / "scripts" / "setup-venv.sh"
     return subprocess.run(
@@ -52,7 +57,8 @@ def test_without_python_311_the_plan_takes_one_from_uv(tmp_path: Path) -> None:
         "+ .venv-uv/bin/pip install -q uv==0.13.9",
         "+ .venv-uv/bin/uv python find 3.11 || .venv-uv/bin/uv python install 3.11",
         f"+ <uv's python3.11> -m venv {tmp_path / 'venv'}",
-        f"+ {tmp_path / 'venv'}/bin/python -m pip install --require-hashes -r environment.lock",
+        f"+ {tmp_path / 'venv'}/bin/python -m pip install --require-hashes -r environment.lock"
+        " -r environment-dev.lock",
         f"+ {tmp_path / 'venv'}/bin/python -m pip install --no-deps -e .",
     ]
 

@@ -26,6 +26,7 @@ from sst.bench.loops import hf_train, ours_train, train_data
 from sst.config import Config
 from sst.config.sections import Optimizer
 from sst.env import cpu
+from sst.errors import SstError
 from sst.tracking.agent import child_environment
 
 HF_GBL = "HF Trainer, dynamic padding, group_by_length"
@@ -41,9 +42,22 @@ def every_weight(cfg: Config) -> Config:
     return cfg.with_model(freeze_embeddings=False)
 
 
+def require_peer() -> None:
+    """HF Trainer, the peer, needs accelerate: a dev tool (environment-dev.lock), absent from the
+    runtime images. One line before any work, not transformers' ImportError midway."""
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:
+        raise SstError(
+            "the HF Trainer peer needs accelerate, which only environment-dev.lock installs",
+            fix="`make setup` on the host, or the sst:dev image (docs/containers.md)",
+        )
+
+
 def bench_train(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     """Training and inference throughput: our loop (random, stratified) vs HF Trainer (dynamic
     padding, group_by_length) and a length-sorted HF pipeline, same model/data/threads/batch."""
+    require_peer()
     import torch  # torch, Lightning and the model modules: only for this benchmark
 
     cfg = every_weight(cfg)
@@ -179,6 +193,7 @@ def bench_profile(cfg: Config, n_phrases: int, out_md: Path | None) -> int:
     """One epoch of ``n_phrases`` random batches through each loop, phases per step: ours with
     each AdamW implementation (the per-tensor loop was where our time went), HF Trainer with its
     default (fused)."""
+    require_peer()
     import torch
 
     cfg = every_weight(cfg)

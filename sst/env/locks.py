@@ -39,9 +39,10 @@ def find_lock(start: Path | None = None) -> Path | None:
     return None
 
 
-# The two locks `make lock` writes from the one pyproject.toml: CPU torch (CI, laptops, the CPU
-# image) and CUDA torch from PyPI (the GPU image). Each names the source it was generated from.
-LOCKS = {"cpu": "environment.lock", "gpu": "environment-gpu.lock"}
+# The locks `make lock` writes from the one pyproject.toml: what runs tasks with CPU torch (laptops,
+# the CPU image, agents) and with CUDA torch from PyPI (the GPU image, Colab), and the dev extra
+# alone, on top of the CPU one (`make setup`, the dev image). Each names its source.
+LOCKS = {"cpu": "environment.lock", "gpu": "environment-gpu.lock", "dev": "environment-dev.lock"}
 LOCK_SOURCE = re.compile(r"^# source: pyproject.toml sha256 ([0-9a-f]{64})$", re.MULTILINE)
 
 

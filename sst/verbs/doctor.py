@@ -18,7 +18,7 @@ from typing import Any
 from sst.config import Config
 from sst.data.pipeline import whereabouts
 from sst.env.determinism import DETERMINISM_ENV
-from sst.env.locks import KIT_ROOT, drift, installed, read_lock
+from sst.env.locks import KIT_ROOT, LOCKS, drift, installed, read_lock
 from sst.errors import SstError
 from sst.run import fingerprint as fp
 from sst.run.fingerprint import environment
@@ -79,8 +79,12 @@ def _lock(env: dict[str, Any]) -> tuple[list[Row], bool]:
     rows: list[Row] = [("lock", "ok" if d.clean else "DRIFT", detail)]
     rows += [("  missing", "DRIFT", item) for item in d.missing]
     rows += [("  mismatched", "DRIFT", item) for item in d.mismatched]
-    if d.extra:
-        rows.append(("  not in lock", "info", ", ".join(d.extra)))
+    dev_lock = Path(env["lock"]).with_name(LOCKS["dev"])  # tests and lint, installed on top
+    tools = read_lock(dev_lock) if dev_lock.is_file() else {}
+    if dev := [n for n in d.extra if n in tools]:
+        rows.append(("  dev tools", "info", f"{len(dev)} packages of {dev_lock.name}"))
+    if other := [n for n in d.extra if n not in tools]:
+        rows.append(("  not in lock", "info", ", ".join(other)))
     return rows, d.clean
 
 

@@ -15,7 +15,10 @@ Two kinds of folder, the card saying which and why:
   ``modeling_sst.py`` (:mod:`sst.model.modeling_sst`, which the kit itself pools with), loaded
   with ``trust_remote_code=True``.
 
-Both hold ``model.safetensors``, the tokenizer (truncating where training did), a model card
+Both hold ``model.safetensors``, ``model.onnx`` (the same model through torch.onnx's exporter,
+dynamic batch and length, kept only when onnxruntime gives the kit's logits within
+:data:`ONNX_PARITY` on probe inputs of two shapes; otherwise the card says why it is absent),
+the tokenizer (truncating where training did), a model card
 (``README.md``, written with huggingface_hub's ``ModelCard``: the base model by hub id and
 commit, license, and model-index metadata with the test metrics) and ``manifest.json`` (every
 file's sha256, the run and its weights' sha256). The run's files are verified against its
@@ -61,19 +64,21 @@ def export(folder: Path, out: Path | None = None, force: bool = False) -> tuple[
     def build(tmp: Path) -> dict[str, Any]:
         from sst.model.module import load_pretrained
 
-        (standard or to_transformers(classifier)).save_pretrained(tmp)
+        model = standard or to_transformers(classifier)
+        model.save_pretrained(tmp)
+        onnx = to_onnx(model, classifier, tmp / ONNX)
         m = run.pinned_config.model  # at the hub commit the run recorded
         tokenizer = load_pretrained("tokenizer", m.name, m.revision)
         tokenizer.model_max_length = m.max_length  # truncation=True cuts where training did
         for how_it_was_loaded in ("local_files_only", "is_local"):
             tokenizer.init_kwargs.pop(how_it_was_loaded, None)
         tokenizer.save_pretrained(tmp)
-        model_card(run, standard_class=type(standard).__name__ if standard else None, why=why).save(
-            tmp / "README.md"
-        )
+        standard_class = type(standard).__name__ if standard else None
+        model_card(run, standard_class=standard_class, why=why, onnx=onnx).save(tmp / "README.md")
         return {
             "kind": "sst export",
             "class": "standard" if standard else "remote code",
+            "onnx": onnx,
             "run": run.name,
             "run_weights_sha256": run.weights_sha256,
         }
@@ -83,6 +88,102 @@ def export(folder: Path, out: Path | None = None, force: bool = False) -> tuple[
 
 
 PARITY = 1e-5  # max |logit difference| between the kit's classifier and the standard class
+ONNX_PARITY = 1e-4  # ... and onnxruntime's on the ONNX file (other kernels, fused differently)
+ONNX = "model.onnx"
+ONNX_OPSET = 18
+EXTERNAL_DATA = 1.5e9  # bytes of parameters above which the weights go to model.onnx.data
+
+
+def probes(vocab_size: int) -> list[tuple[Any, Any]]:
+    """Fixed (input_ids, attention_mask) batches to compare logits on: two shapes (an export with
+    dynamic axes must serve both), rows padded at different lengths."""
+    import torch
+
+    out = []
+    for seed, (rows, length) in enumerate(((4, 16), (3, 37))):
+        generator = torch.Generator().manual_seed(seed)
+        ids = torch.randint(0, vocab_size, (rows, length), generator=generator)
+        mask = torch.ones_like(ids)
+        mask[rows // 2 :, length * 2 // 3 :] = 0
+        out.append((ids, mask))
+    return out
+
+
+def kit_logits(classifier: Any, ids: Any, mask: Any) -> Any:
+    """The kit's classifier's logits in eval mode (its training flag restored)."""
+    import torch
+
+    with torch.inference_mode():
+        was = classifier.training
+        classifier.eval()
+        try:
+            return classifier(ids, mask).float()
+        finally:
+            classifier.train(was)
+
+
+def to_onnx(model: Any, classifier: Any, path: Path) -> dict[str, Any]:
+    """``model`` (the folder's transformers model) as ONNX at ``path``: inputs ``input_ids`` and
+    ``attention_mask`` (int64, batch × length, both dynamic), output ``logits``. Kept when
+    onnxruntime's logits are within :data:`ONNX_PARITY` of the kit's on :func:`probes`; else
+    removed. Returns what the manifest and card say: the file, opset and largest difference, or
+    why there is none."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    class Logits(torch.nn.Module):  # the tensor, not transformers' output object
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    cases = probes(classifier.backbone.config.vocab_size)
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("length")}
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    chatter = io.StringIO()  # the exporter's progress lines, optional-op and axis-name notes
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with (
+            contextlib.redirect_stdout(chatter),
+            contextlib.redirect_stderr(chatter),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Logits().eval(),
+                cases[0],
+                str(path),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_shapes={"input_ids": dims, "attention_mask": dims},
+                opset_version=ONNX_OPSET,
+                external_data=size > EXTERNAL_DATA,
+                dynamo=True,
+            )
+    except Exception as e:  # an op the exporter cannot translate: the folder stands without it
+        return {"file": None, "why": f"torch.onnx could not export it: {str(e).splitlines()[0]}"}
+    finally:
+        quiet.setLevel(level)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    gap = 0.0
+    for ids, mask in cases:
+        (got,) = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+        gap = max(gap, float(np.abs(got - kit_logits(classifier, ids, mask).numpy()).max()))
+    if gap > ONNX_PARITY:
+        for file in path.parent.glob(f"{path.name}*"):  # model.onnx and any external data
+            file.unlink()
+        return {"file": None, "why": f"onnxruntime gives other logits (max difference {gap:.1e})"}
+    return {"file": path.name, "opset": ONNX_OPSET, "max_logit_difference": gap}
 
 
 def to_standard(classifier: Any) -> tuple[Any | None, str]:
@@ -129,16 +230,12 @@ def to_standard(classifier: Any) -> tuple[Any | None, str]:
     except RuntimeError as e:  # a tensor of another shape
         return None, f"{type(model).__name__} has other shapes: {str(e).splitlines()[-1].strip()}"
     model.eval()
-    ids = torch.randint(0, config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    mask[2:, 10:] = 0  # padded rows too
-    with torch.inference_mode():
-        was = classifier.training
-        classifier.eval()
-        want = classifier(ids, mask).float()
-        classifier.train(was)
-        got = model(input_ids=ids, attention_mask=mask).logits.float()
-    if (gap := float((got - want).abs().max())) > PARITY:
+    gap = 0.0
+    for ids, mask in probes(config.vocab_size):
+        with torch.inference_mode():
+            got = model(input_ids=ids, attention_mask=mask).logits.float()
+        gap = max(gap, float((got - kit_logits(classifier, ids, mask)).abs().max()))
+    if gap > PARITY:
         return None, f"{type(model).__name__} gives other logits (max difference {gap:.2e})"
     return model, ""
 
@@ -170,7 +267,7 @@ def to_transformers(classifier: Any) -> Any:
     return model.eval()
 
 
-def model_card(run: Run, *, standard_class: str | None, why: str) -> Any:
+def model_card(run: Run, *, standard_class: str | None, why: str, onnx: dict[str, Any]) -> Any:
     """README.md of an export (huggingface_hub's ``ModelCard``): metadata a hub page reads (base
     model, license, model-index with the test metrics), then what it is, how it was made and
     scored, how to load and replay it."""
@@ -230,6 +327,7 @@ def model_card(run: Run, *, standard_class: str | None, why: str) -> Any:
         "",
         kind,
         "",
+        *_onnx_section(onnx),
         f"License: {license_ or 'that of the base model (see its card)'}.",
         "",
         "## Data and split",
@@ -264,6 +362,24 @@ def model_card(run: Run, *, standard_class: str | None, why: str) -> Any:
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(body))
+
+
+def _onnx_section(onnx: dict[str, Any]) -> list[str]:
+    if not onnx["file"]:
+        return [f"No ONNX file: {onnx['why']}.", ""]
+    return [
+        f"`{onnx['file']}` (opset {onnx['opset']}) gives the same logits through onnxruntime, "
+        f"within {onnx['max_logit_difference']:.1e} of the kit's on probe inputs:",
+        "",
+        "```python",
+        "import onnxruntime",
+        f'session = onnxruntime.InferenceSession("{onnx["file"]}")',
+        'enc = tokenizer(texts, padding=True, truncation=True, return_tensors="np")',
+        'logits = session.run(["logits"], {"input_ids": enc["input_ids"], '
+        '"attention_mask": enc["attention_mask"]})[0]',
+        "```",
+        "",
+    ]
 
 
 def base_hub_id(name: str) -> str | None:
