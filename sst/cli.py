@@ -102,7 +102,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         cfg: Config | SstError = load_config(preset, args.overrides)
     except SstError as e:  # the rest of the table still tells the user about the machine
         cfg = e
-    return doctor(cfg, ping=not args.no_ping)
+    return doctor(cfg, ping=not args.no_ping, bits=args.bits)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -270,13 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p).add_argument(
         "--no-ping", action="store_true", help="do not ask a configured ClearML server to answer"
     )
+    p.add_argument(
+        "--bits",
+        action="store_true",
+        help="run the bits probe (seconds): does this machine reproduce portable runs? (exit 1 "
+        "when not)",
+    )
     _config_args(_verb(sub, cmd_config, "list every config key, or print a resolved config"))
     p = _verb(sub, cmd_bench, "benchmarks, as ratios against a peer measured in the same run")
     p.description = (
         "split: vectorised seed search vs the per-seed pandas+scipy loop. train: our loop "
         "(random, stratified) vs HF Trainer (group_by_length), inference vs an HF pipeline. "
         "profile: where a step's time goes, ours vs HF Trainer. isa: our loop with the CPU's own "
-        "kernels vs pinned to AVX2 (SST_CPU_ISA), fresh processes; ours: one such process. "
+        "kernels vs each pinned level (SST_CPU_ISA=avx2, portable), fresh processes; ours: one "
+        "such process. "
         "prune: --runs (dense, pruned) by seed group: accuracy, speed, size on disk."
     )
     p.add_argument("what", choices=["split", "train", "profile", "isa", "ours", "prune"])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from sst.env.bits import TINY_BERT
 from sst.io import default_cache_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -257,14 +258,7 @@ def build_tiny_bert(folder: Path, texts: list[str]) -> Path:
     import torch
 
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
+    config = BertConfig(vocab_size=tok.get_vocab_size(), **TINY_BERT)
     BertModel(config).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sst.bench.split import bench_split
-from sst.bench.train import BF16, FROZEN, OURS, bench_profile, bench_train
+from sst.bench.train import BF16, FROZEN, OURS, bench_isa, bench_profile, bench_train
 from sst.config import load_config
 from sst.env.cpu import cpu_has_bf16
 from sst.errors import SstError
@@ -86,3 +86,23 @@ def test_without_accelerate_the_peer_benchmarks_stop_in_one_line(
         with pytest.raises(SstError, match=r"needs accelerate.*\(fix: `make setup`.*sst:dev"):
             bench(cfg, 150, out)
     assert not out.exists()
+
+
+def test_bench_isa_gives_each_level_its_kernels_and_a_ratio_to_native(
+    tiny_model, tiny_split, tmp_path: Path, capsys
+) -> None:
+    """Fresh processes per level: the pinned ones run AVX2 kernels with their MKL branch, and
+    each row says which CPUs it gives the same bits on."""
+    cfg = load_config(None, train_overrides(tiny_model, tiny_split, tmp_path / "runs"))
+    out = tmp_path / "BENCHMARKS.md"
+    assert bench_isa(cfg, 150, out, rounds=1) == 0
+    rows = {r.split(" | ")[0].strip("| "): r for r in capsys.readouterr().out.splitlines()}
+    assert re.match(
+        r"\| native \| this CPU model \| \w+ \| unset \| unset \| [\d.]+ \| 1\.00x", rows["native"]
+    )
+    assert "| avx2 | Intel CPUs with AVX2 | AVX2 | AVX2,STRICT | AVX2 |" in rows["avx2"]
+    assert (
+        "| portable | Intel and AMD CPUs with AVX2 | AVX2 | COMPATIBLE,STRICT | AVX2 |"
+        in rows["portable"]
+    )
+    assert "## Portable CPU kernels (`make bench`)" in out.read_text()

@@ -1,7 +1,9 @@
-"""Portable bits across CPU families: SST_CPU_ISA=avx2 holds torch, MKL and oneDNN to their AVX2
-kernels. What one machine can show: the pin is applied whatever the CPU's own top ISA (the
-fingerprint reads back what torch runs), two pinned runs are bit-identical, a replay started
-without the variable takes the recorded level, and verify compares the level, not the CPU."""
+"""Portable bits across CPU families: SST_CPU_ISA=avx2 / portable hold torch, MKL and oneDNN to
+fixed kernels (portable: MKL's vendor-free COMPATIBLE branch). What one machine can show: the pin
+is applied whatever the CPU's own top ISA (the fingerprint reads back what torch runs, with the
+vendor), two pinned runs are bit-identical, a replay started without the variable takes the
+recorded level, verify compares the level, not the CPU model, and a vendor change is expected
+to change bits except under the vendor-free level. The weights across vendors: test_golden.py."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 
 from sst.cli import main
 from sst.config import load_config
-from sst.env.cpu import CPU_ISA_ENV
+from sst.env.cpu import CPU_ISA_ENV, cpu_vendor
 from sst.env.cpu import PINNING_VARS as PINS
 from sst.tracking.agent import child_environment
 from sst.verbs.replay import Recorded, compare
@@ -52,6 +54,7 @@ def test_the_pin_holds_whatever_the_cpu_offers(pinned) -> None:
     for fp in (a, b):
         assert fp["environment"]["cpu_isa"] == {
             "level": "avx2",
+            "vendor": cpu_vendor(),
             "aten": "AVX2",
             "MKL_CBWR": "AVX2,STRICT",
             "ONEDNN_MAX_CPU_ISA": "AVX2",
@@ -75,19 +78,40 @@ def _rec(weights: str, level: str, cpu: str) -> Recorded:
         "weights_sha256": weights,
         "environment/cpu": cpu,
         "environment/cpu_isa/level": level,
-        "environment/cpu_isa/aten": "AVX2" if level == "avx2" else "AVX512",
+        "environment/cpu_isa/vendor": "GenuineIntel" if "Intel" in cpu else "AuthenticAMD",
+        "environment/cpu_isa/aten": "AVX512" if level == "native" else "AVX2",
     }
     return Recorded("x", load_config(None, []), fields)
 
 
 def test_verify_compares_the_level_not_the_cpu_model() -> None:
-    same = compare(_rec("a" * 64, "avx2", "Intel Xeon"), _rec("a" * 64, "avx2", "AMD EPYC"))
+    a, b = _rec("a" * 64, "avx2", "Intel Xeon 8480"), _rec("a" * 64, "avx2", "Intel Xeon 6338")
+    same = compare(a, b)
     assert same.identical
-    assert "environment/cpu: Intel Xeon → AMD EPYC  (both pinned to AVX2 kernels" in same.render()
+    assert (
+        "environment/cpu: Intel Xeon 8480 → Intel Xeon 6338  (both pinned to SST_CPU_ISA=avx2 "
+        "kernels" in same.render()
+    )
     native = compare(_rec("a" * 64, "native", "Intel Xeon"), _rec("b" * 64, "native", "AMD EPYC"))
     assert "(expected to break bit-identity: another CPU model" in native.render()
     mixed = compare(_rec("a" * 64, "avx2", "Intel Xeon"), _rec("b" * 64, "native", "Intel Xeon"))
     assert "environment/cpu_isa/level: avx2 → native  (expected to break" in mixed.render()
+
+
+def test_a_vendor_change_is_expected_to_change_bits_except_under_the_vendor_free_level() -> None:
+    """SST_CPU_ISA=avx2 holds among one vendor's CPUs (MKL's AVX2 branch is Intel's); portable
+    (MKL's COMPATIBLE branch) does not depend on the vendor, so a difference there is news."""
+    avx2 = compare(_rec("a" * 64, "avx2", "Intel Xeon"), _rec("b" * 64, "avx2", "AMD EPYC"))
+    assert (
+        "environment/cpu_isa/vendor: GenuineIntel → AuthenticAMD  (expected to break "
+        "bit-identity: another CPU vendor" in avx2.render()
+    )
+    free = compare(_rec("a" * 64, "portable", "Intel Xeon"), _rec("a" * 64, "portable", "AMD EPYC"))
+    assert free.identical
+    assert (
+        "environment/cpu_isa/vendor: GenuineIntel → AuthenticAMD  (both pinned to "
+        "SST_CPU_ISA=portable kernels: not expected to change a bit)" in free.render()
+    )
 
 
 def test_a_level_asked_too_late_or_unknown_is_refused(monkeypatch, capsys) -> None:
@@ -98,7 +122,7 @@ def test_a_level_asked_too_late_or_unknown_is_refused(monkeypatch, capsys) -> No
 
     monkeypatch.setenv(CPU_ISA_ENV, "avx9")
     assert main(["config"]) == 2
-    assert "SST_CPU_ISA='avx9' is not one of native, avx2" in capsys.readouterr().err
+    assert "SST_CPU_ISA='avx9' is not one of native, avx2, portable" in capsys.readouterr().err
     if torch.backends.cpu.get_cpu_capability() == "AVX2":
         pytest.skip("this CPU's own kernels are AVX2: asking for them late changes nothing")
     for key in PINS:  # setenv first: the variables the code sets are removed again afterwards

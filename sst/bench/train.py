@@ -4,8 +4,8 @@
 
 train: our loop (random, stratified; with the word embeddings frozen; bf16 where the CPU has bf16
 units) vs HF Trainer and an HF pipeline, same model, data, threads and batch. isa: our loop with the
-CPU's own kernels vs pinned to AVX2, each in fresh processes. profile: the phases of a training
-step, ours vs HF Trainer (:mod:`sst.bench.loops`).
+CPU's own kernels vs each pinned level (avx2, portable), fresh processes. profile: the phases of
+a training step, ours vs HF Trainer (:mod:`sst.bench.loops`).
 """
 
 from __future__ import annotations
@@ -146,9 +146,9 @@ def bench_ours(cfg: Config, n_phrases: int) -> int:
 
 
 def bench_isa(cfg: Config, n_phrases: int, out_md: Path | None, rounds: int = 2) -> int:
-    """The cost of portable bits: our training loop with the CPU's own kernels vs pinned to AVX2
-    (SST_CPU_ISA), each level in fresh processes (the kernels are chosen when torch loads),
-    alternated ``rounds`` times; the best of each level counts."""
+    """The cost of portable bits: our training loop with the CPU's own kernels vs each pinned
+    level (SST_CPU_ISA: avx2, portable), each in fresh processes (the kernels are chosen when
+    torch loads), alternated ``rounds`` times; the best of each level counts."""
     with tempfile.TemporaryDirectory() as tmp:
         preset = Path(tmp) / "bench.yaml"
         preset.write_text(yaml.safe_dump(cfg.to_dict()))
@@ -175,13 +175,14 @@ def bench_isa(cfg: Config, n_phrases: int, out_md: Path | None, rounds: int = 2)
         f"our training loop, random batches, {n_phrases} phrases, {cfg.train.threads} threads, "
         f"best of {rounds} processes per level",
         "",
-        f"| SST_CPU_ISA | torch kernels | {' | '.join(cpu.LIBRARY_CAPS)} | samples/s | vs native |",
-        "| --- | --- | --- | --- | ---: | ---: |",
+        f"| SST_CPU_ISA | same bits on | torch kernels | {' | '.join(cpu.LIBRARY_CAPS)} "
+        "| samples/s | vs native |",
+        "| --- | --- | --- | --- | --- | ---: | ---: |",
     ]
     for level, (rate, kernels) in best.items():
         pins = cpu.CPU_ISA_LEVELS[level]
         lines.append(
-            f"| {level} | {kernels} | "
+            f"| {level} | {cpu.SAME_BITS_ON[level]} | {kernels} | "
             + " | ".join(pins.get(cap, "unset") for cap in cpu.LIBRARY_CAPS)
             + f" | {rate:.1f} | {rate / native:.2f}x |"
         )

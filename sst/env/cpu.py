@@ -1,11 +1,16 @@
-"""The CPU: its model and vector units (for benchmark tables and the bf16 choice), and the
-portable mode that holds torch's numeric libraries to their AVX2 kernels.
+"""The CPU: its vendor, model and vector units (for benchmark tables and the bf16 choice), and
+the portable modes that hold torch's numeric libraries to fixed kernels.
 
-    SST_CPU_ISA=avx2 sst train ...   # portable bits (docs/replay.md; not yet across Intel and AMD)
+    SST_CPU_ISA=portable sst train ...   # the same bits on Intel and AMD x86-64 CPUs with AVX2
+    SST_CPU_ISA=avx2 sst train ...       # the same bits across Intel CPUs with AVX2 (faster)
 
-Every library torch uses on the CPU is held to its AVX2 kernels (each of the three changes the bits
-on an AVX-512 CPU: measured, BENCHMARKS.md), so a run replays bit-identically on any x86-64 CPU
-with AVX2. The variables are read when the libraries load: `sst` pins them before torch.
+Both hold ATen and oneDNN to their AVX2 kernels (each library changes the bits on an AVX-512 CPU:
+measured, BENCHMARKS.md). They differ in MKL, which torch's fp32 matrix products run on: MKL's
+``AVX2`` reproducibility branch holds "on every Intel CPU supporting AVX2", but on other vendors
+MKL takes its automatic branch instead (measured on an AMD EPYC: other weights than on a Xeon).
+``COMPATIBLE`` is the branch MKL defines independently of the vendor (SSE2 without the
+approximate reciprocals), slower: ``portable`` uses it. The variables are read when the libraries
+load: `sst` pins them before torch.
 """
 
 from __future__ import annotations
@@ -26,6 +31,20 @@ CPU_ISA_LEVELS = {
         "MKL_CBWR": "AVX2,STRICT",
         "ONEDNN_MAX_CPU_ISA": "AVX2",
     },
+    "portable": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_CBWR": "COMPATIBLE,STRICT",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    },
+}
+PORTABLE = frozenset(CPU_ISA_LEVELS) - {"native"}  # the levels that pin kernels
+# The levels whose bits do not depend on the CPU's vendor (MKL's COMPATIBLE branch); avx2's hold
+# among Intel CPUs only
+VENDOR_FREE = frozenset({"portable"})
+SAME_BITS_ON = {
+    "native": "this CPU model",
+    "avx2": "Intel CPUs with AVX2",
+    "portable": "Intel and AMD CPUs with AVX2",
 }
 PINNING_VARS = frozenset(k for pins in CPU_ISA_LEVELS.values() for k in pins)
 # The libraries' caps a run records beside torch's own report of its kernels, and what each is
@@ -44,6 +63,17 @@ def cpu_flags() -> set[str]:
         )
     except (OSError, StopIteration):
         return set()
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor as the kernel reports it (``GenuineIntel``, ``AuthenticAMD``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine() or "unknown"
 
 
 def cpu_model() -> str:
@@ -76,13 +106,13 @@ def isa_level() -> str:
 
 
 def pin_cpu_isa() -> str:
-    """Apply ``$SST_CPU_ISA`` (``native``, the default, or ``avx2``) to the numeric libraries'
-    variables; `sst` calls it before anything imports torch. Returns the level."""
+    """Apply ``$SST_CPU_ISA`` (``native``, the default, ``avx2`` or ``portable``) to the numeric
+    libraries' variables; `sst` calls it before anything imports torch. Returns the level."""
     level = isa_level()
     if level not in CPU_ISA_LEVELS:
         raise SstError(
             f"{CPU_ISA_ENV}={level!r} is not one of {', '.join(CPU_ISA_LEVELS)}",
-            fix=f"export {CPU_ISA_ENV}=avx2 (portable bits) or unset it",
+            fix=f"export {CPU_ISA_ENV}=portable (the same bits on Intel and AMD) or unset it",
         )
     for key, value in CPU_ISA_LEVELS[level].items():
         os.environ.setdefault(key, value)
@@ -115,9 +145,9 @@ def torch_kernels() -> str:
 def check_pinned() -> None:
     """Refuse a portable level that torch does not honour (it was imported before the variables
     were set, or the CPU lacks AVX2)."""
-    if pin_cpu_isa() != "native" and torch_kernels() != "AVX2":
+    if (level := pin_cpu_isa()) != "native" and torch_kernels() != "AVX2":
         raise SstError(
-            f"{CPU_ISA_ENV}=avx2 asks for AVX2 kernels but torch runs {torch_kernels()} ones: "
+            f"{CPU_ISA_ENV}={level} asks for AVX2 kernels but torch runs {torch_kernels()} ones: "
             "torch was imported before the variables were set, or this CPU lacks AVX2",
-            fix=f"export {CPU_ISA_ENV}=avx2 before Python starts (sst sets the rest itself)",
+            fix=f"export {CPU_ISA_ENV}={level} before Python starts (sst sets the rest itself)",
         )

@@ -59,14 +59,15 @@ COMPARED = (INPUT, EXPECTED, MAY_BREAK, NOT_EXPECTED)
 @dataclass(frozen=True)
 class Field:
     """One fingerprint field: its name, the layer whose value it records, what a difference in
-    it means on replay and why. ``pinnable``: no difference when both runs pinned the same
-    portable kernels (``SST_CPU_ISA``): the kernels, not the CPU model, decide the bits."""
+    it means on replay and why. ``pinned_by``: the portable levels (``SST_CPU_ISA``) under which
+    a difference changes no bit when both runs pinned the same one: the kernels, not the CPU
+    model (or, for the vendor-free level, the vendor), decide the bits."""
 
     name: str
     producer: str
     meaning: Meaning
     why: str
-    pinnable: bool = False
+    pinned_by: frozenset[str] = frozenset()
 
     def matches(self, name: str) -> bool:
         if self.name.endswith("/*"):  # the section itself (empty) or any key in it
@@ -89,6 +90,7 @@ MEMBER_MODELS = "member_models"
 PRECISION = "determinism/precision"
 GIT_COMMIT = "git/commit"
 PINNED = "environment/cpu_isa/level"  # SST_CPU_ISA: the kernels, not the CPU model, decide
+VENDOR = "environment/cpu_isa/vendor"  # recorded next to the level: avx2's bits hold per vendor
 LOCK_SHA256 = "environment/lock_sha256"
 TORCH_CUDA = "environment/torch_cuda"
 
@@ -152,9 +154,16 @@ FIELDS: tuple[Field, ...] = (
         "environment/cpu",
         "env",
         EXPECTED,
-        "another CPU model may take other kernels (e.g. AVX-512 vs AVX2); SST_CPU_ISA=avx2 "
-        "pins them",
-        pinnable=True,
+        "another CPU model may take other kernels (e.g. AVX-512 vs AVX2); SST_CPU_ISA pins them",
+        pinned_by=cpu.PORTABLE,
+    ),
+    Field(
+        VENDOR,
+        "env",
+        EXPECTED,
+        "another CPU vendor: MKL's own kernels and its AVX2 branch (SST_CPU_ISA=avx2) hold on "
+        "one vendor's CPUs only; SST_CPU_ISA=portable does not depend on it",
+        pinned_by=cpu.VENDOR_FREE,
     ),
     Field(PINNED, "env", EXPECTED, "another pinned instruction set (SST_CPU_ISA)"),
     Field(
@@ -162,7 +171,7 @@ FIELDS: tuple[Field, ...] = (
         "env",
         EXPECTED,
         "torch ran other vector kernels (e.g. AVX-512 vs AVX2)",
-        pinnable=True,
+        pinned_by=cpu.PORTABLE,
     ),
     *(
         Field(f"environment/cpu_isa/{cap}", "env", EXPECTED, f"{what} differs")
@@ -389,6 +398,7 @@ def environment() -> dict[str, Any]:
         "cpu": cpu.cpu_model(),
         "cpu_isa": {
             "level": cpu.isa_level(),
+            "vendor": cpu.cpu_vendor(),
             "aten": cpu.torch_kernels(),
             **{k: os.environ.get(k) for k in cpu.LIBRARY_CAPS},
         },

@@ -81,7 +81,7 @@ def container_arguments() -> str:
         "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
         **DETERMINISM_ENV,
         "SST_IMAGE": container_image(),
-        # the task runs the kernels it was recorded with (SST_CPU_ISA=avx2: portable bits)
+        # the task runs the kernels it was recorded with (SST_CPU_ISA=avx2 / portable: pinned bits)
         **({CPU_ISA_ENV: os.environ[CPU_ISA_ENV]} if os.environ.get(CPU_ISA_ENV) else {}),
     }
     return " ".join([*TASK_USER, *(f"-e {k}={v}" for k, v in env.items())])

@@ -5,18 +5,23 @@ they come from, never shown) and where a config's data would come from.
     sst doctor                          # the data of configs/demo.yaml (what `make demo` reads)
     sst doctor -c configs/kaggle.yaml   # another preset's
 
-Exit 1 when what is installed differs from the lock (or no lock is found), else 0: a server that
-does not answer or data still to download are states to read, not failures.
+    sst doctor --bits                   # and the bits probe: are portable runs reproduced here?
+
+Exit 1 when what is installed differs from the lock (or no lock is found), or when the bits probe
+(:mod:`sst.env.bits`) gives another digest than the published one, else 0: a server that does not
+answer or data still to download are states to read, not failures.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from sst.config import Config
 from sst.data.pipeline import whereabouts
+from sst.env import bits as probe_bits
 from sst.env.determinism import DETERMINISM_ENV
 from sst.env.locks import KIT_ROOT, LOCKS, drift, installed, read_lock
 from sst.errors import SstError
@@ -29,14 +34,21 @@ HEADER = ("what", "state", "detail")
 Row = tuple[str, str, str]
 
 
-def doctor(cfg: Config | SstError, out: Any = None, *, ping: bool = True) -> int:
-    """Print the table; 0 when the installed packages match the lock, 1 when they do not, 2 when
-    the config whose data it shows is bad (``cfg``: the error). ``ping``: ask a configured
-    server whether it answers and takes the credentials."""
+def doctor(
+    cfg: Config | SstError, out: Any = None, *, ping: bool = True, bits: bool = False
+) -> int:
+    """Print the table; 0 when the installed packages match the lock, 1 when they do not (or the
+    bits probe, run with ``bits``, gives another digest), 2 when the config whose data it shows
+    is bad (``cfg``: the error). ``ping``: ask a configured server whether it answers and takes
+    the credentials."""
     out = out or sys.stdout
     env = environment()  # a fingerprint's environment section: read through fp.value
     lock_rows, clean = _lock(env)
     rows = _machine(env) + lock_rows + _clearml(ping) + [_data(cfg)]
+    if bits:
+        row, reproduced = _bits()
+        rows.append(row)
+        clean = clean and reproduced
     print(table(rows), file=out)
     return 2 if isinstance(cfg, SstError) else 0 if clean else 1
 
@@ -112,6 +124,15 @@ def _clearml(ping: bool) -> list[Row]:
         ("  credentials", "found" if c.credentials != "none" else "NONE", c.credentials),
         ("  server", *answer),
     ]
+
+
+def _bits() -> tuple[Row, bool]:
+    try:
+        result = probe_bits.probe()
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        return ("bits (portable)", "FAILED", str(e)), False
+    same, line = probe_bits.verdict(result)
+    return ("bits (portable)", "match" if same else "DIFFERENT", line), same
 
 
 def _data(cfg: Config | SstError) -> Row:

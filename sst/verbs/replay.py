@@ -173,8 +173,8 @@ def why_it_differs(key: str, pinned: str | None) -> str | None:
         return "recorded, not known to matter"
     if declared.meaning not in fp.COMPARED:
         return None
-    if pinned and declared.pinnable:
-        return f"both pinned to {pinned.upper()} kernels: not expected to change a bit"
+    if pinned and pinned in declared.pinned_by:
+        return f"both pinned to SST_CPU_ISA={pinned} kernels: not expected to change a bit"
     return f"{declared.meaning.value}: {declared.why}"
 
 
