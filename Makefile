@@ -13,7 +13,7 @@ export SST_DATA
 export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 export CUBLAS_WORKSPACE_CONFIG := :4096:8
-# SST_CPU_ISA=portable: the same weights on Intel and AMD CPUs; avx2: across Intel CPUs (docs/replay.md)
+# SST_CPU_ISA=portable: vendor-independent CPU kernels (measured on AMD so far); avx2: Intel CPUs (docs/replay.md)
 export SST_CPU_ISA
 
 .PHONY: help setup lock lock-check image image-agent sweep report test test-all lint data split split-ptb demo train bench bench-split doctor image-cpu test-image clean

@@ -19,10 +19,7 @@ check=0 upgrade=()
 py=${1:-python3.11}
 source_sha() {
   "$py" -c 'import sys; sys.path.insert(0, "."); from pathlib import Path
-from sst.env.locks import declared_sha256, read_lock, stale_locks
-if sys.argv[1] == "pins":  # the packages of environment.lock, which the dev lock leaves out
-    print(" ".join(sorted(read_lock(Path("environment.lock")))))
-    sys.exit(0)
+from sst.env.locks import declared_sha256, stale_locks
 if sys.argv[1] == "check":
     problems = stale_locks(Path("."))
     print("\n".join(problems) or "locks: all generated from the current pyproject.toml")
@@ -69,8 +66,10 @@ lock environment-gpu.lock "torch is PyPI's CUDA build (nvidia-* wheels); needs a
 constraints=$(mktemp)
 trap 'rm -f "$tmp" "$constraints"' EXIT
 grep -vE '^\s*(#|--hash)' environment.lock | sed -E 's/ *\\$//' | grep -E '^[A-Za-z0-9]' > "$constraints"
+mapfile -t pinned < <(sed -E 's/[=[].*//' "$constraints")
+(( ${#pinned[@]} > 50 )) || { echo "lock: read only ${#pinned[@]} pins from environment.lock" >&2; exit 1; }
 no_emit=()
-for name in $(source_sha pins); do no_emit+=(--no-emit-package "$name"); done
+for name in "${pinned[@]}"; do no_emit+=(--no-emit-package "$name"); done
 install="-r environment.lock -r environment-dev.lock" \
   lock environment-dev.lock "The dev extra only, resolved on top of environment.lock's pins." \
   "" --extra dev -c "$constraints" "${no_emit[@]}" "${cpu_torch[@]}"

@@ -3,7 +3,8 @@ fixed kernels (portable: MKL's vendor-free COMPATIBLE branch). What one machine 
 is applied whatever the CPU's own top ISA (the fingerprint reads back what torch runs, with the
 vendor), two pinned runs are bit-identical, a replay started without the variable takes the
 recorded level, verify compares the level, not the CPU model, and a vendor change is expected
-to change bits except under the vendor-free level. The weights across vendors: test_golden.py."""
+to change bits except under the vendor-free level. The weights across vendors:
+test_golden_bits.py."""
 
 from __future__ import annotations
 
@@ -106,12 +107,18 @@ def test_a_vendor_change_is_expected_to_change_bits_except_under_the_vendor_free
         "environment/cpu_isa/vendor: GenuineIntel → AuthenticAMD  (expected to break "
         "bit-identity: another CPU vendor" in avx2.render()
     )
+    assert (
+        "environment/cpu: Intel Xeon → AMD EPYC  (expected to break" in avx2.render()
+    )  # not pinned
     free = compare(_rec("a" * 64, "portable", "Intel Xeon"), _rec("a" * 64, "portable", "AMD EPYC"))
     assert free.identical
     assert (
         "environment/cpu_isa/vendor: GenuineIntel → AuthenticAMD  (both pinned to "
         "SST_CPU_ISA=portable kernels: not expected to change a bit)" in free.render()
     )
+    old = _rec("a" * 64, "native", "AMD EPYC")  # recorded before the vendor was
+    del old.fingerprint["environment/cpu_isa/vendor"]
+    assert "vendor" not in compare(old, _rec("a" * 64, "native", "AMD EPYC")).render()
 
 
 def test_a_level_asked_too_late_or_unknown_is_refused(monkeypatch, capsys) -> None:

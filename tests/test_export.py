@@ -235,3 +235,21 @@ def test_an_onnx_file_with_other_logits_is_left_out_and_the_card_says_why(
         in (out / "README.md").read_text()
     )
     assert (out / "model.safetensors").is_file()  # the transformers folder stands without it
+
+
+def test_an_op_the_exporter_cannot_take_leaves_the_folder_without_onnx(
+    pooler_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        Path(args[2]).write_bytes(b"half a file")  # what an exporter may leave behind
+        raise RuntimeError("no translation for aten::frobnicate\nmore detail")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    out = tmp_path / "model"
+    assert main(["export", str(pooler_run[0]), "--out", str(out)]) == 0
+    assert not list(out.glob("model.onnx*"))
+    card = (out / "README.md").read_text()
+    assert (
+        "No ONNX file: RuntimeError from torch.onnx or onnxruntime: no translation for "
+        "aten::frobnicate more detail." in card
+    )

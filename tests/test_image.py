@@ -201,8 +201,8 @@ def test_the_runtime_image_holds_the_runtime_lock_and_no_dev_tools(docker: str, 
     pins = read_lock(REPO / lock)
     assert {n: have.get(n) for n in pins} == pins
     dev = set(read_lock(REPO / "environment-dev.lock"))
-    assert {"pytest", "mypy", "moto", "ruff"} <= dev
     assert not dev & set(have), sorted(dev & set(have))
+    assert "onnxruntime" in have and "pytest" not in have
 
 
 @pytest.mark.docker

@@ -305,7 +305,7 @@ OTHER_KEYS = {
     "sst.model.module": {"python", "torch"},  # a checkpoint's RNG states
     "sst.env.locks": {"cpu"},  # the locks, by target
     # the bits probe's JSON line: what decided its kernels, read by `sst doctor --bits`
-    "sst.env.bits": {"aten", "cpu", "level", "threads", "vendor"},
+    "sst.env.bits": {"aten", "cpu", "level", "threads", "torch", "vendor"},
     "sst.run.trainer": {"devices", "precision"},  # Lightning Trainer keywords
     "sst.tracking.tracker": {"image"},  # the task's Container section
     "sst.tracking.server": {"model"},  # a ClearML task's row for sst report --tag

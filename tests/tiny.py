@@ -2,7 +2,8 @@
 
     python -m tests.tiny /tmp/tiny && sst split -c /tmp/tiny/split.yaml && sst train -c /tmp/tiny/train.yaml
 
-Used by CI inside the container image: a real `sst split` + `sst train` on the fixture model.
+Used by CI's docker stage (made on the host, trained inside the runtime image) and for the
+bits tables in BENCHMARKS.md.
 """
 
 from __future__ import annotations

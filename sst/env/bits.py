@@ -82,25 +82,27 @@ def probe(timeout: float = 300) -> dict[str, Any]:
         text=True,
         timeout=timeout,
     )
-    if done.returncode != 0:
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the bits probe failed: {tail}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(lines[-1])
 
 
 def verdict(result: dict[str, Any], published: str | None = None) -> tuple[bool, str]:
     """Whether the probe matches the published digest (:data:`PUBLISHED` unless given), and the
-    line that says so; a mismatch names the vendor, the kernels and the variables that decided
-    them."""
+    line that says so; a mismatch names the vendor, the kernels, the variables that decided them
+    and the torch build (another one than the lock's changes the digest too: see the lock row)."""
     published = published or PUBLISHED
     ran = f"{result['vendor']} {result['cpu']}"
     if result["digest"] == published:
         return True, f"{result['digest'][:16]}… = published: this machine reproduces portable runs"
     caps = ", ".join(f"{k} {result.get(k)}" for k in cpu.LIBRARY_CAPS)
     return False, (
-        f"{result['digest'][:16]}… ≠ published {published[:16]}…: {ran}, torch kernels "
-        f"{result['aten']}, {caps}, {result['threads']} threads; portable runs from other "
-        "machines will not replay bit-identically here (BENCHMARKS.md: Bits across CPU vendors)"
+        f"{result['digest'][:16]}… ≠ published {published[:16]}…: {ran}, torch "
+        f"{result['torch']} kernels {result['aten']}, {caps}, {result['threads']} threads; a "
+        "portable run from another machine will not replay bit-identically here (BENCHMARKS.md: "
+        "Bits across CPU vendors)"
     )
 
 
@@ -119,6 +121,7 @@ def main() -> None:
         "cpu": cpu.cpu_model(),
         "aten": cpu.torch_kernels(),
         "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
         **{k: os.environ.get(k) for k in cpu.LIBRARY_CAPS},
     }
     print(json.dumps(result))

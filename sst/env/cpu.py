@@ -37,9 +37,9 @@ CPU_ISA_LEVELS = {
         "ONEDNN_MAX_CPU_ISA": "AVX2",
     },
 }
-PORTABLE = frozenset(CPU_ISA_LEVELS) - {"native"}  # the levels that pin kernels
-# The levels whose bits do not depend on the CPU's vendor (MKL's COMPATIBLE branch); avx2's hold
-# among Intel CPUs only
+PINNED_LEVELS = frozenset(CPU_ISA_LEVELS) - {"native"}  # the levels that pin kernels
+# The levels whose bits are designed not to depend on the CPU's vendor (MKL's COMPATIBLE branch;
+# verified on AMD EPYC so far, BENCHMARKS.md); avx2's hold among Intel CPUs only
 VENDOR_FREE = frozenset({"portable"})
 SAME_BITS_ON = {
     "native": "this CPU model",
@@ -71,7 +71,7 @@ def cpu_flags() -> set[str]:
 
 def cpu_vendor() -> str:
     """The CPU's vendor as the kernel reports it (``GenuineIntel``, ``AuthenticAMD``)."""
-    return _cpuinfo("vendor_id") or platform.machine() or "unknown"
+    return _cpuinfo("vendor_id") or "unknown"
 
 
 def cpu_model() -> str:

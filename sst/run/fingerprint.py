@@ -61,13 +61,15 @@ class Field:
     """One fingerprint field: its name, the layer whose value it records, what a difference in
     it means on replay and why. ``pinned_by``: the portable levels (``SST_CPU_ISA``) under which
     a difference changes no bit when both runs pinned the same one: the kernels, not the CPU
-    model (or, for the vendor-free level, the vendor), decide the bits."""
+    model (or, for the vendor-free level, the vendor), decide the bits. ``since``: a field runs
+    recorded before that date lack; absent on one side, it is not a difference."""
 
     name: str
     producer: str
     meaning: Meaning
     why: str
     pinned_by: frozenset[str] = frozenset()
+    since: str | None = None
 
     def matches(self, name: str) -> bool:
         if self.name.endswith("/*"):  # the section itself (empty) or any key in it
@@ -155,15 +157,16 @@ FIELDS: tuple[Field, ...] = (
         "env",
         EXPECTED,
         "another CPU model may take other kernels (e.g. AVX-512 vs AVX2); SST_CPU_ISA pins them",
-        pinned_by=cpu.PORTABLE,
+        pinned_by=cpu.PINNED_LEVELS,
     ),
     Field(
         VENDOR,
         "env",
         EXPECTED,
         "another CPU vendor: MKL's own kernels and its AVX2 branch (SST_CPU_ISA=avx2) hold on "
-        "one vendor's CPUs only; SST_CPU_ISA=portable does not depend on it",
+        "one vendor's CPUs only; SST_CPU_ISA=portable is designed not to depend on it",
         pinned_by=cpu.VENDOR_FREE,
+        since="2026-12-07",
     ),
     Field(PINNED, "env", EXPECTED, "another pinned instruction set (SST_CPU_ISA)"),
     Field(
@@ -171,7 +174,7 @@ FIELDS: tuple[Field, ...] = (
         "env",
         EXPECTED,
         "torch ran other vector kernels (e.g. AVX-512 vs AVX2)",
-        pinned_by=cpu.PORTABLE,
+        pinned_by=cpu.PINNED_LEVELS,
     ),
     *(
         Field(f"environment/cpu_isa/{cap}", "env", EXPECTED, f"{what} differs")

@@ -129,7 +129,7 @@ def _clearml(ping: bool) -> list[Row]:
 def _bits() -> tuple[Row, bool]:
     try:
         result = probe_bits.probe()
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:  # ValueError: not JSON
         return ("bits (portable)", "FAILED", str(e)), False
     same, line = probe_bits.verdict(result)
     return ("bits (portable)", "match" if same else "DIFFERENT", line), same

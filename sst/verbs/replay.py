@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sst.config import Config, flatten, load_config
-from sst.env.cpu import use_cpu_isa
+from sst.env.cpu import VENDOR_FREE, use_cpu_isa
 from sst.errors import SstError
 from sst.io import MANIFEST, sha256_file, verify
 from sst.model.metrics import HEADLINE, LEVELS
@@ -181,10 +181,16 @@ def why_it_differs(key: str, pinned: str | None) -> str | None:
 def compare(a: Recorded, b: Recorded) -> Verdict:
     level = a.fingerprint.get(fp.PINNED, "native")
     pinned = level if level != "native" and level == b.fingerprint.get(fp.PINNED) else None
+    vendors = {r.fingerprint.get(fp.VENDOR) for r in (a, b)} - {None}
+    if pinned not in VENDOR_FREE and len(vendors) > 1:
+        pinned = None  # avx2's kernels are one vendor's: across vendors nothing is pinned
     diffs = []
     for key in sorted(set(a.fingerprint) | set(b.fingerprint)):
         va, vb = a.fingerprint.get(key, "—"), b.fingerprint.get(key, "—")
         if _normal(va) == _normal(vb) or REDACTED in (va, vb):  # a session hides secrets
+            continue
+        declared = fp.field_of(key)
+        if declared and declared.since and "—" in (va, vb):  # recorded since: not a difference
             continue
         if (why := why_it_differs(key, pinned)) is not None:
             diffs.append((key, va, vb, why))
