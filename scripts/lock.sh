@@ -19,7 +19,10 @@ check=0 upgrade=()
 py=${1:-python3.11}
 source_sha() {
   "$py" -c 'import sys; sys.path.insert(0, "."); from pathlib import Path
-from sst.env.locks import declared_sha256, stale_locks
+from sst.env.locks import declared_sha256, read_lock, stale_locks
+if sys.argv[1] == "constraints":  # environment.lock as name==version lines, read as sst reads it
+    print("\n".join(f"{n}=={v}" for n, v in sorted(read_lock(Path("environment.lock")).items())))
+    sys.exit(0)
 if sys.argv[1] == "check":
     problems = stale_locks(Path("."))
     print("\n".join(problems) or "locks: all generated from the current pyproject.toml")
@@ -65,8 +68,8 @@ lock environment-gpu.lock "torch is PyPI's CUDA build (nvidia-* wheels); needs a
 # The dev extra on top of the runtime pins: environment.lock as constraints, its packages left out
 constraints=$(mktemp)
 trap 'rm -f "$tmp" "$constraints"' EXIT
-grep -vE '^\s*(#|--hash)' environment.lock | sed -E 's/ *\\$//' | grep -E '^[A-Za-z0-9]' > "$constraints"
-mapfile -t pinned < <(sed -E 's/[=[].*//' "$constraints")
+source_sha constraints > "$constraints"
+mapfile -t pinned < <(sed -E 's/==.*//' "$constraints")
 (( ${#pinned[@]} > 50 )) || { echo "lock: read only ${#pinned[@]} pins from environment.lock" >&2; exit 1; }
 no_emit=()
 for name in "${pinned[@]}"; do no_emit+=(--no-emit-package "$name"); done

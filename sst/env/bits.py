@@ -89,17 +89,16 @@ def probe(timeout: float = 300) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def verdict(result: dict[str, Any], published: str | None = None) -> tuple[bool, str]:
-    """Whether the probe matches the published digest (:data:`PUBLISHED` unless given), and the
-    line that says so; a mismatch names the vendor, the kernels, the variables that decided them
-    and the torch build (another one than the lock's changes the digest too: see the lock row)."""
-    published = published or PUBLISHED
+def verdict(result: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the probe matches the published digest (:data:`PUBLISHED`), and the line that says
+    so; a mismatch names the vendor, the kernels, the variables that decided them and the torch
+    build (another one than the lock's changes the digest too: see the lock row)."""
     ran = f"{result['vendor']} {result['cpu']}"
-    if result["digest"] == published:
+    if result["digest"] == PUBLISHED:
         return True, f"{result['digest'][:16]}… = published: this machine reproduces portable runs"
     caps = ", ".join(f"{k} {result.get(k)}" for k in cpu.LIBRARY_CAPS)
     return False, (
-        f"{result['digest'][:16]}… ≠ published {published[:16]}…: {ran}, torch "
+        f"{result['digest'][:16]}… ≠ published {PUBLISHED[:16]}…: {ran}, torch "
         f"{result['torch']} kernels {result['aten']}, {caps}, {result['threads']} threads; a "
         "portable run from another machine will not replay bit-identically here (BENCHMARKS.md: "
         "Bits across CPU vendors)"
