@@ -160,6 +160,27 @@ class TrainConfig:
     val_sentences: int = option(0, "validate on this many val sentences (seeded subset; 0: all)")
     test_sentences: int = option(0, "score on this many test sentences (a fixed subset; 0: all)")
     checkpoint_every: int = option(0, "save checkpoints/last.ckpt every N steps (0: every epoch)")
+    accumulate: int = option(
+        1,
+        "batches whose gradients add up to one optimizer step (gradient accumulation): the "
+        "effective batch is batch_size × accumulate × devices, recorded in metrics.json",
+        added=True,
+    )
+    early_stop: int = option(
+        0,
+        "stop when val root macro-F1 has not improved by early_stop_delta for this many "
+        "validations in a row (0: train the whole schedule)",
+        added=True,
+    )
+    early_stop_delta: float = option(
+        0.0, "the least rise of val root macro-F1 that early_stop counts as better", added=True
+    )
+    max_minutes: float = option(
+        0.0,
+        "wall-clock budget of the fit: it ends at the first epoch boundary past it and the run "
+        "is marked budget-stopped (0: none; a replay trains the epochs the run trained)",
+        added=True,
+    )
     evaluate: Checkpoint = option(
         "last", "weights tested and kept: last, or best (by val root macro-F1)", added=True
     )
@@ -203,6 +224,14 @@ class TrainConfig:
                 f"train.root_weight={self.root_weight} would drop the roots",
                 "set train.root_weight to 1 (each root once) or more",
             )
+        least = {"accumulate": 1, "early_stop": 0, "early_stop_delta": 0, "max_minutes": 0}
+        for key, low in least.items():
+            if getattr(self, key) < low:
+                return (
+                    key,
+                    f"train.{key}={getattr(self, key)} is below {low}",
+                    f"set train.{key} to {low} or more (see `sst config`)",
+                )
         if bool(self.unlabeled) != bool(self.teacher):
             given, missing = (
                 ("unlabeled", "teacher") if self.unlabeled else ("teacher", "unlabeled")

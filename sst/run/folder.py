@@ -37,6 +37,9 @@ from sst.run import fingerprint as fp
 CONFIG = "config.yaml"
 FINGERPRINT = "fingerprint.json"
 METRICS = "metrics.json"
+# a budget-stopped run's epochs (metrics.json's training, a task's single value): what its replay
+# trains, whatever the clock says there
+BUDGET_EPOCHS = "training/budget_epochs"
 WEIGHTS = "weights.safetensors"
 CONFUSION_PNG = "confusion_matrix.png"
 PREDICTIONS = "predictions.tsv"

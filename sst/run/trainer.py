@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,9 +36,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import (
     Callback,
+    EarlyStopping,
     LearningRateMonitor,
     ModelCheckpoint,
     ProgressBar,
+    Timer,
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -168,14 +171,108 @@ def strategy(cfg: Config) -> str:
     return "ddp_spawn" if torch.cuda.is_available() else "ddp_fork"
 
 
-def _run_outputs(cfg: Config, work: Path, model: Any) -> dict[str, Any]:
+MONITOR = "val/root/macro_f1"  # what best checkpoints and early stopping follow
+
+
+class StopAfter(Callback):
+    """End the fit after ``epochs`` epochs, as a budget-stopped run did: a replay trains the
+    epochs the run trained, whatever the clock says here (the schedule, and so the learning
+    rate's, keeps its full length)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+class Budget(Timer):
+    """``train.max_minutes``: Lightning's Timer, checked at epoch ends only. Lightning's also
+    checks when a fit starts, which would end a fit resumed mid-epoch at once, though the whole
+    run went on to that epoch's end (:class:`KeepStop` carries an epoch end's decision)."""
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__(duration=timedelta(minutes=minutes), interval="epoch")
+
+    def on_fit_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class KeepStop(Callback):
+    """A fit told to stop at an epoch end (early stopping, the budget) stops there when resumed
+    from the checkpoint written at that end: Lightning keeps ``trainer.should_stop`` in no
+    checkpoint, so a resumed fit would train another epoch. Checkpoint callbacks run after the
+    others at an epoch end, so the decision is in the checkpoint."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop = trainer.should_stop
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.should_stop = trainer.should_stop or self.stop
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stop": self.stop}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.stop = bool(state_dict.get("stop", False))
+
+
+def stopping(cfg: Config, stop_after: int | None = None) -> list[Callback]:
+    """What may end a fit before its schedule: ``train.early_stop`` (Lightning's EarlyStopping on
+    the validation metric best checkpoints follow) and ``train.max_minutes`` (:class:`Budget`;
+    replaying a budget-stopped run, :class:`StopAfter` its epochs). Their state is in the
+    checkpoints, so a resumed run stops where the whole one would."""
+    t = cfg.train
+    if not (t.early_stop or t.max_minutes or stop_after):
+        return []
+    callbacks: list[Callback] = []
+    if t.early_stop:
+        callbacks.append(
+            EarlyStopping(
+                monitor=MONITOR,
+                mode="max",
+                patience=t.early_stop,
+                min_delta=t.early_stop_delta,
+                check_on_train_epoch_end=False,  # after each validation
+            )
+        )
+    if stop_after is not None:
+        callbacks.append(StopAfter(stop_after))
+    elif t.max_minutes:
+        callbacks.append(Budget(t.max_minutes))
+    return [*callbacks, KeepStop()]  # after the others: it reads what they decided
+
+
+def epochs_trained(trainer: L.Trainer) -> int:
+    """Epochs a fit trained to their end. Not ``current_epoch``: a fit resumed from the
+    checkpoint of the epoch end that stopped it ends before counting that epoch complete."""
+    return trainer.fit_loop.epoch_progress.current.processed
+
+
+def stopped(trainer: L.Trainer, epochs: int) -> str | None:
+    """Why a fit ended before its ``epochs``: "early" (no improvement), "budget" (the clock, or
+    a replay's :class:`StopAfter`), or None (the whole schedule)."""
+    if epochs_trained(trainer) >= epochs:
+        return None
+    if any(isinstance(c, EarlyStopping) and c.stopped_epoch for c in trainer.callbacks):
+        return "early"
+    return "budget"
+
+
+def _run_outputs(
+    cfg: Config, work: Path, model: Any, stop_after: int | None = None
+) -> dict[str, Any]:
     """What a fit writes into its run folder: checkpoints, TensorBoard, the profile."""
     t = cfg.train
     checkpoints = work / folder.CHECKPOINTS
     best = ModelCheckpoint(
         dirpath=checkpoints,
         filename=folder.BEST,
-        monitor="val/root/macro_f1",
+        monitor=MONITOR,
         mode="max",
         save_top_k=1,
         enable_version_counter=False,
@@ -201,6 +298,7 @@ def _run_outputs(cfg: Config, work: Path, model: Any) -> dict[str, Any]:
         ),
         "callbacks": [
             *pruning,
+            *stopping(cfg, stop_after),
             best,
             last,
             LearningRateMonitor(logging_interval="step"),  # the learning curve's lr panel
@@ -221,12 +319,14 @@ def build_trainer(
     work: Path | None = None,
     model: Any = None,
     callbacks: Sequence[Callback] = (),
+    stop_after: int | None = None,
 ) -> L.Trainer:
     """The Trainer for ``role`` (see the module's text): ``decided`` is the run's one precision
     decision, ``epochs`` the schedule's length (fit; a benchmark runs one), ``work`` the run folder
     (fit and score), ``model``
     the module a ``train.prune`` callback prunes, ``callbacks`` the caller's own (the run's
-    reports, a benchmark's clock)."""
+    reports, a benchmark's clock), ``stop_after`` the epochs a budget-stopped run trained (its
+    replay)."""
     common: dict[str, Any] = {
         "accelerator": "auto",
         "deterministic": True,
@@ -254,16 +354,18 @@ def build_trainer(
         )
     if epochs is None:
         raise ValueError("a fit trainer needs the schedule's length: pass epochs=")
-    outputs = _run_outputs(cfg, work, model)
+    outputs = _run_outputs(cfg, work, model, stop_after)
     outputs["callbacks"] += callbacks
     return L.Trainer(**outputs, **_training(cfg, epochs), **common)
 
 
 def _training(cfg: Config, epochs: int) -> dict[str, Any]:
-    """What a fit and a benchmark share: the schedule, devices, strategy and clipping."""
+    """What a fit and a benchmark share: the schedule, devices, strategy, clipping and
+    gradient accumulation."""
     t = cfg.train
     return {
         "max_epochs": epochs,
+        "accumulate_grad_batches": t.accumulate,
         "devices": t.devices,
         "strategy": strategy(cfg),
         "gradient_clip_val": t.grad_clip or None,

@@ -62,7 +62,10 @@ def _normal(value: str) -> str:
 
 
 def _metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {
+    """The headline metrics, flat, and a budget-stopped run's epochs (``runs.BUDGET_EPOCHS``)."""
+    training = metrics.get("training") or {}
+    stopped = training.get("stopped") == "budget"
+    return ({runs.BUDGET_EPOCHS: float(training["epochs"])} if stopped else {}) | {
         f"{stage}/{level}/{key}": float(metrics[stage][level][key])
         for stage in ("val", "test")
         if stage in metrics
@@ -219,6 +222,7 @@ def replay(
         cfg,
         runs_dir=out_root or Path(cfg.train.runs_dir) / runs.REPLAYS,
         model_commit=rec.fingerprint.get(fp.MODEL_COMMIT),  # the weights it loaded, not main's
+        stop_after=int(e) if (e := rec.metrics.get(runs.BUDGET_EPOCHS)) else None,
     )
     new = from_run(result.run_dir)
     new.tracking = result.tracking

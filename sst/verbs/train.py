@@ -32,6 +32,7 @@ from sst.config import Config
 from sst.data import LABELS
 from sst.env.determinism import configure_determinism, seed_everything
 from sst.env.precision import Decision, decide
+from sst.errors import SstError
 from sst.io import save_png, sha256_file, write_json
 from sst.model.datamodule import SstDataModule
 from sst.model.metrics import HEADLINE, LEVELS, mean_sd
@@ -39,7 +40,7 @@ from sst.model.module import SstClassifier, resolve_commit
 from sst.model.pruning import sparsity
 from sst.run import fingerprint as fp
 from sst.run import folder as runs
-from sst.run.trainer import build_trainer
+from sst.run.trainer import build_trainer, epochs_trained, stopped
 from sst.tracking import agent
 from sst.tracking.tracker import Tracker, preflight, tracked
 from sst.verbs import pseudo
@@ -63,12 +64,14 @@ def train(
     resume: Path | None = None,
     runs_dir: Path | None = None,
     model_commit: str | None = None,
+    stop_after: int | None = None,
 ) -> RunResult:
     """Train ``cfg`` (or continue the partial run at ``resume``); return the finished run.
     ``runs_dir`` puts the run folder elsewhere than ``train.runs_dir`` and ``model_commit``
     loads a hub model at that commit whatever ``model.revision`` names now, both without
     changing the config (and its hash): `sst replay` writes to ``<runs_dir>/replays/`` the
-    recorded commit's weights.
+    recorded commit's weights. ``stop_after``: replaying a budget-stopped run, the epochs it
+    trained (instead of the clock of ``train.max_minutes``).
 
     Everything that can be wrong with the inputs (config values, model, split) fails before the
     run folder or a ClearML task exists.
@@ -84,6 +87,13 @@ def train(
     loading = cfg.with_model(revision=model_commit) if model_commit else cfg
     data = SstDataModule.from_config(loading, taught and taught.frame)
     data.setup("fit")  # verifies the split against its manifest
+    if cfg.train.early_stop and "val" not in data.parts:
+        raise SstError(
+            f"train.early_stop={cfg.train.early_stop} needs a validation set, and the split "
+            f"{cfg.train.split} has none",
+            fix="make a split with split.val_fraction > 0 (or split.folds), or set "
+            "train.early_stop=0",
+        )
     init = cfg.model.init_from and runs.Run.open(Path(cfg.model.init_from), need=(runs.WEIGHTS,))
     if init:
         init.verify(reads=(runs.WEIGHTS,))  # before the model loads: a tampered run fails first
@@ -119,10 +129,22 @@ def train(
             tracker.connect("model", dict(model.hparams))
         seed_everything(cfg.train.seed)  # after Task.init, so tracked and untracked runs agree
         reports = ReportCallback(tracker, work)
+        epochs = len(data.schedule)
         trainer = build_trainer(
-            cfg, decided, epochs=len(data.schedule), work=work, model=model, callbacks=[reports]
+            cfg,
+            decided,
+            epochs=epochs,
+            work=work,
+            model=model,
+            callbacks=[reports],
+            stop_after=stop_after,
         )
         trainer.fit(model, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None)
+        training = _training_record(cfg, trainer, epochs)
+        if training and (why := training["stopped"]):
+            notes.append(f"{why}-stopped after {training['epochs']} of {epochs} epochs")
+            if tracker is not None:
+                tracker.set_tags([f"{why}-stopped"])
         chosen, chosen_note = _chosen_checkpoint(cfg, trainer)
         notes += chosen_note
         if trainer.world_size > 1:  # the DDP workers are gone with their results: score here
@@ -142,6 +164,7 @@ def train(
             model_commit=model_commit,
             init_weights=init.weights_sha256 if init else None,
             pseudo=taught.inputs if taught else None,
+            training=training,
         )
         drawn = pictures.draw(runs.Run(work), work / runs.PICTURES)
         final = runs.finish(work)
@@ -149,7 +172,7 @@ def train(
             notes.append(removed)
         where = None
         if tracker is not None:  # after the rename: ClearML reads the figure when it uploads
-            _report_run(tracker, fingerprint, metrics["test"], final / runs.CONFUSION_PNG)
+            _report_run(tracker, fingerprint, metrics, final / runs.CONFUSION_PNG)
             pictures.report(tracker, {n: final / runs.PICTURES / n for n in drawn})
             tracker.upload_run(final, runs.SHARED)
             where = tracker.describe(run=final)
@@ -172,6 +195,23 @@ def train_each_seed(cfg: Config, done: Callable[[RunResult], None]) -> list[RunR
         results.append(train(one))
         done(results[-1])
     return results
+
+
+def _training_record(cfg: Config, trainer: L.Trainer, epochs: int) -> dict[str, Any] | None:
+    """metrics.json's ``training``, for a run that uses a control added after the first runs
+    (early stopping, accumulation, a budget; their metrics.json stays as it was): the epochs
+    trained of the schedule's, why it stopped early ("early", "budget" or None), the optimizer
+    steps and the effective batch (batch × accumulate × processes)."""
+    t = cfg.train
+    if not (t.early_stop or t.max_minutes or t.accumulate > 1):
+        return None
+    return {
+        "epochs": epochs_trained(trainer),
+        "scheduled_epochs": epochs,
+        "stopped": stopped(trainer, epochs),
+        "optimizer_steps": trainer.global_step,
+        "effective_batch": t.batch_size * t.accumulate * trainer.world_size,
+    }
 
 
 def _chosen_checkpoint(cfg: Config, trainer: L.Trainer) -> tuple[str | None, list[str]]:
@@ -238,11 +278,14 @@ def _record(
     model_commit: str | None,  # the hub commit the pretrained weights came from
     init_weights: str | None,  # model.init_from: the weights it started from
     pseudo: fp.PseudoInputs | None,  # train.unlabeled: what labelled it
+    training: dict[str, Any] | None,  # how the fit ended (_training_record)
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's outputs: weights, metrics, the test figure and predictions, the fingerprint.
     Returns the metrics and the fingerprint."""
     save_model(model, str(work / runs.WEIGHTS))
     metrics: dict[str, Any] = {s: model.results[s] for s in ("val", "test") if s in model.results}
+    if training is not None:
+        metrics["training"] = training
     metrics[fp.WEIGHTS] = weights_sha = sha256_file(work / runs.WEIGHTS)  # as the fingerprint
     write_json(work / runs.METRICS, metrics)
     test = model.results["test"]
@@ -268,10 +311,13 @@ def _record(
 
 
 def _report_run(
-    tracker: Tracker, fingerprint: dict[str, Any], test: dict[str, Any], figure: Path
+    tracker: Tracker, fingerprint: dict[str, Any], metrics: dict[str, Any], figure: Path
 ) -> None:
     # whole, nested sections flattened by ClearML: `sst replay <session.zip>` reads it back
     tracker.connect("fingerprint", fingerprint)
+    test, training = metrics["test"], metrics.get("training") or {}
+    if training.get("stopped") == "budget":  # what a replay of the task trains
+        tracker.report_single_value(runs.BUDGET_EPOCHS, training["epochs"])
     for level in LEVELS:
         for key in HEADLINE:
             tracker.report_single_value(f"test/{level}/{key}", test[level][key])
