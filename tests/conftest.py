@@ -383,3 +383,11 @@ def local_sweep(
         "report": report,
         "clearml": clearml,
     }
+
+
+def configuration(task: dict[str, Any], name: str) -> dict[str, Any]:
+    """A configuration object of a task document (the API double's, or an offline session's
+    task.json) as the kit records it: JSON text (sst.tracking.tracker.Tracker.record)."""
+    import json
+
+    return json.loads(task["configuration"][name]["value"])

@@ -39,6 +39,7 @@ import pytest
 from sst.tracking.agent import child_environment, parameters_to_overrides
 from tests.conftest import (
     build_tiny_bert,
+    configuration,
     docker_logs_until,
     synthetic_rows,
     train_overrides,
@@ -131,10 +132,7 @@ def agent_task_command(image: str, arguments: str, task_id: str) -> list[str]:
 def test_a_task_container_as_the_agent_starts_it(
     docker: str, image: str, host_run: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    container = {
-        k.split("/")[-1]: v["value"]
-        for k, v in host_run["task"]["hyperparams"]["Container"].items()
-    }
+    container = configuration(host_run["task"], "container")
     for name, value in {
         "CLEARML_API_HOST": NO_SERVER,
         "CLEARML_API_ACCESS_KEY": "sst-ci-agent-key",

@@ -23,7 +23,7 @@ import pytest
 
 from sst.env.git import git_patch
 from tests.clearml_server import ClearmlServer
-from tests.conftest import train_overrides
+from tests.conftest import configuration, train_overrides
 from tests.online import (
     PATCH_MARK,
     Agent,
@@ -127,9 +127,8 @@ def test_a_run_trained_online_is_a_task_an_agent_can_rerun(
     assert (script.get("diff") or "") == git_patch(kit)
     config = {name: p["value"] for name, p in task["hyperparams"]["config"].items()}
     assert config["model/name"] == str(tiny_model) and config["train/threads"] == "1"
-    recorded = {name: p["value"] for name, p in task["hyperparams"]["fingerprint"].items()}
-    assert recorded["weights_sha256"] == fingerprint["weights_sha256"]
-    assert recorded["config_sha256"] == fingerprint["config_sha256"]
+    assert list(task["hyperparams"]) == ["config"]  # a clone edits the config, nothing else
+    assert configuration(task, "fingerprint") == fingerprint
     artifacts = {a["key"]: a for a in task["execution"]["artifacts"].values()}
     assert set(artifacts) >= {"weights.safetensors", "fingerprint.json", "config.yaml"}
     assert all(a["uri"].startswith(server.api.files_url) for a in artifacts.values())
@@ -293,7 +292,7 @@ def test_the_agent_runs_each_line_and_a_broken_one_fails_with_its_log(
     for child, lr_value in ((ok, 1e-3), (lr, 3e-3)):  # the line's override, and the rest
         params = {n: p["value"] for n, p in server.task(child)["hyperparams"]["config"].items()}
         assert float(params["train/lr"]) == lr_value and params["model/pooling"] == "mean"
-        assert "weights_sha256" in server.task(child)["hyperparams"]["fingerprint"]
+        assert "weights_sha256" in configuration(server.task(child), "fingerprint")
     done = sst(
         "report",
         "--tag",
@@ -350,7 +349,7 @@ def test_a_sweep_child_replays_here_and_on_the_queue(
     server: ClearmlServer, swept: dict[str, Any], kit: Path, tmp_path: Path
 ) -> None:
     ok, _, _ = _children(swept["first"])
-    recorded = server.task(ok)["hyperparams"]["fingerprint"]["weights_sha256"]["value"]
+    recorded = configuration(server.task(ok), "fingerprint")["weights_sha256"]
     env = swept["env"]
     here = sst("replay", ok, "--out", str(tmp_path / "replays"), env=env, cwd=kit)
     assert here.returncode == 0, here.stderr[-3000:]
@@ -407,9 +406,8 @@ def test_an_offline_session_uploads_with_its_run(
     task_id = line.split()[1].rstrip(":")
     task = server.task(task_id)
     fingerprint = json.loads((offline_run["run"] / "fingerprint.json").read_text())
-    params = task["hyperparams"]
-    assert params["fingerprint"]["weights_sha256"]["value"] == fingerprint["weights_sha256"]
-    assert params["config"]["train/seed"]["value"] == "0"
+    assert configuration(task, "fingerprint") == fingerprint
+    assert task["hyperparams"]["config"]["train/seed"]["value"] == "0"
     assert task["script"]["entry_point"] == "-m sst.cli train"
     assert task["script"]["version_num"] == fingerprint["git"]["commit"]
     keys = {a["key"] for a in task["execution"]["artifacts"].values()}

@@ -11,7 +11,7 @@ import pytest
 
 from sst.cli import main
 from sst.data.pipeline import read_split
-from tests.conftest import split_config, write_kaggle
+from tests.conftest import configuration, split_config, write_kaggle
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:
@@ -141,8 +141,8 @@ def test_offline_session_records_config_and_values(
     params = {k: v["value"] for k, v in task["hyperparams"]["config"].items()}
     assert params["split/n_seeds"] == "50" and params["data/format"] == "kaggle"
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    result = {k: v["value"] for k, v in task["hyperparams"]["split_result"].items()}
-    assert result["seed"] == str(manifest["split"]["seed"])
+    assert list(task["hyperparams"]) == ["config"]
+    assert configuration(task, "split_result")["seed"] == manifest["split"]["seed"]
     events = [
         json.loads(line) for line in (task_json.parent / "metrics.jsonl").read_text().splitlines()
     ]

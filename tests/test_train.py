@@ -17,7 +17,7 @@ from sst.env.precision import decide
 from sst.model.datamodule import SstDataModule
 from sst.tracking.agent import container_image
 from sst.verbs.train import train
-from tests.conftest import isolate, train_overrides
+from tests.conftest import configuration, isolate, train_overrides
 
 CONTRACT = {
     "config.yaml",
@@ -105,8 +105,11 @@ def test_offline_session_has_the_training(two_runs) -> None:
     task = json.loads((session / "task.json").read_text())
     assert task["type"] == "training"
     assert task["hyperparams"]["config"]["train/threads"]["value"] == "1"
-    assert "model" in task["hyperparams"] and "fingerprint" in task["hyperparams"]
-    container = {k.split("/")[-1]: v["value"] for k, v in task["hyperparams"]["Container"].items()}
+    # the config is the one hyperparameter section: what the run records about itself is not
+    assert list(task["hyperparams"]) == ["config"]
+    assert configuration(task, "model")["lr"] == 1e-3  # the classifier's arguments
+    assert configuration(task, "fingerprint")["weights_sha256"] == two_runs[0].weights_sha256
+    container = configuration(task, "container")
     assert container["image"] == container_image()
     assert "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1" in container["arguments"]
     docker_cmd = task["execution"]["docker_cmd"]  # what set_base_docker stores offline (API 2.9)

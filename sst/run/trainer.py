@@ -250,7 +250,8 @@ def stopping(cfg: Config, stop_after: int | None = None) -> list[Callback]:
 def epochs_trained(trainer: L.Trainer) -> int:
     """Epochs a fit trained to their end. Not ``current_epoch``: a fit resumed from the
     checkpoint of the epoch end that stopped it ends before counting that epoch complete."""
-    return trainer.fit_loop.epoch_progress.current.processed
+    progress = trainer.fit_loop.epoch_progress.current  # a _ProcessedTracker, typed as its base
+    return int(progress.processed)  # type: ignore[attr-defined]
 
 
 def stopped(trainer: L.Trainer, epochs: int) -> str | None:
@@ -258,7 +259,7 @@ def stopped(trainer: L.Trainer, epochs: int) -> str | None:
     a replay's :class:`StopAfter`), or None (the whole schedule)."""
     if epochs_trained(trainer) >= epochs:
         return None
-    if any(isinstance(c, EarlyStopping) and c.stopped_epoch for c in trainer.callbacks):
+    if (early := trainer.early_stopping_callback) is not None and early.stopped_epoch:
         return "early"
     return "budget"
 

@@ -159,7 +159,8 @@ def enqueue_sweep(
             child.set_base_docker(docker_image=image, docker_arguments=docker_args)
             Task.enqueue(child, queue_name=queue)
             ids.append(str(child.id))
-        controller.connect("children", dict(zip([n for n, _ in children], ids, strict=True)))
+        named = dict(zip([n for n, _ in children], ids, strict=True))
+        controller.record("children", named, "each model's task, cloned from the template")
     finally:
         controller.close()
     return ids
@@ -209,17 +210,19 @@ def clone_task(task_id: str, queue: str) -> str:
     # a clone keeps the source's tags (a sweep's id would count it twice) and its recorded
     # fingerprint: the replay starts with neither, and records its own
     clone.set_tags(["replay"])
-    params = clone.get_parameters() or {}
-    clone.set_parameters({k: v for k, v in params.items() if not k.startswith("fingerprint/")})
+    clone.set_configuration_object(name="fingerprint", config_text="")
     Task.enqueue(clone, queue_name=queue)
     return str(clone.id)
 
 
-def task_record(task_id: str) -> tuple[dict[str, str], dict[str, float]]:
-    """A task's flat parameters (``section/key``) and its single values (``Summary``)."""
+def task_record(task_id: str) -> tuple[dict[str, str], dict[str, Any], dict[str, float]]:
+    """A task's flat parameters (``section/key``), its recorded fingerprint (empty if none) and
+    its single values (``Summary``)."""
     task = get_task(task_id)
     single = task.get_reported_single_values() or {}
-    return dict(task.get_parameters() or {}), {k: float(v) for k, v in single.items()}
+    params = dict(task.get_parameters() or {})
+    fingerprint = tracker.configuration(task, "fingerprint") or {}
+    return params, fingerprint, {k: float(v) for k, v in single.items()}
 
 
 def project_results(project: str, tag: str) -> list[dict[str, Any]]:
@@ -318,7 +321,7 @@ def fetch_run(task_id: str, dest: Path | None = None) -> Path:
         local = task.artifacts[name].get_local_copy(raise_on_error=True)
         shutil.copyfile(local, folder / name)
     run = runs.Run.open(folder, need=runs.SHARED).verify()  # the files against the fingerprint
-    recorded = (task.get_parameters() or {}).get(f"fingerprint/{fp.WEIGHTS}")
+    recorded = (tracker.configuration(task, "fingerprint") or {}).get(fp.WEIGHTS)
     if recorded and run.weights_sha256 != recorded:  # ...and the fingerprint against the task
         raise SstError(
             f"the shared fingerprint names weights {run.weights_sha256}, the task recorded "

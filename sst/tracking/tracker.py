@@ -153,6 +153,12 @@ class Session:
             for name, item in values.items()
         }
 
+    def configuration(self, name: str) -> dict[str, Any] | None:
+        """A configuration object the run recorded (:meth:`Tracker.record`), as a server task's
+        :func:`configuration`."""
+        item = (self.task.get("configuration") or {}).get(name) or {}
+        return _json_object(item.get("value"))
+
     @property
     def single_values(self) -> dict[str, float]:
         return {
@@ -160,6 +166,15 @@ class Session:
             for ev in self.events
             if ev.get("type") == "training_stats_scalar" and ev.get("metric") == "Summary"
         }
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    return json.loads(text) if text else None
+
+
+def configuration(task: Any, name: str) -> dict[str, Any] | None:
+    """A configuration object a task recorded (:meth:`Tracker.record`), or None."""
+    return _json_object(task.get_configuration_object(name))
 
 
 def read_session(path: Path) -> Session:
@@ -195,12 +210,22 @@ class Tracker:
     def id(self) -> str:
         return str(self.task.id)
 
-    def connect(self, section: str, values: Mapping[str, Any], *, is_input: bool = False) -> None:
-        """Record ``values`` (nested dicts allowed) as a hyper-parameter section. Only the input
-        (the config) takes a clone's edited values under an agent; what a run records about
-        itself (fingerprint, results) is written as it is, never replaced by the values of the
-        task it was cloned from."""
-        self.task.connect(scrub(dict(values)), name=section, ignore_remote_overrides=not is_input)
+    def connect(self, values: Mapping[str, Any]) -> None:
+        """The command's input (nested dicts allowed) as the ``config`` hyperparameter section:
+        the task's one editable surface, whose edited values a clone takes under an agent."""
+        self.task.connect(scrub(dict(values)), name="config")
+
+    def record(self, name: str, values: Mapping[str, Any], description: str) -> None:
+        """What the command records about itself (a run's fingerprint, a split's result, the
+        image it ran in) as a configuration object of JSON text: shown in the web UI, never a
+        hyperparameter, so it is not part of what a clone edits, and an agent never replaces
+        it with the values of the task it was cloned from."""
+        self.task.set_configuration_object(
+            name=name,
+            config_text=json.dumps(scrub(dict(values)), indent=1, sort_keys=True, default=str),
+            config_type="json",
+            description=description,
+        )
 
     def report_single_value(self, name: str, value: float) -> None:
         self.task.get_logger().report_single_value(name, float(value))
@@ -239,11 +264,15 @@ class Tracker:
 
     def record_container(self) -> None:
         """Make a clone run in this run's image: ``set_base_docker`` for agents, and a
-        ``Container`` section (offline sessions pin API 2.9, where set_base_docker keeps only a
-        legacy ``docker_cmd`` string)."""
+        ``container`` configuration object (offline sessions pin API 2.9, where set_base_docker
+        keeps only a legacy ``docker_cmd`` string)."""
         image, arguments = container_image(), container_arguments()
         self.task.set_base_docker(docker_image=image, docker_arguments=arguments)
-        self.connect("Container", {"image": image, "arguments": arguments})
+        self.record(
+            "container",
+            {"image": image, "arguments": arguments},
+            "the image this task ran in: a clone runs in it (clearml-agent --docker)",
+        )
 
     def record_script(self, args: list[str]) -> None:
         """What an agent runs to re-execute this task: ``python -m sst.cli <args>`` in a fresh
@@ -251,18 +280,13 @@ class Tracker:
         applied as a patch (the task's parameters then supply the config). A remote others
         cannot clone is said in one line when the task is shared: here on a server, offline
         by `sst upload`."""
-        from clearml.backend_api.services import tasks as api
-
         git = git_state()
         if not self.offline and (problem := remote_problem(git.remote)):
             print(f"sst: warning: {problem}", file=sys.stderr)
-        # ClearML detects the script in a thread after Task.init: let it finish, then replace
-        self.task._wait_for_repo_detection(timeout=60)
-        if self.task.data.script is None:  # nothing detected (an interactive session)
-            self.task._update_script(script=api.Script(binary="python3"))
+        # ClearML detects the script (of the file that called Task.init: this kit's) in a thread
+        # after Task.init; set_repo waits for it to finish before replacing what it found
+        self.task.set_repo(repo=git.remote or "", commit=git.commit or "")
         self.task.set_script(
-            repository=git.remote or "",
-            commit=git.commit or "",
             diff=git_patch(),
             working_dir=".",
             entry_point=" ".join(["-m", "sst.cli", *(shlex.quote(a) for a in args)]),
@@ -363,7 +387,7 @@ def start_task(
     if tags:
         tracker.set_tags(tags)
     if config is not None:
-        tracker.connect("config", config, is_input=True)
+        tracker.connect(config)
     if not quiet:
         print(tracker.describe(), file=sys.stderr)
     return tracker

@@ -57,8 +57,10 @@ def ensure_split(cfg: Config) -> SplitResult | None:
 def _report_split(tracker: Tracker, cfg: Config, result: SplitResult) -> None:
     manifest = result.manifest
     rec = manifest["split"]
-    tracker.connect("split_result", {k: v for k, v in rec.items() if k != "overlap"})
-    tracker.connect("manifest", {"files": manifest["files"], "sources": manifest["sources"]})
+    split = {k: v for k, v in rec.items() if k != "overlap"}
+    tracker.record("split_result", split, "the split: seed, distances, sizes")
+    listed = {"files": manifest["files"], "sources": manifest["sources"]}
+    tracker.record("manifest", listed, "the split's files and sources, by sha256")
     for key in ("seed", "distance", "original_distance", "test_distance"):
         if key in rec:
             tracker.report_single_value(key, rec[key])
@@ -74,7 +76,7 @@ def _report_split(tracker: Tracker, cfg: Config, result: SplitResult) -> None:
         )
         if dataset_id:
             (result.out / DATASET_ID_FILE).write_text(dataset_id + "\n")
-            tracker.connect("dataset", {"id": dataset_id})
+            tracker.record("dataset", {"id": dataset_id}, "the ClearML Dataset of the split")
 
 
 def print_data(cfg: Config, out: TextIO | None = None) -> None:

@@ -82,17 +82,21 @@ def from_run(folder: Path, reads: tuple[str, ...] | None = (runs.CONFIG,)) -> Re
     return Recorded(str(folder), run.config, flatten(run.fingerprint, "/"), _metrics(run.metrics))
 
 
-def from_parameters(source: str, params: dict[str, str], single: dict[str, float]) -> Recorded:
-    """From a task's flat parameters (``config/…``, ``fingerprint/…``) and its single values."""
+def from_parameters(
+    source: str, params: dict[str, str], recorded: dict[str, Any], single: dict[str, float]
+) -> Recorded:
+    """From a task's flat parameters (``config/…``), its ``fingerprint`` configuration object
+    and its single values. Tasks recorded before the fingerprint moved out of the hyperparameters
+    hold it as ``fingerprint/…`` parameters: read there when the object is absent."""
     cfg = load_config(None, parameters_to_overrides(params))
-    fingerprint = {  # ClearML's own flag (fingerprint/_ignore_remote_overrides_) is not one
+    fingerprint = flatten(recorded, "/") or {
         k.removeprefix("fingerprint/"): str(v)
-        for k, v in params.items()
+        for k, v in params.items()  # ClearML's own flag is not a field
         if k.startswith("fingerprint/") and not k.endswith("/_ignore_remote_overrides_")
     }
     if not fingerprint.get(fp.CONFIG):
         raise SstError(
-            "the task has no fingerprint section (not an sst train task?)",
+            "the task has no fingerprint (not an sst train task?)",
             path=source,
             fix="replay a task written by sst train",
         )
@@ -108,7 +112,8 @@ def from_parameters(source: str, params: dict[str, str], single: dict[str, float
 def from_session(path: Path) -> Recorded:
     """An offline ClearML session (the zip, or its folder)."""
     session = read_session(path)
-    return from_parameters(str(path), session.parameters, session.single_values)
+    fingerprint = session.configuration("fingerprint") or {}
+    return from_parameters(str(path), session.parameters, fingerprint, session.single_values)
 
 
 def load(source: str, reads: tuple[str, ...] | None = (runs.CONFIG,)) -> Recorded:

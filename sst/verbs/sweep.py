@@ -282,7 +282,8 @@ def sweep(
 
 def _report_sweep(tracker: Tracker, outcomes: list[Outcome]) -> None:
     """The local sweep's controller task: its children and their outcomes."""
-    tracker.connect("children", {o.name: o.task_id or o.status for o in outcomes})
+    children = {o.name: o.task_id or o.status for o in outcomes}
+    tracker.record("children", children, "each model's task (or why it has none)")
     table = pd.DataFrame(
         [
             {

@@ -126,7 +126,7 @@ def train(
     ) as tracker:
         if tracker is not None:
             tracker.record_container()
-            tracker.connect("model", dict(model.hparams))
+            tracker.record("model", dict(model.hparams), "the classifier's arguments")
         seed_everything(cfg.train.seed)  # after Task.init, so tracked and untracked runs agree
         reports = ReportCallback(tracker, work)
         epochs = len(data.schedule)
@@ -313,8 +313,8 @@ def _record(
 def _report_run(
     tracker: Tracker, fingerprint: dict[str, Any], metrics: dict[str, Any], figure: Path
 ) -> None:
-    # whole, nested sections flattened by ClearML: `sst replay <session.zip>` reads it back
-    tracker.connect("fingerprint", fingerprint)
+    # `sst replay <task or session.zip>` reads it back (tracker.configuration)
+    tracker.record("fingerprint", fingerprint, "what the run depended on and wrote (sst replay)")
     test, training = metrics["test"], metrics.get("training") or {}
     if training.get("stopped") == "budget":  # what a replay of the task trains
         tracker.report_single_value(runs.BUDGET_EPOCHS, training["epochs"])
