@@ -244,3 +244,22 @@ def test_resume_after_sigkill_equals_uninterrupted(tiny_model, tiny_split, tmp_p
     assert b.name == partial.name.removesuffix(".partial")
     assert sha256_file(b / "weights.safetensors") == sha256_file(a / "weights.safetensors")
     assert main(["verify", str(a), str(b)]) == 0
+
+
+def test_a_task_recorded_before_the_fingerprint_moved_out_of_its_parameters_still_reads(
+    recorded,
+) -> None:
+    """Tasks recorded before the fingerprint became a configuration object hold it as
+    ``fingerprint/…`` hyperparameters: still read, when the object is absent."""
+    from sst.config import flatten
+    from sst.verbs.replay import from_parameters
+
+    run = from_run(recorded["run"])
+    params = {f"config/{k}": v for k, v in flatten(run.config.to_dict(), "/").items()}
+    params |= {f"fingerprint/{k}": v for k, v in run.fingerprint.items()}
+    old = from_parameters("old-task", params, {}, {})
+    assert old.fingerprint == run.fingerprint and old.config.hash() == run.config.hash()
+    now = from_parameters(
+        "task", params, json.loads((recorded["run"] / "fingerprint.json").read_text()), {}
+    )
+    assert now.fingerprint == run.fingerprint
