@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from sst.verbs.predict import format_one, predict_file, predict_texts, run_folder
 
-    run = run_folder(args.run, args.task)
+    run = run_folder(args.run, args.task, args.model)
     if args.file:
         if not args.out:
             raise SstError("--file needs --out", fix="add --out predictions.tsv")
@@ -206,9 +206,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_upload(args: argparse.Namespace) -> int:
     from sst.tracking.share import upload
 
-    task_id, link, attached = upload(Path(args.session), Path(args.run) if args.run else None)
+    task_id, link, attached, model_id = upload(
+        Path(args.session), Path(args.run) if args.run else None
+    )
     print(f"task {task_id}: {link}")
     print(f"run folder attached: {attached}" if attached else "no run folder attached (--run)")
+    if model_id:
+        print(f"weights registered as ClearML model {model_id} (sst predict --model {model_id})")
     return 0
 
 
@@ -260,9 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, cmd_train, "fine-tune model.name on train.split; writes runs/<id>/")
     _config_args(p)
     p.add_argument("--resume", metavar="RUN", help="continue runs/<id>.partial from its checkpoint")
-    p = _verb(sub, cmd_predict, "classify phrases with a finished run or a shared task")
+    p = _verb(sub, cmd_predict, "classify phrases with a finished run, a shared task or a model")
     p.add_argument("--run", help="runs/<id>")
     p.add_argument("--task", help="a ClearML task id or link (its shared run is downloaded)")
+    p.add_argument("--model", help="a ClearML model id (registered by sst: its sha256 is checked)")
     p.add_argument("texts", nargs="*", help="phrases to classify")
     p.add_argument("--file", help="TSV with a text (or Phrase) column, or one phrase per line")
     p.add_argument("--out", help="where to write the predictions TSV (with --file)")

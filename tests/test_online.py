@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from sst.data import LABELS
 from sst.env.git import git_patch
 from tests.clearml_server import ClearmlServer
 from tests.conftest import configuration, train_overrides
@@ -176,6 +177,81 @@ def test_predict_from_a_task_link_downloads_and_verifies_the_run(
             fingerprint_file.write_text(recorded)
     finally:
         stored.write_bytes(original)
+
+
+def _registered(server: ClearmlServer, task_id: str) -> dict[str, Any]:
+    """The task's one output model in the server's registry."""
+    (entry,) = server.task(task_id)["models"]["output"]
+    return server.models.docs.get(entry["model"])
+
+
+def test_a_run_trained_online_is_a_registered_model_carrying_its_identity(
+    server: ClearmlServer, trained: dict[str, Any]
+) -> None:
+    run = trained["run"]
+    fingerprint = json.loads((run / "fingerprint.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    model = _registered(server, trained["task"])
+    assert model["task"] == trained["task"] and model["tags"] == ["run"]
+    assert model["framework"] == "PyTorch" and model["labels"] == {
+        label: i for i, label in enumerate(LABELS)
+    }
+    # its file is the weights artifact the task uploaded: the weights travelled once
+    (weights,) = [
+        a
+        for a in server.task(trained["task"])["execution"]["artifacts"].values()
+        if a["key"] == "weights.safetensors"
+    ]
+    assert model["uri"] == weights["uri"]
+    assert (
+        hashlib.sha256(server.stored(model["uri"]).read_bytes()).hexdigest()
+        == (fingerprint["weights_sha256"])
+    )
+    assert model["design"]["design"] == (run / "config.yaml").read_text()
+    meta = {k: m["value"] for k, m in model["metadata"].items()}
+    assert meta["weights_sha256"] == fingerprint["weights_sha256"]
+    assert meta["config_sha256"] == fingerprint["config_sha256"]
+    assert meta["split_manifest_sha256"] == fingerprint["split_manifest_sha256"]
+    assert meta["model"] == fingerprint["model"]
+    assert meta["model_files_sha256"] == fingerprint["model_files_sha256"]  # a folder's files
+    assert meta["git/commit"] == fingerprint["git"]["commit"]
+    assert float(meta["test/root/accuracy"]) == pytest.approx(
+        metrics["test"]["root"]["accuracy"], abs=1e-6
+    )
+    assert json.loads(meta["fingerprint"]) == fingerprint
+
+
+def test_predict_from_a_registered_model_checks_its_sha256(
+    server: ClearmlServer, trained: dict[str, Any], kit: Path, tmp_path: Path
+) -> None:
+    model = _registered(server, trained["task"])
+    by_task = sst("predict", "--task", trained["task"], "a gorgeous , witty film",
+                  env=environment(server, tmp_path / "a"), cwd=kit)  # fmt: skip
+    done = sst("predict", "--model", model["id"], "a gorgeous , witty film",
+               env=environment(server, tmp_path / "b"), cwd=kit)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == by_task.stdout  # the same classifier
+    stored = server.stored(model["uri"])
+    original = stored.read_bytes()
+    try:
+        stored.write_bytes(original[:-8] + b"tampered")
+        env = environment(server, tmp_path / "c")
+        error = one_line_error(sst("predict", "--model", model["id"], "ok", env=env, cwd=kit),
+                               "predict")  # fmt: skip
+        assert f"model {model['id']}'s file has sha256" in error and "its metadata records" in error
+    finally:
+        stored.write_bytes(original)
+    unknown = sst("predict", "--model", "0" * 32, "ok", env=environment(server, tmp_path / "d"),
+                  cwd=kit)  # fmt: skip
+    assert f"has no model {'0' * 32}" in one_line_error(unknown, "predict")
+    from tests.clearml_server.http import Call
+
+    foreign = server.models.create(
+        Call("models.create", {"name": "x", "uri": "s3://b/x"}, "u", None)
+    )
+    other = sst("predict", "--model", foreign["id"], "ok", env=environment(server, tmp_path / "e"),
+                cwd=kit)  # fmt: skip
+    assert "is not a model sst registered" in one_line_error(other, "predict")
 
 
 def test_a_run_replays_bit_identically_from_its_task_link(
@@ -412,7 +488,11 @@ def test_an_offline_session_uploads_with_its_run(
     assert task["script"]["version_num"] == fingerprint["git"]["commit"]
     keys = {a["key"] for a in task["execution"]["artifacts"].values()}
     assert {"weights.safetensors", "fingerprint.json", "predictions.tsv"} <= keys
-    assert task["models"]["output"] == [] and task["models"]["input"] == []
+    # its weights are registered (by the artifact's URI, never a path on the machine it ran on)
+    model = _registered(server, task_id)
+    assert task["models"]["input"] == [] and model["tags"] == ["run"]
+    assert json.loads(model["metadata"]["fingerprint"]["value"]) == fingerprint
+    assert f"sst predict --model {model['id']}" in done.stdout
     assert str(offline_run["run"]) not in json.dumps(server.models.docs.docs)
     # what was uploaded serves a colleague: predict from the new task
     other = environment(server, tmp_path / "colleague")

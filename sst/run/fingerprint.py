@@ -96,6 +96,9 @@ VENDOR = "environment/cpu_isa/vendor"  # recorded next to the level: avx2's bits
 LOCK_SHA256 = "environment/lock_sha256"
 TORCH_CUDA = "environment/torch_cuda"
 
+# what a registered model carries of its run's fingerprint (sst.tracking.registry)
+IDENTITY = (WEIGHTS, CONFIG, SPLIT, MODEL, MODEL_COMMIT, MODEL_FILES, GIT_COMMIT)
+
 FIELDS: tuple[Field, ...] = (
     # what a run was made from
     Field(CONFIG, "run", INPUT, "another config: not a replay of the same run"),

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sst.config import Config, load_config
-from sst.data import N_CLASSES
+from sst.config import Config, flatten, load_config
+from sst.data import LABELS, N_CLASSES
 from sst.errors import SstError
 from sst.io import private_sibling, sha256_file
 from sst.run import fingerprint as fp
@@ -59,6 +59,8 @@ SHARED = (CONFIG, FINGERPRINT, METRICS, PREDICTIONS, WEIGHTS, CONFUSION_PNG)
 # What the fingerprint's files_sha256 records beside weights_sha256, re-hashed by Run.verify
 CHECKED = (CONFIG, METRICS, PREDICTIONS, CONFUSION_PNG, PSEUDO)
 PROBS = tuple(f"p{c}" for c in range(N_CLASSES))  # class-probability columns of predictions.tsv
+LABEL_IDS = {label: c for c, label in enumerate(LABELS)}  # a registered model's labels
+FINGERPRINT_META = "fingerprint"  # its metadata entry holding fingerprint.json (no "." in a key)
 
 
 # -- making a run folder -------------------------------------------------------------------
@@ -238,6 +240,25 @@ class Run:
     def split_sha256(self) -> str | None:
         """The sha256 of the split's manifest the run trained on (an ensemble: its members')."""
         return self.fingerprint.get(fp.SPLIT)
+
+    def registry_metadata(self) -> dict[str, str]:
+        """The run's identity as a registered model's metadata (sst.tracking.registry): the
+        fingerprint's identity fields by their names (``git/commit`` is the kit's), the test
+        headline metrics as ``test/<level>/<metric>`` and the whole fingerprint as JSON."""
+        from sst.model.metrics import HEADLINE, LEVELS
+
+        flat = flatten(self.fingerprint, "/")
+        meta = {k: flat[k] for k in fp.IDENTITY if flat.get(k, "null") != "null"}
+        test = self.metrics.get("test") or {}
+        meta |= {
+            f"test/{level}/{key}": f"{test[level][key]:.6g}"
+            for level in LEVELS
+            if level in test
+            for key in HEADLINE
+            if key in test[level]
+        }
+        meta[FINGERPRINT_META] = json.dumps(self.fingerprint, sort_keys=True)
+        return meta
 
     @property
     def task_id(self) -> str | None:

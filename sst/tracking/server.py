@@ -6,6 +6,7 @@
     sst replay <task link>  /  sst verify <task link> runs/<id>   # task_record
     sst upload <session.zip> --run runs/<id>     # upload_session, attach_run
     sst predict --task <task link> "…"           # fetch_run
+    sst predict --model <model id> "…"           # fetch_model
 
 Each starts by checking that the server answers and takes the credentials
 (:func:`sst.tracking.tracker.check_server`: one line otherwise, where the SDK would retry for
@@ -29,7 +30,7 @@ from sst.errors import SstError
 from sst.io import default_cache_dir
 from sst.run import fingerprint as fp
 from sst.run import folder as runs
-from sst.tracking import agent, tracker
+from sst.tracking import agent, registry, tracker
 
 TEMPLATE_NAME = "sst train (sweep template)"
 TERMINAL = {"completed", "failed", "stopped", "closed", "published"}
@@ -292,17 +293,26 @@ def upload_session(session: Path) -> str:
     return str(task_id)
 
 
-def attach_run(task_id: str, folder: Path) -> None:
-    """A finished run folder's shared files as the task's artifacts (digests kept by ClearML).
-    The server takes artifacts only on a task in progress (or created), and an imported session
-    arrives completed: it is reopened for the upload, then completed again."""
+def attach_run(task_id: str, folder: Path) -> str | None:
+    """A finished run folder's shared files as the task's artifacts (digests kept by ClearML),
+    its weights registered as the task's model (the id returned). The server takes artifacts
+    only on a task in progress (or created), and an imported session arrives completed: it is
+    reopened for the upload, then completed again."""
     task = get_task(task_id)
     done = str(task.get_status()) in DONE
     if done:
         task.mark_started(force=True)
-    tracker.Tracker(task=task, offline=False).upload_run(folder, runs.SHARED)
+    model_id = tracker.Tracker(task=task, offline=False).upload_run(folder, runs.SHARED)
     if done:
         task.mark_completed(force=True)
+    return model_id
+
+
+def fetch_model(model_id: str) -> Path:
+    """A model sst registered, downloaded as a run folder, its sha256 checked
+    (:func:`sst.tracking.registry.fetch_model`)."""
+    _task_class()  # the server answers, the SDK is online
+    return registry.fetch_model(model_id)
 
 
 def fetch_run(task_id: str, dest: Path | None = None) -> Path:

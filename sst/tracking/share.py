@@ -34,8 +34,9 @@ def find_run(session: Path) -> Path | None:
     return None
 
 
-def upload(session: Path, run: Path | None = None) -> tuple[str, str, Path | None]:
-    """Import ``session``, attach its run folder; (new task id, its link, the folder attached)."""
+def upload(session: Path, run: Path | None = None) -> tuple[str, str, Path | None, str | None]:
+    """Import ``session``, attach its run folder; (new task id, its link, the folder attached,
+    the model its weights were registered as)."""
     if not session.exists():
         raise SstError("no such offline session", path=session, fix="pass the .zip sst printed")
     if problem := remote_problem(read_session(session).task.get("script", {}).get("repository")):
@@ -44,6 +45,5 @@ def upload(session: Path, run: Path | None = None) -> tuple[str, str, Path | Non
     if folder is not None:
         runs.Run.open(folder, need=runs.SHARED).verify()  # refuse before importing
     task_id = server.upload_session(session)
-    if folder is not None:
-        server.attach_run(task_id, folder)
-    return task_id, server.link(task_id), folder
+    model_id = server.attach_run(task_id, folder) if folder is not None else None
+    return task_id, server.link(task_id), folder, model_id

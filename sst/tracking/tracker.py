@@ -25,6 +25,8 @@ from typing import Any
 
 from sst.env.git import git_patch, git_state
 from sst.errors import SstError
+from sst.run.folder import WEIGHTS, Run
+from sst.tracking import registry
 from sst.tracking.agent import container_arguments, container_image, remote_problem
 
 SECRET_KEY = re.compile(
@@ -327,14 +329,21 @@ class Tracker:
             return zipped if zipped.is_file() else self.session_dir
         return None
 
-    def upload_run(self, folder: Path, names: Sequence[str]) -> None:
+    def upload_run(self, folder: Path, names: Sequence[str], *, kind: str = "run") -> str | None:
         """Online: ``names`` in ``folder`` as task artifacts, on the files server (or the
-        ``sdk.development.default_output_uri`` of clearml.conf, e.g. ``s3://bucket/sst``).
-        Offline sessions stay small: ``sst upload <zip> --run <folder>`` attaches them later."""
+        ``sdk.development.default_output_uri`` of clearml.conf, e.g. ``s3://bucket/sst``), and
+        the weights among them registered as the task's output model (tagged ``kind``: see
+        :mod:`sst.tracking.registry`); returns the model id. Offline sessions stay small:
+        ``sst upload <zip> --run <folder>`` attaches them later."""
         if self.offline:
-            return
+            return None
         for name in names:
             self.task.upload_artifact(name, artifact_object=str(folder / name), wait_on_upload=True)
+        if WEIGHTS not in names:
+            return None
+        uri = self.task.artifacts[WEIGHTS].url
+        run = Run.open(folder, need=(WEIGHTS,))
+        return registry.register(self.task, run, uri, name=self.task.name, tags=[kind])
 
     def describe(self, run: Path | None = None) -> str:
         """One line: the task's link, or offline the session and how to share it."""

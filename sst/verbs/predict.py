@@ -26,12 +26,18 @@ from sst.run.folder import CONFIG, WEIGHTS, Run
 from sst.tracking import server
 
 
-def run_folder(run: str | None, task: str | None) -> Path:
-    """``--run`` as given, or for ``--task`` the run the shared task carries, downloaded."""
-    if bool(run) == bool(task):
-        raise SstError("name the model once", fix="pass --run runs/<id> or --task <task link>")
+def run_folder(run: str | None, task: str | None, model: str | None = None) -> Path:
+    """``--run`` as given; for ``--task`` the run the shared task carries, downloaded; for
+    ``--model`` a registered model, downloaded and its sha256 checked."""
+    if sum(bool(x) for x in (run, task, model)) != 1:
+        raise SstError(
+            "name the model once",
+            fix="pass --run runs/<id>, --task <task link> or --model <model id>",
+        )
     if task:
         return server.fetch_run(server.require_task_id(task))
+    if model:
+        return server.fetch_model(model)
     return Path(str(run))
 
 

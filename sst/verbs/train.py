@@ -174,7 +174,8 @@ def train(
         if tracker is not None:  # after the rename: ClearML reads the figure when it uploads
             _report_run(tracker, fingerprint, metrics, final / runs.CONFUSION_PNG)
             pictures.report(tracker, {n: final / runs.PICTURES / n for n in drawn})
-            tracker.upload_run(final, runs.SHARED)
+            if model_id := tracker.upload_run(final, runs.SHARED):
+                notes.append(f"weights registered as ClearML model {model_id}")
             where = tracker.describe(run=final)
     seconds = time.perf_counter() - t0
     return RunResult(final, metrics, fingerprint[fp.WEIGHTS], where, seconds, notes)
