@@ -179,10 +179,12 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     else:
         members = select(Path(args.runs_dir), args.top, args.by)
         by = f"top {args.top} by validation {args.by}"
-    folder = ensemble(members, Path(args.runs_dir), by=by)
+    folder, model_id = ensemble(members, Path(args.runs_dir), by=by)
     print(f"ensemble of {', '.join(m.name for m in members)} ({by})")
     print_top(collect([folder]), "macro_f1")
     print(f"run folder {folder}")
+    if model_id:
+        print(f"registered as ClearML model {model_id} (tagged ensemble)")
     return 0
 
 
@@ -231,8 +233,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sst.verbs.export import export
 
-    out, status = export(Path(args.run), Path(args.out) if args.out else None, force=args.force)
+    out, status, model_id = export(
+        Path(args.run), Path(args.out) if args.out else None, force=args.force
+    )
     print(f"{out}: {status} (from_pretrained(folder, trust_remote_code=True) loads it)")
+    if model_id:
+        print(f"registered as ClearML model {model_id} (tagged export)")
     return 0
 
 

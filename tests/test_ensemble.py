@@ -114,7 +114,8 @@ def test_ensemble_averages_probabilities_and_is_scored_like_a_run(tmp_path: Path
     b = rng.dirichlet(np.ones(5), n)
     ra = _fake_run(tmp_path / "a", a, labels, roots, model="bert-base-uncased")
     rb = _fake_run(tmp_path / "b", b, labels, roots, model="textattack/roberta-base-SST-2")
-    folder = ensemble([ra, rb], tmp_path / "runs")
+    folder, model_id = ensemble([ra, rb], tmp_path / "runs")
+    assert model_id is None  # offline: no registry
     avg = (a + b) / 2  # by hand
     pred = avg.argmax(1)
     got = pd.read_csv(folder / "predictions.tsv", sep="\t")

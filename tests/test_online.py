@@ -133,8 +133,10 @@ def test_a_run_trained_online_is_a_task_an_agent_can_rerun(
     artifacts = {a["key"]: a for a in task["execution"]["artifacts"].values()}
     assert set(artifacts) >= {"weights.safetensors", "fingerprint.json", "config.yaml"}
     assert all(a["uri"].startswith(server.api.files_url) for a in artifacts.values())
-    assert task["models"]["output"] == []  # no checkpoint by its path on this machine
-    assert server.models.docs.docs == {}
+    # one model: the weights the kit registered; no checkpoint by its path on this machine
+    (output,) = task["models"]["output"]
+    assert server.models.docs.get(output["model"])["uri"] == artifacts["weights.safetensors"]["uri"]
+    assert all(m["uri"].startswith(server.api.files_url) for m in server.models.docs.docs.values())
 
 
 def test_predict_from_a_task_link_downloads_and_verifies_the_run(
@@ -252,6 +254,68 @@ def test_predict_from_a_registered_model_checks_its_sha256(
     other = sst("predict", "--model", foreign["id"], "ok", env=environment(server, tmp_path / "e"),
                 cwd=kit)  # fmt: skip
     assert "is not a model sst registered" in one_line_error(other, "predict")
+
+
+def test_an_export_made_online_is_a_registered_package_tagged_export(
+    server: ClearmlServer, trained: dict[str, Any], kit: Path, tmp_path: Path
+) -> None:
+    import zipfile
+
+    out = tmp_path / "export"
+    done = sst("export", str(trained["run"]), "--out", str(out), env=trained["env"], cwd=kit)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("registered as ClearML")]
+    model = server.models.docs.get(line.split()[4])
+    assert model["tags"] == ["export"] and model["framework"] == "ONNX"
+    assert model["design"]["design"] == (trained["run"] / "config.yaml").read_text()
+    task = server.task(model["task"])
+    assert task["name"] == f"export {trained['run'].name}" and task["status"] == "completed"
+    meta = {k: m["value"] for k, m in model["metadata"].items()}
+    fingerprint = json.loads((trained["run"] / "fingerprint.json").read_text())
+    assert meta["sst/kind"] == "export" and meta["export/onnx"] == "model.onnx"
+    assert meta["weights_sha256"] == fingerprint["weights_sha256"]  # the run it exports
+    with zipfile.ZipFile(server.stored(model["uri"])) as package:  # the whole folder, as made
+        names = set(package.namelist())
+        assert {"model.safetensors", "model.onnx", "README.md", "manifest.json"} <= names
+        # the export stays where it was written (the SDK's default deletes what it uploaded)
+        assert package.read("manifest.json") == (out / "manifest.json").read_bytes()
+    env = environment(server, tmp_path / "colleague")
+    refused = sst("predict", "--model", model["id"], "ok", env=env, cwd=kit)
+    assert "is an `sst export` package" in one_line_error(refused, "predict")
+
+
+def test_an_ensemble_made_online_is_a_registered_model_tagged_ensemble(
+    server: ClearmlServer, trained: dict[str, Any], kit: Path, tiny_model: Path, tiny_split: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    runs = tmp_path / "runs"
+    over = train_overrides(tiny_model, tiny_split, runs, "train.seed=1")
+    second = sst("train", *over, env=trained["env"], cwd=kit)
+    assert second.returncode == 0, second.stderr[-3000:]
+    (other,) = [p for p in runs.iterdir() if p.is_dir()]
+    done = sst("ensemble", str(trained["run"]), str(other), "--runs-dir", str(runs),
+               env=trained["env"], cwd=kit)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("registered as ClearML")]
+    model = server.models.docs.get(line.split()[4])
+    (folder,) = [p for p in runs.iterdir() if p.name.startswith("ensemble-")]
+    fingerprint = json.loads((folder / "fingerprint.json").read_text())
+    assert model["tags"] == ["ensemble"] and model["name"] == folder.name
+    assert model["design"]["design"] == (folder / "fingerprint.json").read_text()
+    assert server.task(model["task"])["status"] == "completed"
+    # its file is the fingerprint naming the members and their weights
+    assert json.loads(server.stored(model["uri"]).read_text()) == fingerprint
+    meta = {k: m["value"] for k, m in model["metadata"].items()}
+    assert meta["sst/kind"] == "ensemble" and "weights_sha256" not in meta
+    members = [json.loads((r / "fingerprint.json").read_text()) for r in (trained["run"], other)]
+    assert json.loads(meta["member_weights_sha256"]) == [m["weights_sha256"] for m in members]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert float(meta["test/root/macro_f1"]) == pytest.approx(
+        metrics["test"]["root"]["macro_f1"], abs=1e-6
+    )
+    env = environment(server, tmp_path / "colleague")
+    refused = sst("predict", "--model", model["id"], "ok", env=env, cwd=kit)
+    assert "is an ensemble" in one_line_error(refused, "predict")
 
 
 def test_a_run_replays_bit_identically_from_its_task_link(

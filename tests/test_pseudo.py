@@ -201,7 +201,7 @@ def test_an_ensemble_cannot_teach(tiny_model: Path, tiny_split: Path, tmp_path: 
     members = [
         _fake_run(tmp_path / name, rng.dirichlet(np.ones(5), 20), labels, roots) for name in "ab"
     ]
-    folder = ensemble(members, tmp_path / "ensembles")
+    folder, _ = ensemble(members, tmp_path / "ensembles")
     with pytest.raises(SstError, match="an ensemble cannot teach"):
         train(_student(tiny_model, tiny_split, tmp_path, folder))
 

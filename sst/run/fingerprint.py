@@ -96,8 +96,13 @@ VENDOR = "environment/cpu_isa/vendor"  # recorded next to the level: avx2's bits
 LOCK_SHA256 = "environment/lock_sha256"
 TORCH_CUDA = "environment/torch_cuda"
 
-# what a registered model carries of its run's fingerprint (sst.tracking.registry)
-IDENTITY = (WEIGHTS, CONFIG, SPLIT, MODEL, MODEL_COMMIT, MODEL_FILES, GIT_COMMIT)
+ENSEMBLE = "ensemble_sha256"
+MEMBER_WEIGHTS = "member_weights_sha256"
+# what a registered model carries of its run's (or ensemble's) fingerprint (sst.tracking.registry)
+IDENTITY = (
+    *(WEIGHTS, CONFIG, SPLIT, MODEL, MODEL_COMMIT, MODEL_FILES, GIT_COMMIT),
+    *(ENSEMBLE, MEMBERS, MEMBER_WEIGHTS),
+)
 
 FIELDS: tuple[Field, ...] = (
     # what a run was made from
@@ -368,10 +373,10 @@ def for_ensemble(
     models = [m for _, m, _ in members]
     return check(
         {
-            "ensemble_sha256": ensemble_sha256(weights),
+            ENSEMBLE: ensemble_sha256(weights),
             MEMBERS: [name for name, _, _ in members],
             MEMBER_MODELS: models,
-            "member_weights_sha256": weights,
+            MEMBER_WEIGHTS: weights,
             "chosen_by": chosen_by,
             MODEL: f"ensemble({', '.join(models)})",
             SPLIT: split,

@@ -56,6 +56,7 @@ SWEEPS = "sweeps"  # <runs_dir>/sweeps/<sweep-id>/sweep.json: a sweep's outcomes
 SWEEP_RECORD = "sweep.json"
 # What a shared task carries as artifacts (`sst upload`, online training), enough to predict
 SHARED = (CONFIG, FINGERPRINT, METRICS, PREDICTIONS, WEIGHTS, CONFUSION_PNG)
+ENSEMBLE_SHARED = (FINGERPRINT, METRICS, PREDICTIONS, CONFUSION_PNG)  # it has no config, no weights
 # What the fingerprint's files_sha256 records beside weights_sha256, re-hashed by Run.verify
 CHECKED = (CONFIG, METRICS, PREDICTIONS, CONFUSION_PNG, PSEUDO)
 PROBS = tuple(f"p{c}" for c in range(N_CLASSES))  # class-probability columns of predictions.tsv

