@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -64,17 +65,21 @@ def online(
     pinning API 2.9 (clearml's Session.check_min_api_version): a user's process is online or
     offline, a test process is both, so the state is restored after, and the SDK's default
     session and the kit's record of servers that answered are forgotten."""
+    from clearml import Task
     from clearml.backend_api import Session
     from clearml.backend_interface.base import InterfaceBase
 
     from sst.tracking import tracker
 
     saved = (Session._sessions_created, Session.api_version, Session.max_api_version)
+    was_offline = Task.is_offline()  # process-wide: an earlier tracked run here may have set it
     for key, value in environment(server, tmp_path / "me").items():
         if key.startswith(("CLEARML_", "SST_")):
             monkeypatch.setenv(key, value)
     monkeypatch.delenv("CLEARML_OFFLINE_MODE", raising=False)
+    Task.set_offline(False)
     yield server
+    Task.set_offline(was_offline)
     Session._sessions_created, Session.api_version, Session.max_api_version = saved
     InterfaceBase._default_session = None  # bound to this server, which stops with the module
     tracker._answered.clear()
@@ -506,6 +511,54 @@ def test_a_sweep_child_replays_here_and_on_the_queue(
 # -- B5: an offline session shared later ------------------------------------------------------
 
 
+def test_an_agent_trains_from_the_splits_dataset_with_no_sources_reachable(
+    server: ClearmlServer, swept: dict[str, Any], kit: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """A split made online is a ClearML Dataset; a run trained on it records the Dataset; its
+    replay on an agent (a fresh clone: no split folder) gets the split with Dataset.get, with the
+    source file gone, and ends BIT-IDENTICAL."""
+    from tests.conftest import synthetic_rows, write_kaggle
+
+    (tmp_path / "source").mkdir()
+    source = write_kaggle(tmp_path / "source" / "train.tsv", synthetic_rows(200))
+    folder = "splits/from-dataset"  # relative: in this clone, absent from the agent's
+    preset = tmp_path / "ds.yaml"
+    preset.write_text(
+        f"""name: ds
+data: {{format: kaggle, sources: ["{source}"]}}
+split: {{n_seeds: 50, out: {folder}}}
+model: {{name: "{tiny_model}", max_length: 32}}
+train: {{split: {folder}, runs_dir: "{tmp_path / "runs"}", sampling: "stratified:1,alternate:1",
+  batch_size: 16, threads: 1, lr: 0.001}}
+tracking: {{monitor_resources: false}}
+"""
+    )
+    env = swept["env"]
+    try:
+        made = sst("split", "--config", str(preset), env=env, cwd=kit)
+        assert made.returncode == 0, made.stderr[-3000:]
+        dataset_id = (kit / folder / ".clearml_dataset_id").read_text().strip()
+        trained = sst("train", "--config", str(preset), env=env, cwd=kit)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        (run,) = (tmp_path / "runs").iterdir()
+        fingerprint = json.loads((run / "fingerprint.json").read_text())
+        task = server.task(fingerprint["clearml_task_id"])
+        assert configuration(task, "dataset") == {
+            "id": dataset_id,
+            "split_manifest_sha256": fingerprint["split_manifest_sha256"],
+        }
+        source.unlink()  # no source reachable: only the Dataset can give the split now
+        queued = sst("replay", task["id"], "--queue", "sweeps", env=env, cwd=kit)
+        assert queued.returncode == 0, (queued.stdout[-2000:], queued.stderr[-3000:])
+        assert queued.stdout.strip().endswith(
+            f"BIT-IDENTICAL (weights sha256 {fingerprint['weights_sha256']})"
+        )
+        log = swept["agent"].log.read_text()
+        assert f"fetched from ClearML Dataset {dataset_id}" in log
+    finally:
+        shutil.rmtree(kit / folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def offline_run(
     kit: Path, tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory
@@ -722,7 +775,9 @@ def test_a_split_made_online_is_a_task_and_two_datasets(
     assert done.returncode == 0, done.stderr[-3000:]
     dataset_id = (tmp_path / "out" / ".clearml_dataset_id").read_text().strip()
     split = Dataset.get(dataset_id=dataset_id)
-    assert {"train.tsv", "val.tsv", "test.tsv", "manifest.json"} <= set(split.list_files())
+    listed = set(split.list_files())
+    assert {"train.tsv", "val.tsv", "test.tsv", "manifest.json"} <= listed
+    assert "plots/class_distribution.png" in listed  # at its path in the split folder
     (raw_id,) = split.get_dependency_graph()[dataset_id]  # its one parent
     raw = Dataset.get(dataset_id=raw_id)
     assert raw.list_files() == ["train.tsv"]
@@ -730,5 +785,19 @@ def test_a_split_made_online_is_a_task_and_two_datasets(
     assert (local / "manifest.json").read_bytes() == (
         tmp_path / "out" / "manifest.json"
     ).read_bytes()
+    # what an agent does with a task's recorded Dataset: refused unless it is the recorded split
+    from sst.errors import SstError
+    from sst.tracking.server import fetch_split
+
+    manifest = (tmp_path / "out" / "manifest.json").read_bytes()
+    with pytest.raises(SstError, match="the task recorded"):
+        fetch_split({"id": dataset_id, "split_manifest_sha256": "0" * 64}, tmp_path / "f")
+    assert not (tmp_path / "f").exists()
+    fetch_split(
+        {"id": dataset_id, "split_manifest_sha256": hashlib.sha256(manifest).hexdigest()},
+        tmp_path / "f",
+    )
+    assert (tmp_path / "f" / "plots" / "class_distribution.png").is_file()
+    assert (tmp_path / "f" / ".clearml_dataset_id").read_text().strip() == dataset_id
     (task,) = [t for t in online.tasks.docs.docs.values() if t["name"] == "split tiny"]
     assert task["type"] == "data_processing" and task["status"] == "completed"

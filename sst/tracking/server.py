@@ -27,7 +27,7 @@ from typing import Any
 
 from sst.env.git import git_patch
 from sst.errors import SstError
-from sst.io import default_cache_dir
+from sst.io import MANIFEST, default_cache_dir
 from sst.run import fingerprint as fp
 from sst.run import folder as runs
 from sst.tracking import agent, registry, tracker
@@ -188,6 +188,64 @@ def wait_for(task_ids: list[str], *, poll: float = POLL, out: Any = None) -> dic
         if all(s in TERMINAL for s in status.values()):
             return status
         time.sleep(poll)
+
+
+DATASET = "dataset"  # the configuration object naming the ClearML Dataset a task's split is
+DATASET_ID_FILE = ".clearml_dataset_id"  # in a split folder: a local note, not in the manifest
+
+
+def split_dataset(folder: Path) -> dict[str, Any] | None:
+    """The ClearML Dataset a split folder was published as or fetched from (its id and manifest
+    sha256, as a task records it), or None."""
+    note = folder / DATASET_ID_FILE
+    if not note.is_file():
+        return None
+    manifest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    return {"id": note.read_text().strip(), fp.SPLIT: manifest}
+
+
+def remote_dataset() -> dict[str, Any] | None:
+    """Under a clearml-agent: the ClearML Dataset the running task's split is (the ``dataset``
+    configuration object its source task recorded: id and manifest sha256); None by hand."""
+    task_id = os.environ.get("CLEARML_TASK_ID")
+    if not task_id or not tracker.server_configured():
+        return None
+    Task = _task_class()
+    if Task.running_locally():
+        return None
+    return tracker.configuration(Task.get_task(task_id=task_id), DATASET)
+
+
+def fetch_split(recorded: dict[str, Any], folder: Path) -> None:
+    """The split a task recorded (``recorded``: its Dataset id and manifest sha256) into
+    ``folder``, from ClearML's Dataset (``Dataset.get``: downloaded once into ClearML's cache,
+    read-only there, copied here), refused unless its manifest is the recorded one. The folder
+    appears whole or not at all."""
+    _task_class()  # the server answers, the SDK is online
+    from clearml import Dataset
+
+    try:
+        local = Path(Dataset.get(dataset_id=recorded["id"]).get_local_copy())
+    except ValueError as e:  # the SDK's own for a dataset the server does not know
+        raise SstError(
+            f"the split's ClearML Dataset {recorded['id']} cannot be read: {e}",
+            path=folder,
+            fix="copy the split folder here, or make it with `sst split` (sources needed)",
+        ) from None
+    got = hashlib.sha256((local / MANIFEST).read_bytes()).hexdigest()
+    if got != recorded.get(fp.SPLIT):
+        raise SstError(
+            f"the ClearML Dataset {recorded['id']} holds a split whose manifest sha256 is "
+            f"{got[:12]}…, the task recorded {str(recorded.get(fp.SPLIT))[:12]}…",
+            path=folder,
+            fix="the dataset was replaced: copy the split the run used, or replay its run folder",
+        )
+    tmp = folder.with_name(f".{folder.name}.fetching")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(local, tmp)
+    (tmp / DATASET_ID_FILE).write_text(f"{recorded['id']}\n")  # a replay of this run records it
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, folder)
 
 
 def remote_overrides() -> list[str]:

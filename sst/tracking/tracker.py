@@ -298,10 +298,11 @@ class Tracker:
         self.task.add_tags(tags)
 
     def create_split_dataset(
-        self, project: str, name: str, files: list[Path], raw_files: list[Path]
+        self, project: str, name: str, folder: Path, files: list[Path], raw_files: list[Path]
     ) -> str | None:
-        """Online only: the raw files as one ``clearml.Dataset`` and the split as its child.
-        Returns the split dataset id, or None offline (the manifest is the version then)."""
+        """Online only: the raw files as one ``clearml.Dataset`` and the split's ``files`` (in
+        ``folder``, kept at their paths in it: ``plots/…``) as its child. Returns the split
+        dataset id, or None offline (the manifest is the version then)."""
         if self.offline:
             return None
         from clearml import Dataset
@@ -313,7 +314,7 @@ class Tracker:
         raw.finalize()
         child = Dataset.create(dataset_name=name, dataset_project=project, parent_datasets=[raw.id])
         for path in files:
-            child.add_files(path=str(path))
+            child.add_files(path=str(path), dataset_path=str(path.parent.relative_to(folder)))
         child.upload()
         child.finalize()
         return str(child.id)

@@ -19,9 +19,8 @@ from sst.config import Config
 from sst.data import LABELS
 from sst.data.pipeline import SplitResult, fetch_sources, load_table, long_phrases, run_split
 from sst.data.stats import class_counts
+from sst.tracking import server
 from sst.tracking.tracker import Tracker, tracked
-
-DATASET_ID_FILE = ".clearml_dataset_id"  # a dotfile: a local note, not part of the manifest
 
 
 def make_split(cfg: Config, *, force: bool = False) -> tuple[SplitResult, str | None]:
@@ -43,11 +42,18 @@ def make_split(cfg: Config, *, force: bool = False) -> tuple[SplitResult, str | 
 
 
 def ensure_split(cfg: Config) -> SplitResult | None:
-    """Make ``train.split`` when it is missing and this config is the one that writes it
-    (``split.out``). The sources are checked against their sha256 exactly as `sst split` does.
-    None when nothing was made."""
+    """Make ``train.split`` when it is missing: under a clearml-agent whose task recorded the
+    ClearML Dataset its split is, fetched from it (no sources needed); otherwise, when this
+    config is the one that writes it (``split.out``), from the sources, checked against their
+    sha256 exactly as `sst split` does. None when nothing was made from the sources."""
     folder = Path(cfg.train.split)
-    if folder.is_dir() or Path(cfg.split.out) != folder:
+    if folder.is_dir():
+        return None
+    if (recorded := server.remote_dataset()) is not None:
+        server.fetch_split(recorded, folder)
+        print(f"split {folder} fetched from ClearML Dataset {recorded['id']}", file=sys.stderr)
+        return None
+    if Path(cfg.split.out) != folder:
         return None
     made, _ = make_split(cfg)
     print(f"split {made.out} made first ({made.status})", file=sys.stderr)
@@ -70,12 +76,14 @@ def _report_split(tracker: Tracker, cfg: Config, result: SplitResult) -> None:
     for name, path in result.plots.items():
         tracker.report_image(name, "split", path)
     if result.status != "unchanged":
-        files = sorted(p for p in result.out.rglob("*") if p.is_file())
+        files = sorted(
+            p for p in result.out.rglob("*") if p.is_file() and p.name != server.DATASET_ID_FILE
+        )
         dataset_id = tracker.create_split_dataset(
-            cfg.tracking.project, cfg.name, files, result.raw_files
+            cfg.tracking.project, cfg.name, result.out, files, result.raw_files
         )
         if dataset_id:
-            (result.out / DATASET_ID_FILE).write_text(dataset_id + "\n")
+            (result.out / server.DATASET_ID_FILE).write_text(dataset_id + "\n")
             tracker.record("dataset", {"id": dataset_id}, "the ClearML Dataset of the split")
 
 

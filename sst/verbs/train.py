@@ -41,7 +41,7 @@ from sst.model.pruning import sparsity
 from sst.run import fingerprint as fp
 from sst.run import folder as runs
 from sst.run.trainer import build_trainer, epochs_trained, stopped
-from sst.tracking import agent
+from sst.tracking import agent, server
 from sst.tracking.tracker import Tracker, preflight, tracked
 from sst.verbs import pseudo
 from sst.viz import pictures
@@ -126,6 +126,8 @@ def train(
     ) as tracker:
         if tracker is not None:
             tracker.record_container()
+            if dataset := server.split_dataset(Path(cfg.train.split)):  # where an agent gets it
+                tracker.record(server.DATASET, dataset, "the ClearML Dataset the split is")
             tracker.record("model", dict(model.hparams), "the classifier's arguments")
         seed_everything(cfg.train.seed)  # after Task.init, so tracked and untracked runs agree
         reports = ReportCallback(tracker, work)
