@@ -245,3 +245,19 @@ def test_a_run_killed_after_its_stopping_epochs_checkpoint_resumes_to_its_end(
     done = _resume(partial)
     assert _training(done)["epochs"] == 2
     assert sha256_file(done / runs.WEIGHTS) == whole.weights_sha256
+
+
+def test_early_stopping_without_a_validation_set_is_refused_before_a_run_exists(
+    tiny_model, tmp_path
+) -> None:
+    from sst.data.pipeline import run_split
+    from tests.conftest import split_config, synthetic_rows, write_kaggle
+
+    source = write_kaggle(tmp_path / "train.tsv", synthetic_rows(60))
+    cfg = load_config(split_config(tmp_path, source, val_fraction=0), ["tracking.enabled=false"])
+    split = run_split(cfg).out
+    over = train_overrides(tiny_model, split, tmp_path / "runs", "train.early_stop=2",
+                           "tracking.enabled=false")  # fmt: skip
+    with pytest.raises(SstError, match="train.early_stop=2 needs a validation set"):
+        train(load_config(None, over))
+    assert not (tmp_path / "runs").exists()

@@ -1,7 +1,7 @@
 """The model registry: a run's weights as a ClearML ``OutputModel`` of its task, carrying the run's
 identity, and `sst predict --model <id>` loading a registered model back, its sha256 verified.
 
-    sst train ...                         # online: "model <id> registered" with the task's link
+    sst train ...                         # online: "weights registered as ClearML model <id>"
     sst predict --model <id> "a gorgeous, witty, seductive movie ."
 
 A model's file is the weights artifact the task already uploaded (registered by its URI, so the
@@ -61,26 +61,25 @@ def _register(
     return str(model.id)
 
 
+def _at(uri: str) -> Callable[[Any], Any]:
+    """A model's file that a task already uploaded (an artifact), registered by its URI."""
+    return lambda model: model.update_weights(register_uri=uri, async_enable=False)
+
+
 def register(task: Any, run: runs.Run, uri: str, *, name: str) -> str:
     """``run``'s weights, already at ``uri`` (the task's artifact), as an OutputModel of
     ``task`` tagged ``run``; returns the model id."""
-
-    def store(model: Any) -> None:
-        model.update_weights(register_uri=uri, async_enable=False)
-
-    return _register(task, run, store, name=name, tag="run", framework="PyTorch", extra={})
+    return _register(task, run, _at(uri), name=name, tag="run", framework="PyTorch", extra={})
 
 
 def register_ensemble(task: Any, run: runs.Run, uri: str) -> str:
     """An `sst ensemble` folder as a model of ``task`` tagged ``ensemble``: its file is the
     fingerprint the task uploaded (at ``uri``), which names the members and their weights'
     sha256; its metadata the same, and the test metrics of the averaged probabilities."""
-
-    def store(model: Any) -> None:
-        model.update_weights(register_uri=uri, async_enable=False)
-
     extra = {KIND: ENSEMBLE}
-    return _register(task, run, store, name=run.name, tag=ENSEMBLE, framework="custom", extra=extra)
+    return _register(
+        task, run, _at(uri), name=run.name, tag=ENSEMBLE, framework="custom", extra=extra
+    )
 
 
 def register_export(task: Any, run: runs.Run, folder: Path, manifest: dict[str, Any]) -> str:
@@ -132,8 +131,6 @@ def fetch_model(model_id: str, dest: Path | None = None) -> Path:
             f"model {model_id} is not a model sst registered (no {fp.WEIGHTS} in its metadata)",
             fix="pass the id of a model an `sst train` task registered (its task page, MODELS)",
         )
-    folder = dest or default_cache_dir() / "models" / model_id
-    folder.mkdir(parents=True, exist_ok=True)
     local = model.get_local_copy(raise_on_error=True)
     if (actual := sha256_file(Path(local))) != recorded[fp.WEIGHTS]:
         raise SstError(
@@ -143,6 +140,8 @@ def fetch_model(model_id: str, dest: Path | None = None) -> Path:
             fix="the registered file was replaced: register the run again (sst upload) or "
             "replay its task",
         )
+    folder = dest or default_cache_dir() / "models" / model_id
+    folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(local, folder / runs.WEIGHTS)
     (folder / runs.CONFIG).write_text(model.config_text)
     (folder / runs.FINGERPRINT).write_text(recorded[runs.FINGERPRINT_META])
