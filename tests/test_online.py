@@ -553,8 +553,12 @@ tracking: {{monitor_resources: false}}
         assert queued.stdout.strip().endswith(
             f"BIT-IDENTICAL (weights sha256 {fingerprint['weights_sha256']})"
         )
-        log = swept["agent"].log.read_text()
-        assert f"fetched from ClearML Dataset {dataset_id}" in log
+        # the task's own console, as the agent streamed it to the server (the agent's local log
+        # file can lag behind the task's end)
+        said = f"fetched from ClearML Dataset {dataset_id}"
+        (clone,) = [t for t in server.tasks.docs.docs.values() if t.get("parent") == task["id"]]
+        logs = [e.get("msg", "") for e in server.events.of(clone["id"], "log")]
+        assert any(said in line for line in logs), logs[-20:]
     finally:
         shutil.rmtree(kit / folder, ignore_errors=True)
 
