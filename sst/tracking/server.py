@@ -27,7 +27,7 @@ from typing import Any
 
 from sst.env.git import git_patch
 from sst.errors import SstError
-from sst.io import MANIFEST, default_cache_dir
+from sst.io import MANIFEST, default_cache_dir, sha256_file
 from sst.run import fingerprint as fp
 from sst.run import folder as runs
 from sst.tracking import agent, registry, tracker
@@ -190,6 +190,7 @@ def wait_for(task_ids: list[str], *, poll: float = POLL, out: Any = None) -> dic
         time.sleep(poll)
 
 
+FINGERPRINT = "fingerprint"  # the configuration object holding a run task's fingerprint
 DATASET = "dataset"  # the configuration object naming the ClearML Dataset a task's split is
 DATASET_ID_FILE = ".clearml_dataset_id"  # in a split folder: a local note, not in the manifest
 
@@ -200,20 +201,23 @@ def split_dataset(folder: Path) -> dict[str, Any] | None:
     note = folder / DATASET_ID_FILE
     if not note.is_file():
         return None
-    manifest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
-    return {"id": note.read_text().strip(), fp.SPLIT: manifest}
+    return {"id": note.read_text().strip(), fp.SPLIT: sha256_file(folder / MANIFEST)}
+
+
+def _agents_task() -> Any:
+    """Under a clearml-agent, the task it runs; None when run by hand."""
+    task_id = os.environ.get("CLEARML_TASK_ID")
+    if not task_id or not tracker.server_configured():
+        return None
+    Task = _task_class()
+    return None if Task.running_locally() else Task.get_task(task_id=task_id)
 
 
 def remote_dataset() -> dict[str, Any] | None:
     """Under a clearml-agent: the ClearML Dataset the running task's split is (the ``dataset``
     configuration object its source task recorded: id and manifest sha256); None by hand."""
-    task_id = os.environ.get("CLEARML_TASK_ID")
-    if not task_id or not tracker.server_configured():
-        return None
-    Task = _task_class()
-    if Task.running_locally():
-        return None
-    return tracker.configuration(Task.get_task(task_id=task_id), DATASET)
+    task = _agents_task()
+    return None if task is None else tracker.configuration(task, DATASET)
 
 
 def fetch_split(recorded: dict[str, Any], folder: Path) -> None:
@@ -232,7 +236,7 @@ def fetch_split(recorded: dict[str, Any], folder: Path) -> None:
             path=folder,
             fix="copy the split folder here, or make it with `sst split` (sources needed)",
         ) from None
-    got = hashlib.sha256((local / MANIFEST).read_bytes()).hexdigest()
+    got = sha256_file(local / MANIFEST)
     if got != recorded.get(fp.SPLIT):
         raise SstError(
             f"the ClearML Dataset {recorded['id']} holds a split whose manifest sha256 is "
@@ -251,13 +255,8 @@ def fetch_split(recorded: dict[str, Any], folder: Path) -> None:
 def remote_overrides() -> list[str]:
     """Under a clearml-agent: the running task's ``config/…`` parameters (a sweep's overrides) as
     ``section.key=value`` for ``sst train``; nothing when run by hand."""
-    task_id = os.environ.get("CLEARML_TASK_ID")
-    if not task_id or not tracker.server_configured():
-        return []
-    Task = _task_class()
-    if Task.running_locally():
-        return []
-    return agent.parameters_to_overrides(Task.get_task(task_id=task_id).get_parameters())
+    task = _agents_task()
+    return [] if task is None else agent.parameters_to_overrides(task.get_parameters())
 
 
 def clone_task(task_id: str, queue: str) -> str:
@@ -269,7 +268,7 @@ def clone_task(task_id: str, queue: str) -> str:
     # a clone keeps the source's tags (a sweep's id would count it twice) and its recorded
     # fingerprint: the replay starts with neither, and records its own
     clone.set_tags(["replay"])
-    clone.set_configuration_object(name="fingerprint", config_text="")
+    clone.set_configuration_object(name=FINGERPRINT, config_text="")
     Task.enqueue(clone, queue_name=queue)
     return str(clone.id)
 
@@ -280,7 +279,7 @@ def task_record(task_id: str) -> tuple[dict[str, str], dict[str, Any], dict[str,
     task = get_task(task_id)
     single = task.get_reported_single_values() or {}
     params = dict(task.get_parameters() or {})
-    fingerprint = tracker.configuration(task, "fingerprint") or {}
+    fingerprint = tracker.configuration(task, FINGERPRINT) or {}
     return params, fingerprint, {k: float(v) for k, v in single.items()}
 
 
@@ -389,7 +388,7 @@ def fetch_run(task_id: str, dest: Path | None = None) -> Path:
         local = task.artifacts[name].get_local_copy(raise_on_error=True)
         shutil.copyfile(local, folder / name)
     run = runs.Run.open(folder, need=runs.SHARED).verify()  # the files against the fingerprint
-    recorded = (tracker.configuration(task, "fingerprint") or {}).get(fp.WEIGHTS)
+    recorded = (tracker.configuration(task, FINGERPRINT) or {}).get(fp.WEIGHTS)
     if recorded and run.weights_sha256 != recorded:  # ...and the fingerprint against the task
         raise SstError(
             f"the shared fingerprint names weights {run.weights_sha256}, the task recorded "

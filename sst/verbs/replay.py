@@ -112,7 +112,7 @@ def from_parameters(
 def from_session(path: Path) -> Recorded:
     """An offline ClearML session (the zip, or its folder)."""
     session = read_session(path)
-    fingerprint = session.configuration("fingerprint") or {}
+    fingerprint = session.configuration(server.FINGERPRINT) or {}
     return from_parameters(str(path), session.parameters, fingerprint, session.single_values)
 
 

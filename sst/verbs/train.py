@@ -317,7 +317,7 @@ def _report_run(
     tracker: Tracker, fingerprint: dict[str, Any], metrics: dict[str, Any], figure: Path
 ) -> None:
     # `sst replay <task or session.zip>` reads it back (tracker.configuration)
-    tracker.record("fingerprint", fingerprint, "what the run depended on and wrote (sst replay)")
+    tracker.record(server.FINGERPRINT, fingerprint, "what the run depended on and wrote (replay)")
     test, training = metrics["test"], metrics.get("training") or {}
     if training.get("stopped") == "budget":  # what a replay of the task trains
         tracker.report_single_value(runs.BUDGET_EPOCHS, training["epochs"])
