@@ -160,6 +160,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed and len(failed) == len(outcomes) else 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from sst.run.folder import TUNE_RECORD
+    from sst.verbs.tune import leaderboard, tune
+
+    if args.local == bool(args.queue):
+        raise SstError("choose where the search runs", fix="pass --local or --queue NAME")
+    tuned = tune(
+        Path(args.space),
+        base=Path(args.config) if args.config else None,
+        extra=args.overrides,
+        local=args.local,
+        queue=args.queue,
+    )
+    print(leaderboard(tuned.trials).to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"tune record {tuned.tune_dir / TUNE_RECORD}")
+    if tuned.best is None:
+        print("no trial completed", file=sys.stderr)
+        return 1
+    run = tuned.best.run_dir or tuned.best.task_id
+    print(f"best: trial {tuned.best.number} ({run}); replay it with `sst replay {run}`")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from sst.run.ranking import parse_by
     from sst.verbs.report import collect, from_project, publish
@@ -320,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="(--queue) wait and print task status")
     p.add_argument("--by", default="balanced", help="leaderboard ranking (see sst report)")
     p.add_argument("--report", help="leaderboard folder (default reports/<sweep-id>)")
+    p = _verb(sub, cmd_tune, "search one model's hyperparameters, here or on a ClearML queue")
+    p.description = (
+        "Each trial trains the --config preset with values drawn from the --space file (Optuna's "
+        "TPE, seeded there). The objective is the best validation root macro-F1, never test. "
+        "--local: Optuna in this process. --queue: ClearML's HyperParameterOptimizer clones the "
+        "template task per trial onto the queue (needs a ClearML server)."
+    )
+    _config_args(p)
+    p.add_argument("--space", required=True, help="search space YAML (see configs/tune.yaml)")
+    p.add_argument("--local", action="store_true", help="run the trials here, one by one")
+    p.add_argument("--queue", help="ClearML queue to enqueue the trials on")
     p = _verb(sub, cmd_report, "leaderboard of run folders: Markdown, HTML, JSON, confusion grid")
     p.description = (
         f"Rank runs by --by: {BY_HELP}. {BALANCED_RULE}, qualifying runs first by macro-F1. "

@@ -23,6 +23,7 @@ VERBS = [
     "config",
     "bench",
     "sweep",
+    "tune",
     "report",
     "ensemble",
     "replay",

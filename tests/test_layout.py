@@ -344,6 +344,8 @@ OTHER_KEYS = {
     "sst.tracking.tracker": {"image"},  # the task's Container section
     "sst.tracking.server": {"model"},  # a ClearML task's row for sst report --tag
     "sst.verbs.sweep": {"model"},  # a line of the sweep's outcome table
+    "sst.config.space": {"seed"},  # the search space file's sampler seed
+    "sst.verbs.tune": {"seed"},  # the search task's record of that seed
 }
 
 

@@ -183,13 +183,13 @@ def _build(cls: type, values: dict[str, Any], lines: dict[str, int], path: str |
         ) from None
 
 
-def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+def key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
     out: dict[str, int] = {}
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             full = f"{prefix}{k.value}"
             out[full] = k.start_mark.line + 1
-            out.update(_key_lines(v, f"{full}."))
+            out.update(key_lines(v, f"{full}."))
     return out
 
 
@@ -225,7 +225,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             ) from None
         if not isinstance(values, dict):
             raise SstError("the config must be a mapping", path=p, line=1, fix="use key: value")
-        lines = _key_lines(node) if node is not None else {}
+        lines = key_lines(node) if node is not None else {}
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

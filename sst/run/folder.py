@@ -54,6 +54,8 @@ PARTIAL = ".partial"
 REPLAYS = "replays"  # <runs_dir>/replays/: where `sst replay` trains
 SWEEPS = "sweeps"  # <runs_dir>/sweeps/<sweep-id>/sweep.json: a sweep's outcomes
 SWEEP_RECORD = "sweep.json"
+TUNES = "tunes"  # <runs_dir>/tunes/<tune-id>/tune.json: a search's trials (`sst tune`)
+TUNE_RECORD = "tune.json"
 # What a shared task carries as artifacts (`sst upload`, online training), enough to predict
 SHARED = (CONFIG, FINGERPRINT, METRICS, PREDICTIONS, WEIGHTS, CONFUSION_PNG)
 ENSEMBLE_SHARED = (FINGERPRINT, METRICS, PREDICTIONS, CONFUSION_PNG)  # it has no config, no weights

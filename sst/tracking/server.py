@@ -38,7 +38,7 @@ DONE = ("completed", "closed", "published")
 LOG_TAIL = 12  # lines of a failed task's log shown with it
 
 
-def _task_class() -> Any:
+def task_class() -> Any:
     """ClearML's ``Task``, online (an earlier task of this process may have been offline: the
     SDK's offline mode is process-wide), once the server answered."""
     tracker.check_server()
@@ -50,7 +50,7 @@ def _task_class() -> Any:
 
 def get_task(task_id: str) -> Any:
     """The task ``task_id`` on the server; one line when there is none."""
-    Task = _task_class()
+    Task = task_class()
     try:
         return Task.get_task(task_id=task_id)
     except ValueError:  # the SDK's "Task ... not found"
@@ -65,7 +65,7 @@ def require_queue(name: str) -> str:
     (the SDK's ``Task.enqueue`` raises deep inside instead)."""
     from clearml.backend_api.session.client import APIClient
 
-    _task_class()
+    task_class()
     queues = APIClient().queues.get_all(only_fields=["id", "name"])
     for queue in queues:
         if queue.name == name:
@@ -92,7 +92,7 @@ def sweep_template(
     <base_config>`` at ``commit`` of ``repo`` with ``diff`` (the kit's uncommitted changes, as
     a trained task records them) applied, in this run's image. Reused when one exists for that
     commit, diff and config (tags, then the script itself), created otherwise (never executed)."""
-    Task = _task_class()
+    Task = task_class()
     tags = ["sst-template", f"rev-{commit[:12]}", f"config-{Path(base_config).stem}"]
     if diff:
         tags.append(f"diff-{hashlib.sha256(diff.encode()).hexdigest()[:12]}")
@@ -137,7 +137,7 @@ def enqueue_sweep(
     """One clone of the template per child (name, ``config/…`` parameter overrides), tagged with
     the sweep id, carrying the image, enqueued on ``queue``; the sweep itself is a controller task
     listing its children. Returns the child task ids in order."""
-    Task = _task_class()
+    Task = task_class()
     require_queue(queue)  # before any task is made
     image, docker_args = agent.container_image(), agent.container_arguments()
     template = sweep_template(
@@ -173,7 +173,7 @@ POLL = float(os.environ.get("SST_WAIT_POLL") or 30)  # seconds between status po
 def wait_for(task_ids: list[str], *, poll: float = POLL, out: Any = None) -> dict[str, str]:
     """Poll the tasks until each is finished; print every status change, and the tail of the
     log of a task that did not complete. Returns id → status."""
-    Task = _task_class()
+    Task = task_class()
     out = out or sys.stdout
     status: dict[str, str] = {}
     while True:
@@ -209,7 +209,7 @@ def _agents_task() -> Any:
     task_id = os.environ.get("CLEARML_TASK_ID")
     if not task_id or not tracker.server_configured():
         return None
-    Task = _task_class()
+    Task = task_class()
     return None if Task.running_locally() else Task.get_task(task_id=task_id)
 
 
@@ -225,7 +225,7 @@ def fetch_split(recorded: dict[str, Any], folder: Path) -> None:
     ``folder``, from ClearML's Dataset (``Dataset.get``: downloaded once into ClearML's cache,
     read-only there, copied here), refused unless its manifest is the recorded one. The folder
     appears whole or not at all."""
-    _task_class()  # the server answers, the SDK is online
+    task_class()  # the server answers, the SDK is online
     from clearml import Dataset
 
     try:
@@ -261,7 +261,7 @@ def remote_overrides() -> list[str]:
 
 def clone_task(task_id: str, queue: str) -> str:
     """A clone of ``task_id`` (same parameters, same image), enqueued; returns its id."""
-    Task = _task_class()
+    Task = task_class()
     require_queue(queue)
     source = get_task(task_id)
     clone = Task.clone(source_task=source, name=f"replay of {task_id}", parent=task_id)
@@ -286,7 +286,7 @@ def task_record(task_id: str) -> tuple[dict[str, str], dict[str, Any], dict[str,
 def project_results(project: str, tag: str) -> list[dict[str, Any]]:
     """The training tasks of ``project`` tagged ``tag``: id, name, status, model, single values,
     and for a task that did not complete the tail of its log."""
-    Task = _task_class()
+    Task = task_class()
     results = []
     for task in Task.get_tasks(
         project_name=project, tags=[tag], task_filter={"type": ["training"]}
@@ -344,7 +344,7 @@ def upload_session(session: Path) -> str:
             path=session,
             fix="run `clearml-init` or set CLEARML_API_HOST and the CLEARML_API_* keys",
         )
-    task_id = _task_class().import_offline_session(str(session))
+    task_id = task_class().import_offline_session(str(session))
     if not task_id:
         raise SstError("ClearML did not import the session", path=session, fix="see its log above")
     return str(task_id)
@@ -368,7 +368,7 @@ def attach_run(task_id: str, folder: Path) -> str | None:
 def fetch_model(model_id: str) -> Path:
     """A model sst registered, downloaded as a run folder, its sha256 checked
     (:func:`sst.tracking.registry.fetch_model`)."""
-    _task_class()  # the server answers, the SDK is online
+    task_class()  # the server answers, the SDK is online
     return registry.fetch_model(model_id)
 
 
