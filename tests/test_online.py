@@ -563,6 +563,67 @@ tracking: {{monitor_resources: false}}
         shutil.rmtree(kit / folder, ignore_errors=True)
 
 
+# -- D: a hyperparameter search on the queue --------------------------------------------------
+
+
+def test_a_search_on_a_queue_is_clearmls_optimizer_driving_trials_through_an_agent(
+    server: ClearmlServer, swept: dict[str, Any], kit: Path, tmp_path: Path
+) -> None:
+    """`sst tune --queue`: ClearML's HyperParameterOptimizer with OptimizerOptuna clones the
+    template per trial (with the command line's overrides: each trial stops early), the sweep's
+    agent trains them, the objective is read back from the server, and it is the best validation
+    of the run the agent wrote (what `sst tune --local` reads). (The best trial is a run task like
+    any other: a sweep child's replay is tested above, the best local trial's in test_tune.)"""
+    from sst.run.trainer import MONITOR
+    from sst.verbs.tune import best_validation
+
+    env = {**swept["env"], "SST_WAIT_POLL": "1"}
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "trials: 2\nseed: 1\nspace:\n  train.lr: {log_uniform: [1.0e-4, 1.0e-2]}\n"
+        "  model.pooling: {choice: [mean, cls]}\n"
+    )
+    base = swept["home"] / "base.yaml"
+    early = ["train.early_stop=1", "train.early_stop_delta=1.0", "train.sampling=random:3"]
+    done = sst("tune", "--space", str(space), "--config", str(base), "--queue", "sweeps", *early,
+               env=env, cwd=kit)  # fmt: skip
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    (record,) = (swept["home"] / "runs" / "tunes").glob("*/tune.json")
+    tune = json.loads(record.read_text())
+    (search,) = [t for t in server.tasks.docs.docs.values() if t["name"] == tune["tune_id"]]
+    assert search["type"] == "optimizer" and search["status"] in ("completed", "stopped")
+    trials = tune["trials"]
+    assert [t["state"] for t in trials] == ["completed", "completed"], done.stdout[-3000:]
+    runs_by_task = {
+        json.loads(f.read_text())["clearml_task_id"]: f.parent
+        for f in (swept["home"] / "runs").glob("*/fingerprint.json")
+    }
+    for trial in trials:
+        task = server.task(trial["task_id"])
+        assert task["parent"] == search["id"] and tune["tune_id"] in task["tags"]
+        params = {n: p["value"] for n, p in task["hyperparams"]["config"].items()}
+        assert float(params["train/lr"]) == trial["params"]["train.lr"]
+        assert params["model/pooling"] == trial["params"]["model.pooling"]
+        assert params["train/early_stop"] == "1" and trial["stopped"] == "early"
+        assert "early-stopped" in task["tags"]
+        # the objective: the highest val root macro-F1 the task reported, as its run logged it
+        reported = [
+            e["value"]
+            for e in server.events.of(task["id"], "training_stats_scalar")
+            if (e["metric"], e["variant"]) == ("val_root", "macro_f1")
+        ]
+        assert len(reported) == 2 and trial["value"] == max(reported)
+        # what --local reads: the run's TensorBoard scalars hold it as a float32
+        assert trial["value"] == pytest.approx(best_validation(runs_by_task[task["id"]]), 1e-6)
+    best = max(trials, key=lambda t: t["value"])
+    assert f"best: trial {best['number']} ({best['task_id']})" in done.stdout
+    # the printed leaderboard: best first, each trial's values and how it ended
+    lines = done.stdout.splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.split()[:1] == [MONITOR])
+    assert lines[header + 2].split()[:4] == [str(best["number"]), f"{best['value']:.4g}",
+                                             "completed", "early"]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def offline_run(
     kit: Path, tiny_model: Path, tiny_split: Path, tmp_path_factory: pytest.TempPathFactory

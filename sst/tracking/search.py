@@ -109,6 +109,9 @@ def optimize(
             pool_period_min=poll,
             optuna_sampler=optuna.samplers.TPESampler(seed=space.seed),
         )
+        # ClearML's progress reports as often as the trials are polled: its reporter thread sleeps
+        # a report period (5 min by default) and optimizer.stop() waits for its last report
+        optimizer.set_report_period(poll)
         by_name = {d.parameter_name: d.key for d in space.dimensions}
         strategy = optimizer.get_optimizer()
         strategy.set_job_naming_scheme(
@@ -121,12 +124,12 @@ def optimize(
         optimizer.start()
         optimizer.wait()
         optimizer.stop()
-        objective: Any = optimizer.objective_metric  # one objective: a list of one value
+        objective: Any = optimizer.objective_metric  # one objective: its Objective
         trials = []
         for number, (task_id, params) in enumerate(strategy.get_created_jobs_ids().items()):
             task = Task.get_task(task_id=task_id)
             status = str(task.get_status())
-            value = (objective.get_objective(task_id) or [None])[0]
+            value = objective.get_objective(task_id)
             stopped = next((STOPPED_TAGS[t] for t in task.get_tags() if t in STOPPED_TAGS), None)
             trials.append(
                 Trial(

@@ -14,11 +14,19 @@ keeps them (``apiserver/services/{projects,queues,workers,events,models}.py`` an
   back by ``events.get_task_log`` (the last batch unless ``navigate_earlier`` is false), its
   single values by ``events.get_task_single_value_metrics`` (the scalars reported at iteration
   -2**31, ``bll/event/event_metrics.py``; tasks without one left out).
+- A scalar event updates its task's ``last_metrics``, keyed by the md5 of the metric and of the
+  variant (``database/utils.py`` ``hash_field_name``): the latest value by (iteration, time), the
+  first, the lowest and the highest with their iterations, and the mean
+  (``bll/event/event_bll.py`` ``_update_last_scalar_events_for_task``, ``bll/task/utils.py``
+  ``update_task``); ``events.scalar_metrics_iter_histogram`` gives each metric's series, the mean
+  per iteration in iteration order, single values left out (``bll/event/event_metrics.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import defaultdict
 from typing import Any
 
 from tests.clearml_server.http import Call, bad_request
@@ -226,6 +234,8 @@ class Events:
     def __init__(self, tasks: Collection) -> None:
         self.tasks = tasks
         self.by_task: dict[str, list[dict[str, Any]]] = {}
+        # (task, metric key, variant key) → (iteration, time) of the value last_metrics holds
+        self.latest: dict[tuple[str, str, str], tuple[int, int]] = {}
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -234,6 +244,7 @@ class Events:
             "events.get_task_log": self.get_task_log,
             "events.get_task_single_value_metrics": self.single_values,
             "events.get_task_events": self.get_task_events,
+            "events.scalar_metrics_iter_histogram": self.scalar_histogram,
         }
 
     def add(self, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -243,6 +254,8 @@ class Events:
             if not task or str(task) not in self.tasks.docs:
                 raise bad_request(101, "invalid task id", task=task)
             self.by_task.setdefault(str(task), []).append(event)
+            if event.get("type") == "training_stats_scalar" and event.get("value") is not None:
+                self._last_metric(self.tasks.get(task), event)
             added += 1
         return {"added": added, "errors": 0, "errors_info": {}}
 
@@ -252,6 +265,42 @@ class Events:
         if raw is None:
             raise bad_request(17, "batch request contains no items")
         return self.add([json.loads(line) for line in raw.splitlines() if line.strip()])
+
+    def _last_metric(self, task: dict[str, Any], event: dict[str, Any]) -> None:
+        metric, variant = event.get("metric") or "", event.get("variant") or ""
+        keys = [hashlib.md5(name.encode()).hexdigest() for name in (metric, variant)]
+        last = task.setdefault("last_metrics", {}).setdefault(keys[0], {}).setdefault(keys[1], {})
+        value, at = float(event["value"]), (event.get("iter", 0), event.get("timestamp", 0))
+        last |= {"metric": metric, "variant": variant}
+        if at >= self.latest.setdefault((task["id"], *keys), at):
+            self.latest[(task["id"], *keys)] = at
+            last["value"] = value
+        if "first_value" not in last or at[0] < last["first_value_iteration"]:
+            last |= {"first_value": value, "first_value_iteration": at[0]}
+        if "min_value" not in last or value < last["min_value"]:
+            last |= {"min_value": value, "min_value_iteration": at[0]}
+        if "max_value" not in last or value > last["max_value"]:
+            last |= {"max_value": value, "max_value_iteration": at[0]}
+        last["count"] = last.get("count", 0) + 1
+        last["mean_value"] = (
+            last.get("mean_value", 0.0) + (value - last.get("mean_value", 0.0)) / last["count"]
+        )
+
+    def scalar_histogram(self, call: Call) -> dict[str, Any]:
+        task_id = call.data.get("task")
+        self.tasks.get(task_id)
+        per_iter: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        for e in self.of(task_id, "training_stats_scalar"):
+            if e.get("iter", 0) > SINGLE_SCALAR_ITERATION and e.get("value") is not None:
+                per_iter[(e["metric"], e["variant"])][e.get("iter", 0)].append(float(e["value"]))
+        out: dict[str, dict[str, Any]] = defaultdict(dict)
+        for (metric, variant), by_iter in per_iter.items():
+            x = sorted(by_iter)
+            y = [sum(by_iter[i]) / len(by_iter[i]) for i in x]
+            out[metric][variant] = {"name": variant, "x": x, "y": y}
+        return dict(out)
 
     def of(self, task_id: str, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.by_task.get(task_id, []) if e.get("type") == kind]
