@@ -162,7 +162,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from sst.run.folder import TUNE_RECORD
-    from sst.verbs.tune import leaderboard, tune
+    from sst.run.trials import leaderboard
+    from sst.verbs.tune import tune
 
     if args.local == bool(args.queue):
         raise SstError("choose where the search runs", fix="pass --local or --queue NAME")
@@ -351,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         "template task per trial onto the queue (needs a ClearML server)."
     )
     _config_args(p)
-    p.add_argument("--space", required=True, help="search space YAML (see configs/tune.yaml)")
+    p.add_argument(
+        "--space", required=True, help="search space YAML (see configs/spaces/demo.yaml)"
+    )
     p.add_argument("--local", action="store_true", help="run the trials here, one by one")
     p.add_argument("--queue", help="ClearML queue to enqueue the trials on")
     p = _verb(sub, cmd_report, "leaderboard of run folders: Markdown, HTML, JSON, confusion grid")

@@ -488,6 +488,14 @@ def test_an_unknown_queue_is_one_line_before_any_task_is_made(
     error = one_line_error(sst(*args, env=swept["env"], cwd=kit), "sweep")
     assert "no queue 'nope'" in error and re.search(r"queues: .*\bsweeps\b", error)
     assert len(server.tasks.docs.docs) == before
+    # a search too: no task, and no search folder beside the runs
+    space = tmp_path / "space.yaml"
+    space.write_text("space:\n  model.pooling: {choice: [mean, cls]}\n")
+    runs = tmp_path / "runs"
+    args = ("tune", "--space", str(space), "--config", str(base), f"train.runs_dir={runs}")
+    error = one_line_error(sst(*args, "--queue", "nope", env=swept["env"], cwd=kit), "tune")
+    assert "no queue 'nope'" in error and len(server.tasks.docs.docs) == before
+    assert not runs.exists()
 
 
 def test_a_sweep_child_replays_here_and_on_the_queue(
@@ -574,6 +582,7 @@ def test_a_search_on_a_queue_is_clearmls_optimizer_driving_trials_through_an_age
     agent trains them, the objective is read back from the server, and it is the best validation
     of the run the agent wrote (what `sst tune --local` reads). (The best trial is a run task like
     any other: a sweep child's replay is tested above, the best local trial's in test_tune.)"""
+    from sst.run.folder import load_run_config
     from sst.run.trainer import MONITOR
     from sst.verbs.tune import best_validation
 
@@ -605,6 +614,13 @@ def test_a_search_on_a_queue_is_clearmls_optimizer_driving_trials_through_an_age
         assert float(params["train/lr"]) == trial["params"]["train.lr"]
         assert params["model/pooling"] == trial["params"]["model.pooling"]
         assert params["train/early_stop"] == "1" and trial["stopped"] == "early"
+        run = runs_by_task[task["id"]]  # what the agent trained: the trial's values
+        cfg = load_run_config(run)
+        assert (cfg.train.lr, cfg.model.pooling, cfg.train.early_stop) == (
+            trial["params"]["train.lr"],
+            trial["params"]["model.pooling"],
+            1,
+        )
         assert "early-stopped" in task["tags"]
         # the objective: the highest val root macro-F1 the task reported, as its run logged it
         reported = [
@@ -614,7 +630,7 @@ def test_a_search_on_a_queue_is_clearmls_optimizer_driving_trials_through_an_age
         ]
         assert len(reported) == 2 and trial["value"] == max(reported)
         # what --local reads: the run's TensorBoard scalars hold it as a float32
-        assert trial["value"] == pytest.approx(best_validation(runs_by_task[task["id"]]), 1e-6)
+        assert trial["value"] == pytest.approx(best_validation(run), 1e-6)
     best = max(trials, key=lambda t: t["value"])
     assert f"best: trial {best['number']} ({best['task_id']})" in done.stdout
     # the printed leaderboard: best first, each trial's values and how it ended

@@ -7,6 +7,7 @@ The search on a ClearML queue is tests/test_online.py's."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from sst.run import folder as runs
 from sst.run.trainer import MONITOR
 from sst.verbs.tune import tune
 from sst.viz.pictures import scalars
-from tests.conftest import train_overrides
+from tests.conftest import configuration, train_overrides
 
 SPACE = """\
 trials: 3
@@ -64,6 +65,7 @@ def test_a_seeded_search_runs_the_same_trials_twice_and_its_best_replays(
         assert len(logged) == 2 and t["value"] == max(logged)  # the best validation, not test
         metrics = json.loads((run / runs.METRICS).read_text())
         assert metrics["training"]["stopped"] == "early" and t["stopped"] == "early"
+        assert t["value"] >= metrics["val"]["root"]["macro_f1"]  # the last validation's
 
     assert {t["params"]["model.pooling"] for t in first} == {"mean", "cls"}  # (seed 1 draws both)
 
@@ -77,6 +79,16 @@ def test_a_seeded_search_runs_the_same_trials_twice_and_its_best_replays(
         assert " early " in ln and ln.split()[-1] == t["run_dir"]
     best = order[0]
     assert f"best: trial {best['number']} ({best['run_dir']})" in printed
+
+    # the offline sessions: each trial's task and the search's own, tagged with the search's id
+    sessions = Path(os.environ["CLEARML_CACHE_DIR"]).glob("offline/*/task.json")
+    tasks = [json.loads(p.read_text()) for p in sessions]
+    (search,) = [t for t in tasks if t["type"] == "optimizer"]
+    assert search["name"] == tune_dir.name and search["tags"] == [tune_dir.name]
+    assert configuration(search, "trials") == {str(t["number"]): t["task_id"] for t in first}
+    training = [t for t in tasks if t["type"] == "training"]
+    assert sorted(t["id"] for t in training) == sorted(t["task_id"] for t in first)
+    assert all(tune_dir.name in t["tags"] for t in training)
 
     # the same space, seed and base (untracked, elsewhere): the same trials, bit for bit
     again = tune(
@@ -117,6 +129,15 @@ def test_a_repeated_draw_is_pruned_not_trained(tiny_model, tiny_split, tmp_path)
     )
 
 
+def test_the_shipped_space_checks_against_the_demo_preset() -> None:
+    from sst.config.space import read_space
+    from tests.conftest import REPO
+
+    space = read_space(REPO / "configs" / "spaces" / "demo.yaml")
+    space.check(REPO / "configs" / "demo.yaml", [])
+    assert [d.key for d in space.dimensions] == ["train.lr", "train.sampling", "model.pooling"]
+
+
 BAD_SPACES = {
     "unknown top key": ("trails: 3\nspace:\n  train.lr: {uniform: [0.1, 0.2]}\n", 1, "trails"),
     "not a config key": ("space:\n  train.lrr: {uniform: [0.1, 0.2]}\n", 2, "train.lrr"),
@@ -127,6 +148,8 @@ BAD_SPACES = {
     "unknown kind": ("space:\n  train.lr: {normal: [1, 2]}\n", 2, "log_uniform, uniform"),
     "no space": ("trials: 3\n", 1, "needs a `space:` mapping"),
     "bad trials": ("trials: 0\nspace:\n  train.lr: {uniform: [0.1, 0.2]}\n", 1, ">= 1"),
+    "int not a list": ('space:\n  train.batch_size: {int: "12"}\n', 2, "[low, high]"),
+    "int of a fraction": ("space:\n  train.batch_size: {int: [8, 16.5]}\n", 2, "[low, high]"),
 }
 
 
@@ -161,6 +184,17 @@ def test_a_split_without_validation_is_refused_before_any_trial(tiny_model, tmp_
     extra = train_overrides(tiny_model, split, tmp_path / "runs")
     with pytest.raises(SstError, match="has no validation set: a search would select on test"):
         tune(_space(tmp_path), base=None, extra=extra, local=True, queue=None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_search_on_agents_checks_the_split_here_first(tiny_model, tmp_path) -> None:
+    """Agents make or fetch the split; whether it has a validation set is checked here, before
+    any server is asked, so the split must be here."""
+    from sst.errors import SstError
+
+    extra = train_overrides(tiny_model, tmp_path / "no-split", tmp_path / "runs")
+    with pytest.raises(SstError, match="is not here: a search checks it has a validation set"):
+        tune(_space(tmp_path), base=None, extra=extra, local=False, queue="gpu")
     assert not (tmp_path / "runs").exists()
 
 

@@ -93,7 +93,7 @@ def read_space(path: Path) -> Space:
     """The space file, checked for shape (every problem at once); its keys against a config by
     :meth:`Space.check`."""
     if not path.is_file():
-        raise SstError("search space file not found", path=path, fix="see configs/tune.yaml")
+        raise SstError("search space file not found", path=path, fix="see configs/spaces/demo.yaml")
     text = path.read_text(encoding="utf-8")
     try:
         node, doc = yaml.compose(text), yaml.safe_load(text)
@@ -109,7 +109,7 @@ def read_space(path: Path) -> Space:
         raise SstError(
             "a search space needs a `space:` mapping of config keys",
             path=path,
-            line=1,
+            line=key_lines(node).get("space", 1) if node is not None else 1,
             fix=f"write e.g.  space:\\n  {EXAMPLE}",
         )
     lines = key_lines(node) if node is not None else {}
@@ -158,8 +158,11 @@ def _dimension(key: str, spec: Any, line: int, bad: Any) -> Dimension | None:
             return None
         return Dimension(key, kind, tuple(values), line)
     try:  # YAML reads 1e-5 (no dot) as text: a number either way
-        low, high = (int(v) if kind == "int" else float(v) for v in values)
+        low, high = (float(v) for v in values) if isinstance(values, list) else (0.0, 0.0)
         ok = len(values) == 2 and low < high and (kind != "log_uniform" or low > 0)
+        if kind == "int":  # whole numbers only: 1.5 is no bound of an integer
+            ok = ok and low.is_integer() and high.is_integer()
+            low, high = int(low), int(high)
     except (TypeError, ValueError):
         ok = False
     if not ok:

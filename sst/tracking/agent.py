@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def repo_relative(path: str | Path) -> str:
     return str(path)
 
 
-SWEEP_ENV = "SST_SWEEP_ID"  # a local sweep's children tag their tasks with it
+SWEEP_ENV = "SST_SWEEP_ID"  # a local sweep's children and a local search's trials tag their tasks
 
 
 # What `Task.init` writes into os.environ for its subprocesses: an `sst` started with them (or
@@ -59,8 +60,23 @@ def child_environment() -> dict[str, str]:
 
 
 def sweep_tags() -> list[str]:
-    """The sweep id when this process is a local sweep's child, else nothing."""
+    """The sweep or search id when this process trains for a local sweep or search, else
+    nothing."""
     return [os.environ[SWEEP_ENV]] if os.environ.get(SWEEP_ENV) else []
+
+
+@contextmanager
+def tagged(tag: str) -> Iterator[None]:
+    """Tasks started in the block (in this process) are tagged ``tag`` (:func:`sweep_tags`)."""
+    before = os.environ.get(SWEEP_ENV)
+    os.environ[SWEEP_ENV] = tag
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[SWEEP_ENV]
+        else:
+            os.environ[SWEEP_ENV] = before
 
 
 def container_image() -> str:

@@ -1,6 +1,6 @@
 """`sst tune --queue`: ClearML's HyperParameterOptimizer, Optuna as its strategy, over the template.
 
-    sst tune --space configs/tune.yaml --config configs/demo.yaml --queue gpu
+    sst tune --space configs/spaces/demo.yaml --config configs/demo.yaml --queue gpu
 
 The trials are clones of a base task: the sweep template (:func:`sst.tracking.server.
 sweep_template`, the kit's commit and diff running ``sst.cli train --config <base>``) cloned once
@@ -21,8 +21,7 @@ from typing import Any, TextIO
 
 from sst.config import load_config
 from sst.config.space import Dimension, Space
-from sst.env.git import git_patch, git_state
-from sst.errors import SstError
+from sst.env.git import git_patch
 from sst.run.trials import Trial, leaderboard
 from sst.tracking import agent, server, tracker
 
@@ -53,6 +52,13 @@ def parameter(d: Dimension) -> Any:
     return UniformParameterRange(name, low, high)
 
 
+def report(search: tracker.Tracker, trials: list[Trial]) -> None:
+    """The search's task: each trial's task (or how it ended without one), the leaderboard."""
+    tasks = {str(t.number): t.task_id or t.state for t in trials}
+    search.record("trials", tasks, "each trial's task (or how it ended without one)")
+    search.report_table("tune", "leaderboard", leaderboard(trials))
+
+
 def optimize(
     space: Space,
     tune_id: str,
@@ -70,19 +76,13 @@ def optimize(
     from clearml.automation.optuna import OptimizerOptuna
 
     out = out or sys.stdout
-    git = git_state()
-    if not git.remote or not git.commit:
-        raise SstError(
-            "an online search needs the kit's git remote and commit (agents clone it)",
-            fix="run from a clone with remote.origin.url set",
-        )
+    repo, commit = server.agents_source("a search", queue)  # before any task is made
     Task = server.task_class()
-    server.require_queue(queue)  # before any task is made
     project = load_config(base, extra).tracking.project
     template = server.sweep_template(
         project,
-        repo=git.remote,
-        commit=git.commit,
+        repo=repo,
+        commit=commit,
         base_config=agent.repo_relative(base),
         diff=git_patch(),
     )
@@ -108,6 +108,9 @@ def optimize(
             min_iteration_per_job=None,
             pool_period_min=poll,
             optuna_sampler=optuna.samplers.TPESampler(seed=space.seed),
+            # every trial trains its schedule (or until its own early stopping), as --local does:
+            # Optuna's default MedianPruner would abort a trial whose score is below the median
+            optuna_pruner=optuna.pruners.NopPruner(),
         )
         # ClearML's progress reports as often as the trials are polled: its reporter thread sleeps
         # a report period (5 min by default) and optimizer.stop() waits for its last report
@@ -144,8 +147,7 @@ def optimize(
             )
             shown = f"{value:.4f}" if value is not None else "no objective"
             print(f"trial {number} (task {task_id}): {status}, {shown}", file=out, flush=True)
-        search.record("trials", {str(t.number): t.task_id for t in trials}, "each trial's task")
-        search.report_table("tune", "leaderboard", leaderboard(trials))
+        report(search, trials)
     finally:
         search.close()
     return trials

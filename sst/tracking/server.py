@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sst.env.git import git_patch
+from sst.env.git import git_patch, git_state
 from sst.errors import SstError
 from sst.io import MANIFEST, default_cache_dir, sha256_file
 from sst.run import fingerprint as fp
@@ -83,6 +83,19 @@ def log_tail(task: Any, lines: int = LOG_TAIL) -> list[str]:
     reports = task.get_reported_console_output(number_of_reports=lines)
     text = "\n".join(str(r).rstrip("\n") for r in reports)
     return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+def agents_source(what: str, queue: str) -> tuple[str, str]:
+    """The kit's git remote and commit, which agents clone to run ``what`` (a sweep, a search),
+    once ``queue`` is known to the server: one line otherwise, before any task or folder."""
+    git = git_state()
+    if not git.remote or not git.commit:
+        raise SstError(
+            f"{what} on a queue needs the kit's git remote and commit (agents clone it)",
+            fix="run from a clone with remote.origin.url set",
+        )
+    require_queue(queue)
+    return git.remote, git.commit
 
 
 def sweep_template(

@@ -34,7 +34,6 @@ import pandas as pd
 
 from sst.config import Config, load_config
 from sst.config.zoo import Entry, read_models
-from sst.env.git import git_state
 from sst.errors import SstError
 from sst.model.module import looks_local, model_problem, resolve_model
 from sst.run import folder as runs
@@ -190,12 +189,7 @@ def run_online(
     """Clone the template training task once per entry with its overrides, tag, enqueue;
     ``args`` is the `sst sweep` command line the controller task records."""
     out = out or sys.stdout
-    git = git_state()
-    if not git.remote or not git.commit:
-        raise SstError(
-            "an online sweep needs the kit's git remote and commit (agents clone it)",
-            fix="run from a clone with remote.origin.url set",
-        )
+    repo, commit = server.agents_source("a sweep", queue)
     project = entries[0].cfg.tracking.project
     children = [(e.name, task_parameters(e)) for e in entries]
     ids = server.enqueue_sweep(
@@ -203,8 +197,8 @@ def run_online(
         sweep_id,
         children,
         queue=queue,
-        repo=git.remote,
-        commit=git.commit,
+        repo=repo,
+        commit=commit,
         base_config=agent.repo_relative(base),
         args=args or ["sweep", "--config", agent.repo_relative(base), "--queue", queue],
     )

@@ -1,7 +1,7 @@
 """`sst tune`: a hyperparameter search over one model, here or on a ClearML queue.
 
-    sst tune --space configs/tune.yaml --config configs/demo.yaml --local
-    sst tune --space configs/tune.yaml --config configs/demo.yaml --queue gpu
+    sst tune --space configs/spaces/demo.yaml --config configs/demo.yaml --local
+    sst tune --space configs/spaces/demo.yaml --config configs/demo.yaml --queue gpu
 
 The space file (:mod:`sst.config.space`) names the keys to vary; every trial is `sst train` of
 the base config with the trial's values as overrides, so each is a run like any other: its own
@@ -39,9 +39,9 @@ from sst.errors import SstError
 from sst.io import MANIFEST
 from sst.run import folder as runs
 from sst.run.trainer import MONITOR
-from sst.run.trials import OBJECTIVE, Trial, best, leaderboard
-from sst.tracking import agent
-from sst.tracking.tracker import Tracker, tracked
+from sst.run.trials import OBJECTIVE, Trial, best
+from sst.tracking import agent, search, server
+from sst.tracking.tracker import tracked
 
 
 def new_tune_id(space: Path, base: Config) -> str:
@@ -52,9 +52,15 @@ def new_tune_id(space: Path, base: Config) -> str:
 
 def needs_validation(cfg: Config) -> None:
     """Refuse a split without a validation part (the kit then validates on test: tuning on it
-    would select on the test set). A split not made yet here (an agent's) is checked there."""
+    would select on the test set). The split must be here to be checked, also for a search on
+    agents (which make or fetch the same split, verified against its manifest)."""
     manifest = Path(cfg.train.split) / MANIFEST
-    if manifest.is_file() and "val.tsv" not in json.loads(manifest.read_text())["files"]:
+    if not manifest.is_file():
+        raise SstError(
+            f"the split {cfg.train.split} is not here: a search checks it has a validation set",
+            fix="make it first (`sst split` with the same config), or fetch it",
+        )
+    if "val.tsv" not in json.loads(manifest.read_text())["files"]:
         raise SstError(
             f"the split {cfg.train.split} has no validation set: a search would select on test",
             fix="make a split with split.val_fraction > 0 (or split.folds) and tune on it",
@@ -156,8 +162,10 @@ def tune(
 
         ensure_split(cfg)  # once, before the first trial (the trials share it)
     needs_validation(cfg)
-    if not local and (base is None or queue is None):
-        raise SstError("an online search needs --config and --queue", fix="add both")
+    if not local:
+        if base is None or queue is None:
+            raise SstError("a search on a queue needs --config and --queue", fix="add both")
+        server.agents_source("a search", queue)  # a server, a queue and a remote: no folder else
     tune_id = new_tune_id(space_path, cfg)
     tune_dir = Path(cfg.train.runs_dir) / runs.TUNES / tune_id
     tune_dir.mkdir(parents=True)
@@ -178,7 +186,8 @@ def tune(
     )
     print(f"{tune_id}: {space.trials} trials of {len(space.dimensions)} keys", file=out, flush=True)
     if local:
-        trials = run_local(space, base, extra, lambda t: write_record(tune_dir, t), out)
+        with agent.tagged(tune_id):  # each trial's task carries the search's id
+            trials = run_local(space, base, extra, lambda t: write_record(tune_dir, t), out)
         with tracked(
             cfg.tracking.project,
             tune_id,
@@ -189,21 +198,11 @@ def tune(
             tags=[tune_id],
         ) as tracker:
             if tracker is not None:
-                _report(tracker, trials)
+                search.report(tracker, trials)
     else:
-        from sst.tracking import search
-
         assert base is not None and queue is not None
         trials = search.optimize(
             space, tune_id, base=base, extra=extra, queue=queue, args=args, out=out
         )
     write_record(tune_dir, trials)
     return Tuned(tune_dir, trials, best(trials))
-
-
-def _report(tracker: Tracker, trials: list[Trial]) -> None:
-    """The search's task: the leaderboard, and each trial's run."""
-    tracker.record(
-        "trials", {str(t.number): t.task_id or t.state for t in trials}, "each trial's task"
-    )
-    tracker.report_table("tune", "leaderboard", leaderboard(trials))

@@ -14,12 +14,10 @@ keeps them (``apiserver/services/{projects,queues,workers,events,models}.py`` an
   back by ``events.get_task_log`` (the last batch unless ``navigate_earlier`` is false), its
   single values by ``events.get_task_single_value_metrics`` (the scalars reported at iteration
   -2**31, ``bll/event/event_metrics.py``; tasks without one left out).
-- A scalar event updates its task's ``last_metrics``, keyed by the md5 of the metric and of the
-  variant (``database/utils.py`` ``hash_field_name``): the latest value by (iteration, time), the
-  first, the lowest and the highest with their iterations, and the mean
-  (``bll/event/event_bll.py`` ``_update_last_scalar_events_for_task``, ``bll/task/utils.py``
-  ``update_task``); ``events.scalar_metrics_iter_histogram`` gives each metric's series, the mean
-  per iteration in iteration order, single values left out (``bll/event/event_metrics.py``).
+- The scalar events of a batch update their task's ``last_metrics``, keyed by the md5 of the
+  metric and of the variant (``database/utils.py`` ``hash_field_name``), as the server does per
+  batch (below); ``events.scalar_metrics_iter_histogram`` gives each series' values in iteration
+  order, single values left out (``bll/event/event_metrics.py``).
 """
 
 from __future__ import annotations
@@ -234,8 +232,6 @@ class Events:
     def __init__(self, tasks: Collection) -> None:
         self.tasks = tasks
         self.by_task: dict[str, list[dict[str, Any]]] = {}
-        # (task, metric key, variant key) → (iteration, time) of the value last_metrics holds
-        self.latest: dict[tuple[str, str, str], tuple[int, int]] = {}
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -249,14 +245,17 @@ class Events:
 
     def add(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         added = 0
+        batch: dict[tuple[str, str, str], dict[str, Any]] = {}  # each series' summary
         for event in events:
             task = event.get("task")
             if not task or str(task) not in self.tasks.docs:
                 raise bad_request(101, "invalid task id", task=task)
             self.by_task.setdefault(str(task), []).append(event)
             if event.get("type") == "training_stats_scalar" and event.get("value") is not None:
-                self._last_metric(self.tasks.get(task), event)
+                self._summarise(batch, str(task), event)
             added += 1
+        for (task, *keys), summary in batch.items():
+            self._update_last_metrics(self.tasks.get(task), keys, summary)
         return {"added": added, "errors": 0, "errors_info": {}}
 
     def add_batch(self, call: Call) -> dict[str, Any]:
@@ -266,40 +265,61 @@ class Events:
             raise bad_request(17, "batch request contains no items")
         return self.add([json.loads(line) for line in raw.splitlines() if line.strip()])
 
-    def _last_metric(self, task: dict[str, Any], event: dict[str, Any]) -> None:
+    @staticmethod
+    def _summarise(batch: dict[tuple[str, str, str], Any], task: str, event: dict) -> None:
+        """One scalar into its series' summary of the batch (event_bll.py
+        ``_update_last_scalar_events_for_task``): the latest value by (iteration, time), the
+        first by iteration, the lowest and highest with their iterations, count and total."""
         metric, variant = event.get("metric") or "", event.get("variant") or ""
-        keys = [hashlib.md5(name.encode()).hexdigest() for name in (metric, variant)]
-        last = task.setdefault("last_metrics", {}).setdefault(keys[0], {}).setdefault(keys[1], {})
-        value, at = float(event["value"]), (event.get("iter", 0), event.get("timestamp", 0))
-        last |= {"metric": metric, "variant": variant}
-        if at >= self.latest.setdefault((task["id"], *keys), at):
-            self.latest[(task["id"], *keys)] = at
-            last["value"] = value
-        if "first_value" not in last or at[0] < last["first_value_iteration"]:
-            last |= {"first_value": value, "first_value_iteration": at[0]}
-        if "min_value" not in last or value < last["min_value"]:
-            last |= {"min_value": value, "min_value_iteration": at[0]}
-        if "max_value" not in last or value > last["max_value"]:
-            last |= {"max_value": value, "max_value_iteration": at[0]}
-        last["count"] = last.get("count", 0) + 1
-        last["mean_value"] = (
-            last.get("mean_value", 0.0) + (value - last.get("mean_value", 0.0)) / last["count"]
+        keys = tuple(hashlib.md5(name.encode()).hexdigest() for name in (metric, variant))
+        last = batch.setdefault((task, *keys), {"metric": metric, "variant": variant})
+        value, it = float(event["value"]), event.get("iter", 0)
+        at = (it, event.get("timestamp", 0))
+        last["count"], last["total"] = last.get("count", 0) + 1, last.get("total", 0.0) + value
+        if at >= last.get("at", at):
+            last |= {"value": value, "at": at}
+        for kind, better in (("first", it < last.get("first_iter", it + 1)),
+                             ("min", value < last.get("min", value + 1)),
+                             ("max", value > last.get("max", value - 1))):  # fmt: skip
+            if better:
+                last |= {kind: value, f"{kind}_iter": it}
+
+    @staticmethod
+    def _update_last_metrics(task: dict[str, Any], keys: list[str], summary: dict) -> None:
+        """A batch's summary into the task's ``last_metrics`` (bll/task/utils.py
+        ``get_last_metric_updates``): the value set as the batch's latest, the first value only
+        once, the lowest and highest when beyond the stored, the mean rounded to 2 places."""
+        stored = task.setdefault("last_metrics", {}).setdefault(keys[0], {}).setdefault(keys[1], {})
+        stored |= {k: summary[k] for k in ("metric", "variant", "value")}
+        if "first_value" not in stored:
+            stored |= {
+                "first_value": summary["first"],
+                "first_value_iteration": summary["first_iter"],
+            }
+        for kind, beyond in (("min", min), ("max", max)):
+            field = f"{kind}_value"
+            if field not in stored or beyond(stored[field], summary[kind]) != stored[field]:
+                stored |= {field: summary[kind], f"{field}_iteration": summary[f"{kind}_iter"]}
+        count = stored.get("count", 0)
+        mean = (stored.get("mean_value", 0.0) * count + summary["total"]) / (
+            count + summary["count"]
         )
+        stored |= {"mean_value": round(mean, 2), "count": count + summary["count"]}
 
     def scalar_histogram(self, call: Call) -> dict[str, Any]:
+        """Each series' values by iteration, in iteration order, single values left out; a
+        second event at an iteration replaces the first (the event's id in Elasticsearch is a hash
+        of task, iteration, metric and variant: bll/event/event_bll.py)."""
         task_id = call.data.get("task")
         self.tasks.get(task_id)
-        per_iter: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
+        series: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
         for e in self.of(task_id, "training_stats_scalar"):
             if e.get("iter", 0) > SINGLE_SCALAR_ITERATION and e.get("value") is not None:
-                per_iter[(e["metric"], e["variant"])][e.get("iter", 0)].append(float(e["value"]))
+                series[(e["metric"], e["variant"])][e.get("iter", 0)] = float(e["value"])
         out: dict[str, dict[str, Any]] = defaultdict(dict)
-        for (metric, variant), by_iter in per_iter.items():
+        for (metric, variant), by_iter in series.items():
             x = sorted(by_iter)
-            y = [sum(by_iter[i]) / len(by_iter[i]) for i in x]
-            out[metric][variant] = {"name": variant, "x": x, "y": y}
+            out[metric][variant] = {"name": variant, "x": x, "y": [by_iter[i] for i in x]}
         return dict(out)
 
     def of(self, task_id: str, kind: str) -> list[dict[str, Any]]:
