@@ -202,6 +202,22 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[parts[-1]] = value
 
 
+def read_yaml(path: Path) -> tuple[yaml.Node | None, Any]:
+    """A YAML file's node tree (for key lines) and its values; invalid YAML is one line naming
+    the file and line."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        return yaml.compose(text), yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise SstError(
+            f"invalid YAML: {getattr(e, 'problem', e)}",
+            path=path,
+            line=mark.line + 1 if mark else None,
+            fix="fix the YAML syntax",
+        ) from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """The preset at ``path`` (or the defaults) with ``key=value`` overrides applied."""
     values: dict[str, Any] = {}
@@ -211,18 +227,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise SstError("config file not found", path=p, fix="see configs/ for the presets")
-        text = p.read_text(encoding="utf-8")
-        try:
-            node = yaml.compose(text)
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise SstError(
-                f"invalid YAML: {getattr(e, 'problem', e)}",
-                path=p,
-                line=mark.line + 1 if mark else None,
-                fix="fix the YAML syntax",
-            ) from None
+        node, values = read_yaml(p)
+        values = values or {}
         if not isinstance(values, dict):
             raise SstError("the config must be a mapping", path=p, line=1, fix="use key: value")
         lines = key_lines(node) if node is not None else {}

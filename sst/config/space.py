@@ -25,9 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sst.config.loader import key_lines, load_config
+from sst.config.loader import key_lines, load_config, read_yaml
 from sst.errors import Problems, SstError
 
 KINDS = ("log_uniform", "uniform", "int", "choice")
@@ -94,17 +92,7 @@ def read_space(path: Path) -> Space:
     :meth:`Space.check`."""
     if not path.is_file():
         raise SstError("search space file not found", path=path, fix="see configs/spaces/demo.yaml")
-    text = path.read_text(encoding="utf-8")
-    try:
-        node, doc = yaml.compose(text), yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise SstError(
-            f"invalid YAML: {getattr(e, 'problem', e)}",
-            path=path,
-            line=mark.line + 1 if mark else None,
-            fix="fix the YAML syntax",
-        ) from None
+    node, doc = read_yaml(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("space"), dict) or not doc["space"]:
         raise SstError(
             "a search space needs a `space:` mapping of config keys",
