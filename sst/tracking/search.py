@@ -66,17 +66,19 @@ def optimize(
     base: Any,
     extra: list[str],
     queue: str,
+    source: tuple[str, str],
     args: list[str],
     out: TextIO | None = None,
 ) -> list[Trial]:
     """Run the search on ``queue`` until ``space.trials`` trials ended; returns them in the order
-    they were made."""
+    they were made. ``source``: the kit's remote and commit, from :func:`server.agents_source`
+    (which checked the queue before any task is made)."""
     import optuna
     from clearml.automation import HyperParameterOptimizer
     from clearml.automation.optuna import OptimizerOptuna
 
     out = out or sys.stdout
-    repo, commit = server.agents_source("a search", queue)  # before any task is made
+    repo, commit = source
     Task = server.task_class()
     project = load_config(base, extra).tracking.project
     template = server.sweep_template(

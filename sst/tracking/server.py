@@ -149,9 +149,9 @@ def enqueue_sweep(
 ) -> list[str]:
     """One clone of the template per child (name, ``config/…`` parameter overrides), tagged with
     the sweep id, carrying the image, enqueued on ``queue``; the sweep itself is a controller task
-    listing its children. Returns the child task ids in order."""
+    listing its children. Returns the child task ids in order. ``repo`` and ``commit`` come from
+    :func:`agents_source`, which checked ``queue`` before any task is made."""
     Task = task_class()
-    require_queue(queue)  # before any task is made
     image, docker_args = agent.container_image(), agent.container_arguments()
     template = sweep_template(
         project, repo=repo, commit=commit, base_config=base_config, diff=git_patch()

@@ -165,7 +165,8 @@ def tune(
     if not local:
         if base is None or queue is None:
             raise SstError("a search on a queue needs --config and --queue", fix="add both")
-        server.agents_source("a search", queue)  # a server, a queue and a remote: no folder else
+        # a server, the queue and the kit's remote, or one line and no folder
+        source = server.agents_source("a search", queue)
     tune_id = new_tune_id(space_path, cfg)
     tune_dir = Path(cfg.train.runs_dir) / runs.TUNES / tune_id
     tune_dir.mkdir(parents=True)
@@ -202,7 +203,7 @@ def tune(
     else:
         assert base is not None and queue is not None
         trials = search.optimize(
-            space, tune_id, base=base, extra=extra, queue=queue, args=args, out=out
+            space, tune_id, base=base, extra=extra, queue=queue, source=source, args=args, out=out
         )
     write_record(tune_dir, trials)
     return Tuned(tune_dir, trials, best(trials))
