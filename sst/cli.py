@@ -76,6 +76,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    """`sst train` with ``train.distill_from`` = the teacher (:mod:`sst.verbs.distill`)."""
+    args.overrides = [*args.overrides, f"train.distill_from={args.teacher}"]
+    args.resume = None
+    return cmd_train(args)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from sst.verbs.predict import format_one, predict_file, predict_texts, run_folder
 
@@ -123,6 +130,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         _no_config(args, "bench prune reads each run's own config", also=args.runs)
         return bench_prune([Path(r) for r in args.runs], args.texts, out)
+    if args.what == "quality":  # one config per arm: the preset and overrides, each arm's on top
+        from sst.bench.quality import bench_quality
+
+        only = None if args.only is None else [a for a in args.only.split(",") if a]
+        return bench_quality(args.config, args.overrides, args.arm, out, only)
     cfg, n = _load(args), args.phrases
     if args.what == "split":
         from sst.bench.split import bench_split
@@ -294,6 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, cmd_train, "fine-tune model.name on train.split; writes runs/<id>/")
     _config_args(p)
     p.add_argument("--resume", metavar="RUN", help="continue runs/<id>.partial from its checkpoint")
+    p = _verb(sub, cmd_distill, "train one model on a teacher's soft labels (an ensemble's)")
+    _config_args(p)
+    p.add_argument(
+        "--teacher",
+        required=True,
+        metavar="RUN",
+        help="runs/ensemble-<k>-<hash> (`sst ensemble`) or one run: its members predict the "
+        "train phrases; train.distill_temperature and train.distill_mix shape the loss",
+    )
     p = _verb(sub, cmd_predict, "classify phrases with a finished run, a shared task or a model")
     p.add_argument("--run", help="runs/<id>")
     p.add_argument("--task", help="a ClearML task id or link (its shared run is downloaded)")
@@ -319,9 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
         "profile: where a step's time goes, ours vs HF Trainer. isa: our loop with the CPU's own "
         "kernels vs each pinned level (SST_CPU_ISA=avx2, portable), fresh processes; ours: one "
         "such process. "
-        "prune: --runs (dense, pruned) by seed group: accuracy, speed, size on disk."
+        "prune: --runs (dense, pruned) by seed group: accuracy, speed, size on disk. "
+        "quality: the plain HF Trainer script (peer), the config (kit) and each --arm, over "
+        "train.seeds: test quality as mean ± sd, differences outside the seed noise marked."
     )
-    p.add_argument("what", choices=["split", "train", "profile", "isa", "ours", "prune"])
+    p.add_argument("what", choices=["split", "train", "profile", "isa", "ours", "prune", "quality"])
     p.add_argument("--runs", nargs="+", default=[], help="run folders (prune)")
     p.add_argument("--texts", type=int, default=500, help="test phrases timed (prune)")
     _config_args(p)
@@ -329,6 +352,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="update this Markdown file's section (BENCHMARKS.md)")
     p.add_argument("--seeds", type=int, default=10000, help="seeds for the vectorised search")
     p.add_argument("--peer-seeds", type=int, default=300, help="seeds for the per-seed scipy peer")
+    p.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar='"LABEL key=value ..."',
+        help="quality: one more arm, the config with these overrides (repeatable)",
+    )
+    p.add_argument(
+        "--only",
+        metavar="ARMS",
+        help="quality: train only these arms (comma-separated labels; the others' stored "
+        'measurements are shown; --only "": train nothing, show what is stored)',
+    )
     p = _verb(sub, cmd_sweep, "train every model of a models.txt, here or on a ClearML queue")
     p.description = (
         "Each line of --models (a model, then key=value overrides) becomes a training run of the "

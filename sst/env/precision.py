@@ -5,9 +5,10 @@ the Lightning Trainer, the fingerprint, the run's notes).
     python -c "from sst.env.precision import decide; print(decide('auto', 'auto'))"
 
 "auto" differs by device: bf16-mixed on a GPU with bf16 units (compute capability 8+), 16-mixed
-on one without them (a T4: torch's emulated bf16 there is slow), 32-true on a CPU; 16-mixed on a
-CPU runs as bf16-mixed, as Lightning switches it. Under 16-mixed the optimizer is torch's
-per-tensor AdamW even when the fused one is asked: the fused one unscales the GradScaler's
+on one without them (a T4: torch's emulated bf16 there is slow), 32-true on a CPU; "auto-bf16" is
+"auto" except bf16-mixed on a CPU with bf16 units (avx512_bf16, amx_bf16; configs/mpnet.yaml);
+16-mixed on a CPU runs as bf16-mixed, as Lightning switches it. Under 16-mixed the optimizer is
+torch's per-tensor AdamW even when the fused one is asked: the fused one unscales the GradScaler's
 gradients inside its step, so Lightning refuses to clip them (train.grad_clip, the presets'
 1.0) and the run failed at its first step. Attention "auto" is eager under
 bf16 on a CPU, where torch's fused attention (sdpa) runs its bf16 backward up to 24x slower than
@@ -66,6 +67,10 @@ def decide(precision: str, attention: str) -> Decision:
     if precision == "auto" and cuda:  # bf16 units, not torch's emulation of them
         native = torch.cuda.is_bf16_supported(including_emulation=False)
         lightning = "bf16-mixed" if native else "16-mixed"
+    elif precision == "auto-bf16" and cuda:
+        return decide("auto", attention)
+    elif precision == "auto-bf16":  # the CPU's bf16 units where it has them, never emulated
+        lightning = "bf16-mixed" if cpu_has_bf16() else "32-true"
     elif precision == "auto":
         lightning = "32-true"
     else:

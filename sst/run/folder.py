@@ -44,6 +44,7 @@ WEIGHTS = "weights.safetensors"
 CONFUSION_PNG = "confusion_matrix.png"
 PREDICTIONS = "predictions.tsv"
 PSEUDO = "pseudo.tsv"  # train.unlabeled: the teacher's kept labels (sst.verbs.pseudo)
+SOFT_LABELS = "soft_labels.npy"  # train.distill_from: the teacher's soft labels (sst.verbs.distill)
 TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
 BEST, LAST = "best", "last"  # checkpoint names (Lightning adds .ckpt)
@@ -60,7 +61,7 @@ TUNE_RECORD = "tune.json"
 SHARED = (CONFIG, FINGERPRINT, METRICS, PREDICTIONS, WEIGHTS, CONFUSION_PNG)
 ENSEMBLE_SHARED = (FINGERPRINT, METRICS, PREDICTIONS, CONFUSION_PNG)  # it has no config, no weights
 # What the fingerprint's files_sha256 records beside weights_sha256, re-hashed by Run.verify
-CHECKED = (CONFIG, METRICS, PREDICTIONS, CONFUSION_PNG, PSEUDO)
+CHECKED = (CONFIG, METRICS, PREDICTIONS, CONFUSION_PNG, PSEUDO, SOFT_LABELS)
 PROBS = tuple(f"p{c}" for c in range(N_CLASSES))  # class-probability columns of predictions.tsv
 LABEL_IDS = {label: c for c, label in enumerate(LABELS)}  # a registered model's labels
 FINGERPRINT_META = "fingerprint"  # its metadata entry holding fingerprint.json (no "." in a key)

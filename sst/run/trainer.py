@@ -7,7 +7,8 @@ Three roles of one trainer (the same precision, determinism, strategy and gradie
 
 - ``fit``: a run's training, writing into its folder: ``checkpoints/`` (best by validation root
   macro-F1, and ``last.ckpt``, the resume point, every N steps and on a crash), TensorBoard in
-  ``tb/``, the learning-rate monitor, progress (tqdm's bar on a terminal, :class:`LogLines` in a
+  ``tb/``, the learning-rate monitor, the weight average of ``train.ema``/``train.swa``
+  (:mod:`sst.run.averaging`), progress (tqdm's bar on a terminal, :class:`LogLines` in a
   log) and, with ``train.profile``, Lightning's
   SimpleProfiler tables in ``profile/``.
 - ``score``: one process that scores the weights a DDP fit handed back (its workers logged the
@@ -53,6 +54,7 @@ from sst.config import Config
 from sst.env.precision import Decision
 from sst.io import interactive, log_every
 from sst.run import folder
+from sst.run.averaging import averaging
 
 Role = Literal["fit", "score", "bench"]
 PROGRESS_EVERY = 20  # batches between progress-bar refreshes
@@ -300,6 +302,7 @@ def _run_outputs(
         "callbacks": [
             *pruning,
             *stopping(cfg, stop_after),
+            *averaging(cfg),  # before the checkpoints: a step's update is in its checkpoint
             best,
             last,
             LearningRateMonitor(logging_interval="step"),  # the learning curve's lr panel

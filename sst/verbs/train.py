@@ -40,10 +40,11 @@ from sst.model.module import SstClassifier, resolve_commit
 from sst.model.pruning import sparsity
 from sst.run import fingerprint as fp
 from sst.run import folder as runs
+from sst.run.averaging import not_begun
 from sst.run.trainer import build_trainer, epochs_trained, stopped
 from sst.tracking import agent, server
 from sst.tracking.tracker import Tracker, preflight, tracked
-from sst.verbs import pseudo
+from sst.verbs import distill, pseudo
 from sst.viz import pictures
 from sst.viz.figures import plot_confusion, plot_test_confusion
 
@@ -81,6 +82,7 @@ def train(
     preflight(cfg.tracking.enabled)  # a server that does not answer: before any folder exists
     decided = decide(cfg.train.precision, cfg.model.attention)  # once: "auto" differs by device
     taught = pseudo.label(cfg)  # train.teacher, verified, labels train.unlabeled (or None)
+    soft = distill.soft_labels(cfg)  # train.distill_from, verified, soft-labels train (or None)
     # a hub model at the commit its revision names now (a replay: the recorded one), loaded and
     # recorded as that commit; the config keeps the revision as asked (and its hash)
     model_commit = model_commit or resolve_commit(cfg.model.name, cfg.model.revision)
@@ -102,6 +104,8 @@ def train(
         model.freeze_unused()
     if init:
         init.load_into(model)
+    if soft:
+        model.soft_labels = torch.from_numpy(soft.probs)
     if resume is not None:
         work, checkpoint = resume, runs.resume_point(resume)
     else:
@@ -114,6 +118,7 @@ def train(
             )
         work, checkpoint = runs.create(runs_dir, cfg), None
     notes = [taught.write(work)] if taught else []  # pseudo.tsv: checked again on resume
+    notes += [soft.write(work)] if soft else []  # soft_labels.npy: likewise
     with tracked(
         cfg.tracking.project,
         f"train {cfg.name}",
@@ -149,6 +154,7 @@ def train(
                 tracker.set_tags([f"{why}-stopped"])
         chosen, chosen_note = _chosen_checkpoint(cfg, trainer)
         notes += chosen_note
+        notes += [n for n in [not_begun(trainer)] if n]
         if trainer.world_size > 1:  # the DDP workers are gone with their results: score here
             trainer = build_trainer(cfg, decided, role="score", work=work, callbacks=[reports])
             trainer.validate(model, datamodule=data, verbose=False)  # the last weights
@@ -166,6 +172,7 @@ def train(
             model_commit=model_commit,
             init_weights=init.weights_sha256 if init else None,
             pseudo=taught.inputs if taught else None,
+            distill=soft.inputs if soft else None,
             training=training,
         )
         drawn = pictures.draw(runs.Run(work), work / runs.PICTURES)
@@ -281,6 +288,7 @@ def _record(
     model_commit: str | None,  # the hub commit the pretrained weights came from
     init_weights: str | None,  # model.init_from: the weights it started from
     pseudo: fp.PseudoInputs | None,  # train.unlabeled: what labelled it
+    distill: fp.DistillInputs | None,  # train.distill_from: what soft-labelled train
     training: dict[str, Any] | None,  # how the fit ended (_training_record)
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's outputs: weights, metrics, the test figure and predictions, the fingerprint.
@@ -308,6 +316,7 @@ def _record(
         model_commit=model_commit,
         init_weights=init_weights,
         pseudo=pseudo,
+        distill=distill,
     )
     write_json(work / runs.FINGERPRINT, fingerprint)
     return metrics, fingerprint
