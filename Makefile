@@ -16,10 +16,10 @@ export CUBLAS_WORKSPACE_CONFIG := :4096:8
 # SST_CPU_ISA=portable: vendor-independent CPU kernels (measured on AMD so far); avx2: Intel CPUs (docs/replay.md)
 export SST_CPU_ISA
 
-.PHONY: help setup lock lock-check image image-agent sweep report test test-all lint data split split-ptb demo train bench bench-split doctor image-cpu test-image clean
+.PHONY: help setup lock lock-check image image-agent sweep report test test-all lint data split split-ptb demo train bench bench-quality bench-split doctor image-cpu test-image clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.lock.sha256 ## create .venv from environment.lock + environment-dev.lock, hashes required (no-op when unchanged)
 
@@ -74,6 +74,10 @@ bench: setup ## training/inference samples/s vs HF Trainer; the cost of portable
 	$(SST) bench train --config configs/demo.yaml --phrases 3000 --out BENCHMARKS.md
 	$(SST) bench profile --config configs/demo.yaml --phrases 3000 --out BENCHMARKS.md
 	$(SST) bench isa --config configs/demo.yaml --phrases 1500 --out BENCHMARKS.md
+
+bench-quality: setup ## test quality of CONFIG (default full.yaml) vs the plain HF Trainer script, 3 seeds (hours; ARGS: --arm "...")
+	$(SST) split --config $(or $(CONFIG),configs/full.yaml) >/dev/null
+	$(SST) bench quality --config $(or $(CONFIG),configs/full.yaml) train.seeds=0,1,2 tracking.enabled=false --out BENCHMARKS.md $(ARGS)
 
 bench-split: setup ## seed search: 10,000 seeds vectorised vs the per-seed scipy loop
 	$(SST) bench split --config configs/kaggle.yaml --seeds 10000 --peer-seeds 300 --out BENCHMARKS.md

@@ -70,14 +70,23 @@ def draw(run: Run, out: Path, errors: int = 25) -> dict[str, Path]:
 
 def scalars(tb: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar logged to TensorBoard under ``tb`` (all event files), by tag, step-sorted."""
+    return {
+        tag: [(step, value) for step, (value, _) in points]
+        for tag, points in scalar_events(tb).items()
+    }
+
+
+def scalar_events(tb: Path) -> dict[str, list[tuple[int, tuple[float, float]]]]:
+    """:func:`scalars` with each value's wall time: ``{tag: [(step, (value, wall_time))]}``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    tags: dict[str, dict[int, float]] = {}
+    tags: dict[str, dict[int, tuple[float, float]]] = {}
     for events in sorted(tb.rglob("events.out.tfevents.*")):  # by creation time (in the name)
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags()["scalars"]:  # a resumed run logs its last steps again: newest wins
-            tags.setdefault(tag, {}).update((e.step, e.value) for e in acc.Scalars(tag))
+            points = ((e.step, (e.value, e.wall_time)) for e in acc.Scalars(tag))
+            tags.setdefault(tag, {}).update(points)
     return {tag: sorted(points.items()) for tag, points in tags.items()}
 
 
