@@ -131,10 +131,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _no_config(args, "bench prune reads each run's own config", also=args.runs)
         return bench_prune([Path(r) for r in args.runs], args.texts, out)
     if args.what == "quality":  # one config per arm: the preset and overrides, each arm's on top
-        from sst.bench.quality import bench_quality
+        from sst.bench.quality import STORE, bench_quality
 
         only = None if args.only is None else [a for a in args.only.split(",") if a]
-        return bench_quality(args.config, args.overrides, args.arm, out, only)
+        store = Path(args.store) if args.store else STORE
+        return bench_quality(args.config, args.overrides, args.arm, out, only, store)
     cfg, n = _load(args), args.phrases
     if args.what == "split":
         from sst.bench.split import bench_split
@@ -364,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARMS",
         help="quality: train only these arms (comma-separated labels; the others' stored "
         'measurements are shown; --only "": train nothing, show what is stored)',
+    )
+    p.add_argument(
+        "--store",
+        metavar="DIR",
+        help="quality: where each measurement is kept (default benchmarks/quality)",
     )
     p = _verb(sub, cmd_sweep, "train every model of a models.txt, here or on a ClearML queue")
     p.description = (

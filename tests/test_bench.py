@@ -124,8 +124,9 @@ def test_bench_quality_measures_each_arm_and_seed_once(
         tiny_model, tiny_split, runs, "tracking.enabled=false", "train.seeds=0,1"
     )
     out = tmp_path / "BENCHMARKS.md"
-    assert quality.bench_quality(None, overrides, ["ema train.ema=0.9"], out) == 0
-    records = [json.loads(p.read_text()) for p in (runs / quality.STORE).glob("*.json")]
+    store = tmp_path / "store"
+    assert quality.bench_quality(None, overrides, ["ema train.ema=0.9"], out, store=store) == 0
+    records = [json.loads(p.read_text()) for p in store.glob("*.json")]
     assert sorted((r["arm"], r["seed"]) for r in records) == [
         (a, s) for a in ("ema", "kit", "peer") for s in (0, 1)
     ]
@@ -150,14 +151,14 @@ def test_bench_quality_measures_each_arm_and_seed_once(
 
     monkeypatch.setattr(peer, "train_peer", refuse)
     monkeypatch.setattr(train_verb, "train", refuse)
-    assert quality.bench_quality(None, overrides, ["ema train.ema=0.9"], out) == 0
+    assert quality.bench_quality(None, overrides, ["ema train.ema=0.9"], out, store=store) == 0
     assert out.read_text() == table
     # --only "": what is stored, and an arm not measured yet says so (nothing trains)
     arms = ["ema train.ema=0.9", "later train.lr=5e-4"]
-    assert quality.bench_quality(None, overrides, arms, out, only=[]) == 0
+    assert quality.bench_quality(None, overrides, arms, out, only=[], store=store) == 0
     assert "| later | `train.lr=5e-4` | not measured yet | — |" in out.read_text()
     with pytest.raises(SstError, match="--only kid: no such arm"):
-        quality.bench_quality(None, overrides, arms, out, only=["kid"])
+        quality.bench_quality(None, overrides, arms, out, only=["kid"], store=store)
 
 
 def test_bench_quality_refuses_bad_arms_before_training(
@@ -178,10 +179,12 @@ def test_bench_quality_refuses_bad_arms_before_training(
         ("one train.seeds=3", "changes train.split, train.test_sentences or"),
     ]:
         with pytest.raises(SstError, match=re.escape(message)):
-            quality.bench_quality(None, overrides, [arm], None)
+            quality.bench_quality(None, overrides, [arm], None, store=tmp_path / "store")
     with pytest.raises(SstError, match="the peer scores the whole test set"):
-        quality.bench_quality(None, [*overrides, "train.test_sentences=5"], [], None)
-    assert not (tmp_path / quality.STORE).exists()
+        quality.bench_quality(
+            None, [*overrides, "train.test_sentences=5"], [], None, store=tmp_path / "store"
+        )
+    assert not (tmp_path / "store").exists()
 
 
 def test_the_peer_trains_on_each_sentences_distinct_phrases() -> None:

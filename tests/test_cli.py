@@ -18,6 +18,7 @@ VERBS = [
     "data",
     "split",
     "train",
+    "distill",
     "predict",
     "doctor",
     "config",

@@ -81,7 +81,7 @@ def test_every_key_has_help() -> None:
         ("split.mode=zzz", "split.mode", "search, canonical"),
         ("data.dedup=all", "data.dedup", "none, sentence, global"),
         ("data.format=csv", "data.format", "kaggle, ptb"),
-        ("train.precision=fp16", "train.precision", "auto, 32-true"),
+        ("train.precision=fp16", "train.precision", "auto, auto-bf16, 32-true"),
         ("model.attention=flash", "model.attention", "auto, sdpa, eager"),
     ],
 )

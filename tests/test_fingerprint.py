@@ -16,7 +16,7 @@ from sst.run.folder import FINGERPRINT
 from sst.verbs.replay import Recorded, compare, why_it_differs
 
 # declared for runs that use an option the tiny run leaves off, or for ensembles, or legacy
-OPTIONAL_PRODUCERS = {"pseudo", "ensemble", "legacy"}
+OPTIONAL_PRODUCERS = {"pseudo", "distill", "ensemble", "legacy"}
 OPTIONAL = {"init_weights_sha256", "model_commit"}  # model.init_from; a hub model
 
 

@@ -33,6 +33,9 @@ ALLOWED = {
     "sst.bench": {
         *("sst.errors", "sst.io", "sst.config", "sst.env", "sst.data", "sst.model", "sst.run"),
         "sst.tracking",  # a fresh process without the parent's ClearML task (bench isa)
+        # bench quality measures the recipe users run (sst.verbs.train) and reads its
+        # TensorBoard (sst.viz.pictures); no verb imports a benchmark
+        *("sst.verbs", "sst.viz"),
     },
     "sst.verbs": {
         *("sst", "sst.errors", "sst.io", "sst.config", "sst.env", "sst.data", "sst.model"),
@@ -44,8 +47,8 @@ ALLOWED = {
     },
 }
 # The verbs' shared recipes: replay re-trains, train and replay make a missing split, train
-# pseudo-labels. Any other verb importing another is a verb doing a second one's job.
-RECIPES = {"sst.verbs.train", "sst.verbs.prepare", "sst.verbs.pseudo"}
+# pseudo-labels and distils. Any other verb importing another is a verb doing a second one's job.
+RECIPES = {"sst.verbs.train", "sst.verbs.prepare", "sst.verbs.pseudo", "sst.verbs.distill"}
 LOWER = ("sst.errors", "sst.io", "sst.config", "sst.env", "sst.data", "sst.model")
 CONTRACT_NAMES = {
     runs.CONFIG,
@@ -346,6 +349,8 @@ OTHER_KEYS = {
     "sst.verbs.sweep": {"model"},  # a line of the sweep's outcome table
     "sst.config.space": {"seed"},  # the search space file's sampler seed
     "sst.verbs.tune": {"seed"},  # the search task's record of that seed
+    # a quality measurement's record (arm, seed, CPU, commit) and what its key hashes
+    "sst.bench.quality": {"commit", "cpu", "model", "seed", "threads"},
 }
 
 

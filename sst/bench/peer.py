@@ -30,7 +30,7 @@ from sst.model.metrics import LEVELS, confusion, summarize
 # The recipe, recorded with every result (and part of its cache key)
 RECIPE: dict[str, Any] = {
     "version": 2,  # 1 scored the test set in shuffled order (Trainer.predict): never reuse it
-    "model": "AutoModelForSequenceClassification",
+    "classifier": "AutoModelForSequenceClassification",
     "data": "train phrases de-duplicated within each sentence",
     "epochs": 1,
     "lr": 5e-5,
@@ -39,7 +39,7 @@ RECIPE: dict[str, Any] = {
     "scheduler": "linear",
     "warmup_ratio": 0.06,
     "sampling": "group_by_length",
-    "precision": "fp32",
+    "dtype": "fp32",
 }
 
 

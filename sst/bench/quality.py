@@ -7,10 +7,11 @@ the differences outside the seed noise marked.
 
 Arms: ``peer`` (the plain script), ``kit`` (the config as given) and each ``--arm "LABEL
 key=value …"`` (the config with those overrides). Each (arm, seed) is one measurement, kept in
-``<train.runs_dir>/bench-quality/<key>.json`` where the key is the sha256 of what decides the
-result (the kit: the run config's hash; the peer: its recipe, encoder, split and seed): a second
-call measures only what is missing, so a table can grow over several sessions, and each record
-says the CPU, date and commit it was measured on. A kit arm is an ordinary `sst train` run (its
+``benchmarks/quality/<key>.json`` (``--store``; a few hundred bytes each, committed beside
+BENCHMARKS.md) where the key is the sha256 of what decides the result (the kit: the run config's
+hash; the peer: its recipe, encoder, split and seed): a second call, also from another clone,
+measures only what is missing, so a table can grow over several sessions, and each record says
+the CPU, date and commit it was measured on. A kit arm is an ordinary `sst train` run (its
 folder in ``train.runs_dir``, replayable).
 
 Noise: Welch's t-test of an arm's seeds against the peer's, per metric; a difference with
@@ -35,7 +36,7 @@ from sst.errors import SstError
 from sst.io import dumps, sha256_file
 
 PEER, KIT = "peer", "kit"
-STORE = "bench-quality"
+STORE = Path("benchmarks/quality")  # beside BENCHMARKS.md, committed with it
 HEADING = "Quality against the plain HF Trainer script (`sst bench quality`)"
 # (label, level, metric): what the table reports of each run's test set
 METRICS = (
@@ -81,6 +82,7 @@ def bench_quality(
     arm_texts: list[str],
     out_md: Path | None,
     only: list[str] | None = None,
+    store: Path = STORE,
 ) -> int:
     """Measure what is missing of every (arm, seed) — of the arms in ``only`` when given (the
     others' stored records only; ``[]``: train nothing) — then print (and save) the table."""
@@ -109,7 +111,6 @@ def bench_quality(
             )
     if unknown := sorted(set(only or []) - {a.label for a in arms}):
         raise SstError(f"--only {unknown[0]}: no such arm", fix="name peer, kit or an --arm label")
-    store = Path(base.train.runs_dir) / STORE
     records: dict[str, list[dict[str, Any]]] = {}
     for arm in arms:
         may_train = only is None or arm.label in only
