@@ -7,9 +7,10 @@ the differences outside the seed noise marked.
 
 Arms: ``peer`` (the plain script), ``kit`` (the config as given) and each ``--arm "LABEL
 key=value …"`` (the config with those overrides). Each (arm, seed) is one measurement, kept in
-``benchmarks/quality/<key>.json`` (``--store``; a few hundred bytes each, committed beside
+``benchmarks/quality/<key>.json`` (``--store``; a few kilobytes each, committed beside
 BENCHMARKS.md) where the key is the sha256 of what decides the result (the kit: the run config's
-hash; the peer: its recipe, encoder, split and seed): a second call, also from another clone,
+hash, the encoder's hub commit and the split's content; the peer: its recipe, encoder, split and
+seed): a second call, also from another clone,
 measures only what is missing, so a table can grow over several sessions, and each record says
 the CPU, date and commit it was measured on. A kit arm is an ordinary `sst train` run (its
 folder in ``train.runs_dir``, replayable).
@@ -33,7 +34,7 @@ from sst.config import Config, load_config
 from sst.env.cpu import cpu_summary
 from sst.env.git import git_state
 from sst.errors import SstError
-from sst.io import dumps, sha256_file
+from sst.io import MANIFEST, dumps, sha256_file
 
 PEER, KIT = "peer", "kit"
 STORE = Path("benchmarks/quality")  # beside BENCHMARKS.md, committed with it
@@ -123,24 +124,29 @@ def bench_quality(
 def measurement_key(cfg: Config, arm: Arm, seed: int) -> str:
     """What decides a measurement's result, hashed: the same key, the same measurement."""
     from sst.bench.peer import RECIPE
+    from sst.model.module import resolve_commit
 
-    if arm.label != PEER:
-        return cfg.with_train(seed=seed, seeds=()).hash()
-    split = Path(cfg.train.split) / "manifest.json"
+    split = Path(cfg.train.split) / MANIFEST
     if not split.is_file():
         raise SstError(
             f"the split {cfg.train.split} is not here", fix="make it first (`sst split -c ...`)"
         )
-    from sst.model.module import resolve_commit
-
     m = cfg.model
-    what = {
-        "recipe": RECIPE,
-        "model": [m.name, resolve_commit(m.name, m.revision) or m.revision, m.max_length],
-        "threads": cfg.train.threads,
-        "split": sha256_file(split),
-        "seed": seed,
-    }
+    commit = resolve_commit(m.name, m.revision)
+    if arm.label != PEER:
+        what: dict[str, Any] = {
+            "config": cfg.with_train(seed=seed, seeds=()).hash(),
+            "encoder_commit": commit,
+            "split": sha256_file(split),
+        }
+    else:
+        what = {
+            "recipe": RECIPE,
+            "model": [m.name, commit or m.revision, m.max_length],
+            "threads": cfg.train.threads,
+            "split": sha256_file(split),
+            "seed": seed,
+        }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -173,11 +179,11 @@ def measure(
             "test": {level: run.metrics["test"][level] for level in ("root", "phrase")},
             "train_seconds": fit_seconds(run.run_dir),
             "run": str(run.run_dir),
-            "config_hash": key,
         }
     state = git_state()
     record |= {
         "arm": arm.label,
+        "key": key,
         "overrides": list(arm.overrides),
         "seed": seed,
         "cpu": cpu_summary(),
